@@ -1,5 +1,33 @@
 """Model backends: anything that turns (image, prompt) pairs into answers."""
 
+from __future__ import annotations
+
 from inspector.backends.base import Backend, BackendError, GenerationSettings
 
-__all__ = ["Backend", "BackendError", "GenerationSettings"]
+__all__ = ["Backend", "BackendError", "GenerationSettings", "load_backend"]
+
+
+def load_backend(
+    model: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+    num_crops: int | None = None,
+) -> Backend:
+    """`fake:FILE` replays answers from FILE (for tests and demos); anything else is a Hugging Face id or folder."""
+    if model.startswith("fake:"):
+        from inspector.backends.fake import FakeBackend
+
+        return FakeBackend.from_file(model.removeprefix("fake:"))
+    from inspector.backends.hf import HFBackend
+
+    return HFBackend(
+        model,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation,
+        num_crops=num_crops,
+    )

@@ -1,0 +1,385 @@
+"""The `inspector` command line: a thin layer over the library. Each command's docstring is its help."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from inspector import __version__
+
+#: Library exceptions whose message is already a one-line, actionable error for the user.
+_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, LookupError, FileNotFoundError, PermissionError)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from inspector.backends import BackendError
+    from inspector.discovery import DiscoveryError
+    from inspector.truth import TruthError
+
+    errors: list[type[BaseException]] = [BackendError, DiscoveryError, TruthError, *_USER_ERRORS]
+    try:
+        from sqlalchemy.exc import ArgumentError, OperationalError
+
+        errors += [ArgumentError, OperationalError]
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+@contextlib.contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Turn the library's plain exceptions into one-line `Error: ...` messages (no traceback)."""
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except _user_errors() as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise click.ClickException(message) from None
+
+
+def _stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+class RichScanProgress:
+    """Progress bar with images/s and ETA on stderr; silent when stderr is not a terminal."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]scanning"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} img/s"),
+            TextColumn("[red]{task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        )
+        self.task = None
+        self.failed = 0
+
+    def __enter__(self) -> RichScanProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def start(self, total: int, already_done: int) -> None:
+        self.task = self.progress.add_task("scan", total=total, completed=already_done, rate="-", failed=0)
+
+    def advance(self, n_images: int, n_failed: int) -> None:
+        self.failed += n_failed
+        self.progress.advance(self.task, n_images)
+        task = self.progress.tasks[0]
+        rate = f"{task.speed:.2f}" if task.speed else "-"
+        self.progress.update(self.task, rate=rate, failed=self.failed)
+
+    def message(self, text: str) -> None:
+        self.console.print(f"[yellow]{text}")
+
+
+def _parse_shard(value: str | None) -> tuple[int, int]:
+    if not value:
+        return (0, 1)
+    try:
+        index, count = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise click.BadParameter("use INDEX/COUNT, e.g. 0/2") from None
+    if not 0 <= index < count:
+        raise click.BadParameter("INDEX must be in 0..COUNT-1")
+    return (index, count)
+
+
+def _parse_batch_size(value: str) -> int:
+    if value == "auto":
+        return 0
+    try:
+        size = int(value)
+    except ValueError:
+        raise click.BadParameter("a positive number or 'auto'") from None
+    if size < 1:
+        raise click.BadParameter("a positive number or 'auto'")
+    return size
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="inspector")
+def cli() -> None:
+    """Check product images with a vision-language model and compare the answers with your catalogue."""
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--truth", type=click.Path(dir_okay=False), help="Ground-truth catalogue CSV to score answers against.")
+@click.option(
+    "--truth-columns",
+    help='Map fields to CSV columns: brand=Brand,title="Product Name",price=Cost (others auto-detected).',
+)
+@click.option("--truth-key", help="CSV column whose value appears in the image file names (e.g. product_code).")
+@click.option("--model", "-m", default=None, help="Hugging Face model id or local folder.  [default: Phi-3.5-vision]")
+@click.option("--db", default="inspector.db", show_default=True, help="SQLite file or SQLAlchemy URL.")
+@click.option("--report", "report_path", default="report.html", show_default=True, help="HTML report to write.")
+@click.option("--no-report", is_flag=True, help="Do not write an HTML report.")
+@click.option("--batch-size", default="8", show_default=True, help="Images per model call, or 'auto' (GPU memory).")
+@click.option("--prompt", "prompt_name", help="Built-in prompt: extract (default, JSON) or original.")
+@click.option("--prompt-file", type=click.Path(dir_okay=False), help="File holding a custom prompt.")
+@click.option("--sizes", help="Also ask for the prices in these sizes, e.g. 6.5,7.5,8")
+@click.option("--max-new-tokens", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--min-new-tokens", default=0, type=click.IntRange(0), help="Force answers this long (benchmarks).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32.")
+@click.option("--num-crops", type=click.IntRange(1), help="Phi-3.5-vision crops per image (checkpoint default: 4).")
+@click.option("--attn", "attn_implementation", help="Attention kernel: sdpa (default), eager, flash_attention_2.")
+@click.option("--limit", type=click.IntRange(1), help="Scan only the first N images found.")
+@click.option("--run-name", help="Name for this run (reuse it to resume or compare).")
+@click.option("--price-tolerance", default="0.005", show_default=True, help="Absolute (0.01) or relative (2%).")
+@click.option("--title-threshold", default=0.6, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(1), help="Image decoding threads.")
+@click.option("--gpus", help="Use several GPUs: 'all' or a number (one process per GPU, one run).")
+@click.option("--shard", hidden=True, help="INDEX/COUNT: process one shard of the images (used by --gpus).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model folder's own Python code to run.")
+def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_report, batch_size, prompt_name,
+         prompt_file, sizes, max_new_tokens, min_new_tokens, device, dtype, num_crops, attn_implementation, limit,
+         run_name, price_tolerance, title_threshold, workers, gpus, shard, trust_remote_code):  # fmt: skip
+    """Scan product images (folders, files or URLs) with a vision-language model.
+
+    Answers are parsed into brand, title, category, price, currency and per-size prices, stored in the
+    database, scored against --truth when given, and summarised in an HTML report. Rerunning the same
+    command resumes the same run and skips images already stored.
+    """
+    with friendly_errors():
+        from inspector.prompts import parse_sizes_option
+        from inspector.scan import DEFAULT_MODEL, ScanConfig
+        from inspector.truth import parse_column_mapping
+
+        config = ScanConfig(
+            inputs=list(paths),
+            model=model or DEFAULT_MODEL,
+            db=db,
+            report=None if no_report else report_path,
+            truth=truth,
+            truth_columns=parse_column_mapping(truth_columns) if truth_columns else None,
+            truth_key=truth_key,
+            prompt=prompt_name,
+            prompt_file=prompt_file,
+            sizes=parse_sizes_option(sizes) if sizes else [],
+            batch_size=_parse_batch_size(batch_size),
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            device=device,
+            dtype=dtype,
+            num_crops=num_crops,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+            limit=limit,
+            run_name=run_name,
+            price_tolerance=price_tolerance,
+            title_threshold=title_threshold,
+            workers=workers,
+            shard=_parse_shard(shard),
+        )
+        if gpus:
+            from inspector.multigpu import scan_on_gpus
+
+            summary = scan_on_gpus(config, gpus, _stderr_console())
+        else:
+            summary = _run_scan(config)
+        _print_scan_summary(config, summary)
+
+
+def _run_scan(config):
+    from inspector.backends import load_backend
+    from inspector.prompts import get_prompt
+    from inspector.scan import Scanner
+    from inspector.store import open_store
+
+    console = _stderr_console()
+    get_prompt(config.prompt, config.prompt_file, config.sizes or None)  # fail fast, before loading a model
+    store = open_store(config.db)
+    if config.shard == (0, 1):
+        console.print(f"[dim]inspector {__version__} · scan config: {_config_line(config)}")
+        console.print(f"[dim]loading {config.model} …")
+    backend = load_backend(
+        config.model,
+        device=config.device,
+        dtype=config.dtype,
+        trust_remote_code=config.trust_remote_code,
+        attn_implementation=config.attn_implementation,
+        num_crops=config.num_crops,
+    )
+    with RichScanProgress(console) as progress:
+        summary = Scanner(config, backend, store, progress).run()
+    if config.report and config.shard == (0, 1):
+        from inspector.report import render_report
+
+        summary.report_path = str(render_report(store, summary.run_id, Path(config.report)))
+    summary.metrics = {name: m.to_dict() for name, m in store.run_metrics(summary.run_id).items()}
+    return summary
+
+
+def _config_line(config) -> str:
+    keys = ("model", "db", "truth", "batch_size", "max_new_tokens", "device", "dtype", "prompt", "sizes")
+    values = asdict(config)
+    return ", ".join(f"{k}={values[k]}" for k in keys if values[k] not in (None, [], ""))
+
+
+def _print_scan_summary(config, summary) -> None:
+    console = Console(highlight=False, soft_wrap=True)
+    if config.shard != (0, 1):
+        console.print(f"shard {config.shard[0]}/{config.shard[1]}: {summary.processed} images")
+        return
+    new = summary.processed - summary.failed
+    line = f"Run {summary.run_id}: {new} images answered, {summary.failed} failed"
+    if summary.already_done:
+        line += f", {summary.already_done} already done"
+    if summary.duplicates:
+        line += f", {summary.duplicates} duplicates skipped"
+    console.print(line + f" ({summary.images_per_s:.2f} images/s)")
+    if summary.truth:
+        t = summary.truth
+        line = (
+            f"Truth: {t['matched_images']} of {t['images']} images matched a row, "
+            f"{t['unmatched_rows']} of {t['rows']} rows matched no image"
+        )
+        problems = [f"{t[k]} {k.replace('_', ' ')}" for k in ("duplicate_keys", "unparseable_cells") if t.get(k)]
+        console.print(line + (f" ({', '.join(problems)})" if problems else ""))
+    if summary.metrics:
+        table = Table(title="Per-field results")
+        for column in ("field", "n", "accuracy", "precision", "recall", "F1", "MAE"):
+            table.add_column(column, justify="left" if column == "field" else "right")
+        for name, m in summary.metrics.items():
+            table.add_row(
+                name,
+                str(m["n"]),
+                _pct(m["accuracy"]),
+                _pct(m["precision"]),
+                _pct(m["recall"]),
+                _pct(m["f1"]),
+                "" if m.get("mean_abs_error") is None else f"{m['mean_abs_error']:.2f}",
+            )
+        console.print(table)
+    console.print(f"Database: {config.db}")
+    if summary.report_path:
+        console.print(f"Report: {summary.report_path}")
+
+
+def _pct(value) -> str:
+    return "" if value is None else f"{100 * value:.1f}%"
+
+
+@cli.command()
+@click.argument("run", required=False)
+@click.option("--db", default="inspector.db", show_default=True, help="SQLite file or SQLAlchemy URL.")
+@click.option("--out", "-o", default="report.html", show_default=True, help="HTML file to write.")
+@click.option("--compare", help="Another run (id or name) to show side by side, e.g. base vs fine-tuned.")
+def report(run, db, out, compare):
+    """Write the HTML report of RUN (id or name; default: the latest run)."""
+    with friendly_errors():
+        from inspector.report import render_report
+        from inspector.store import open_store
+
+        _require_existing_db(db)
+        store = open_store(db)
+        run_info = store.get_run(_run_ref(run))
+        compare_info = store.get_run(_run_ref(compare)) if compare else None
+        path = render_report(store, run_info.id, Path(out), compare_run_id=compare_info.id if compare_info else None)
+        click.echo(f"Report: {path}")
+
+
+@cli.command()
+@click.option("--db", default="inspector.db", show_default=True, help="SQLite file or SQLAlchemy URL.")
+def runs(db):
+    """List the runs stored in the database."""
+    with friendly_errors():
+        from inspector.store import open_store
+
+        _require_existing_db(db)
+        store = open_store(db)
+        table = Table()
+        for column in ("id", "name", "model", "prompt", "status", "images", "failed", "img/s", "started"):
+            table.add_column(column)
+        for r in store.list_runs():
+            table.add_row(
+                str(r.id),
+                r.name or "",
+                r.model,
+                r.prompt_name,
+                r.status,
+                str(r.n_images or 0),
+                str(r.n_failed or 0),
+                "" if r.images_per_s is None else f"{r.images_per_s:.2f}",
+                str(r.started_at)[:19],
+            )
+        Console(highlight=False, soft_wrap=True).print(table)
+
+
+def _run_ref(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else value
+
+
+def _require_existing_db(db: str) -> None:
+    if "://" not in db and not Path(db).exists():
+        raise click.ClickException(f"no database at {db}; run `inspector scan` first or pass --db")
+
+
+@cli.command("tiny-model")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option(
+    "--family", type=click.Choice(["llava", "idefics3", "phi3v"]), default="llava", show_default=True
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--tokenizer-dir", type=click.Path(file_okay=False), help="phi3v: real Phi-3.5-vision tokenizer files.")
+def tiny_model(folder, family, seed, tokenizer_dir):
+    """Build a tiny VLM with RANDOM weights into FOLDER, to try the pipeline offline.
+
+    Its answers are noise; it exists for tests, CI and demos where real weights cannot be downloaded.
+    """
+    with friendly_errors():
+        from inspector.tiny import build_tiny_model
+
+        kwargs = {"tokenizer_dir": Path(tokenizer_dir)} if tokenizer_dir and family == "phi3v" else {}
+        path = build_tiny_model(family, Path(folder), seed=seed, **kwargs)
+        click.echo(f"Tiny {family} model (random weights) written to {path}")
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("-n", "count", default=36, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True)
+def samples(folder, count, seed):
+    """Draw COUNT synthetic product listing images and their truth CSV into FOLDER."""
+    with friendly_errors():
+        from inspector.samples import generate_samples
+
+        csv_path = generate_samples(Path(folder), n=count, seed=seed)
+        click.echo(f"{count} sample images and {csv_path} written")
+
+
+def main() -> None:
+    cli(prog_name="inspector")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

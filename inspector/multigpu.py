@@ -1,0 +1,160 @@
+"""Data-parallel scans: one process per GPU, each scanning a shard of the images into the same run."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import time
+from dataclasses import replace
+
+from rich.console import Console
+
+from inspector.scan import ScanConfig, ScanSummary
+
+
+def parse_gpus(value: str | int, available: int) -> list[int]:
+    """'all' → every visible GPU; N → the first N; '0,2' → those devices."""
+    text = str(value).strip().lower()
+    if available < 1:
+        raise ValueError("--gpus needs CUDA GPUs, and none is visible (check nvidia-smi / CUDA_VISIBLE_DEVICES)")
+    if text == "all":
+        return list(range(available))
+    if "," in text:
+        devices = [int(part) for part in text.split(",") if part.strip()]
+    else:
+        try:
+            devices = list(range(int(text)))
+        except ValueError:
+            raise ValueError(f"--gpus takes 'all', a number or a list like 0,1; got {value!r}") from None
+    if not devices or max(devices) >= available or min(devices) < 0:
+        raise ValueError(f"--gpus {value}: only {available} GPU(s) visible")
+    return devices
+
+
+class _QueueProgress:
+    """Forwards a shard's progress to the parent process."""
+
+    def __init__(self, events: mp.Queue, shard: int) -> None:
+        self.events = events
+        self.shard = shard
+
+    def start(self, total: int, already_done: int) -> None:
+        self.events.put(("start", self.shard, total, already_done))
+
+    def advance(self, n_images: int, n_failed: int) -> None:
+        self.events.put(("advance", self.shard, n_images, n_failed))
+
+    def message(self, text: str) -> None:
+        self.events.put(("message", self.shard, text, 0))
+
+
+def _shard_main(config: ScanConfig, events: mp.Queue) -> None:
+    from inspector.backends import load_backend
+    from inspector.scan import Scanner
+    from inspector.store import open_store
+
+    progress = _QueueProgress(events, config.shard[0])
+    try:
+        backend = load_backend(
+            config.model,
+            device=config.device,
+            dtype=config.dtype,
+            trust_remote_code=config.trust_remote_code,
+            attn_implementation=config.attn_implementation,
+            num_crops=config.num_crops,
+        )
+        summary = Scanner(config, backend, open_store(config.db), progress).run(finalize=False)
+        events.put(("done", config.shard[0], summary.processed, summary.failed))
+    except BaseException as error:  # report, don't hang the parent
+        events.put(("error", config.shard[0], f"{type(error).__name__}: {error}", 0))
+        raise
+
+
+def scan_on_gpus(config: ScanConfig, gpus: str | int, console: Console) -> ScanSummary:
+    """Run one shard per GPU in spawned processes, then close the run and write the report once."""
+    import torch
+
+    from inspector.cli import RichScanProgress
+    from inspector.prompts import get_prompt
+    from inspector.scan import start_run
+    from inspector.store import open_store
+
+    devices = parse_gpus(gpus, torch.cuda.device_count())
+    prompt = get_prompt(config.prompt, config.prompt_file, config.sizes or None)
+    store = open_store(config.db)
+    # Created here, before the shards start, so that they all resume this one run instead of racing to create it.
+    run_id = start_run(store, config, prompt, None, config.batch_size)
+    started = time.perf_counter()
+    context = mp.get_context("spawn")
+    events = context.Queue()
+    processes = []
+    for index, device in enumerate(devices):
+        shard = replace(config, device=f"cuda:{device}", shard=(index, len(devices)), report=None)
+        process = context.Process(target=_shard_main, args=(shard, events), name=f"inspector-gpu{device}")
+        process.start()
+        processes.append(process)
+    errors: list[str] = []
+    totals = {"processed": 0, "failed": 0}
+    with RichScanProgress(console) as progress:
+        found = 0
+        started_shards = 0
+        finished = 0
+        while finished < len(processes):
+            try:
+                kind, shard, a, b = events.get(timeout=1.0)
+            except queue.Empty:
+                if all(not p.is_alive() for p in processes):
+                    break
+                continue
+            if kind == "start":
+                found += a
+                started_shards += 1
+                if started_shards == len(processes):
+                    progress.start(found, 0)
+            elif kind == "advance" and progress.task is not None:
+                progress.advance(a, b)
+            elif kind == "message":
+                progress.message(f"GPU shard {shard}: {a}")
+            elif kind == "done":
+                totals["processed"] += a
+                totals["failed"] += b
+                finished += 1
+            elif kind == "error":
+                errors.append(f"shard {shard}: {a}")
+                finished += 1
+    for process in processes:
+        process.join()
+    elapsed = time.perf_counter() - started
+    key = config.run_key(prompt)
+    answered = totals["processed"] - totals["failed"]
+    status = "failed" if errors else "completed"
+    stats = {
+        "elapsed_s": round(elapsed, 3),
+        "n_images": totals["processed"],
+        "n_failed": totals["failed"],
+        "images_per_s": round(answered / elapsed, 3) if elapsed > 0 else None,
+        "gpus": len(devices),
+    }
+    store.finish_run(run_id, status, stats)
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    summary = ScanSummary(
+        run_id=run_id,
+        run_key=key,
+        status=status,
+        found=found,
+        already_done=0,
+        processed=totals["processed"],
+        failed=totals["failed"],
+        duplicates=0,
+        elapsed_s=elapsed,
+        images_per_s=stats["images_per_s"] or 0.0,
+    )
+    if config.report:
+        from pathlib import Path
+
+        from inspector.report import render_report
+
+        summary.report_path = str(render_report(store, run_id, Path(config.report)))
+    summary.metrics = {name: m.to_dict() for name, m in store.run_metrics(run_id).items()}
+    return summary

@@ -1,0 +1,440 @@
+"""The scan job: images → model answers in batches → parsed fields → scores against the catalogue → store.
+
+Stages overlap: a thread pool reads, hashes and decodes images ahead of the model; the model runs batches of images
+that share a batch key (Phi-3.5-vision's crop grid), largest first; each finished batch is committed in one
+transaction, so a scan killed at any moment loses at most the batch in flight, and a rerun of the same command
+resumes the same run and skips what is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from inspector.backends import Backend, GenerationSettings
+from inspector.discovery import ImageSource, discover, read_source
+from inspector.fields import TruthRecord
+from inspector.images import ImageLoadError, LoadedImage, decode_image, make_thumbnail, sha256_hex
+from inspector.parsing import parse_answer
+from inspector.prompts import Prompt, get_prompt
+from inspector.scoring import PriceTolerance, score_answer
+from inspector.store import ItemResult, Store
+
+DEFAULT_MODEL = "microsoft/Phi-3.5-vision-instruct"
+
+
+@dataclass
+class ScanConfig:
+    """Everything that defines a scan. Printed at the start and stored with the run."""
+
+    #: Folders, files and http(s) URLs to scan.
+    inputs: list[str]
+    #: Hugging Face id or local folder of a vision-language model (or `fake:FILE` for tests).
+    model: str = DEFAULT_MODEL
+    #: SQLite file or SQLAlchemy URL.
+    db: str = "inspector.db"
+    #: HTML report written at the end (None: no report).
+    report: str | None = "report.html"
+    #: Ground-truth CSV, its column mapping (field -> column) and key column.
+    truth: str | None = None
+    truth_columns: dict[str, str] | None = None
+    truth_key: str | None = None
+    #: Built-in prompt name, or a file holding a custom prompt; sizes to ask per-size prices for.
+    prompt: str | None = None
+    prompt_file: str | None = None
+    sizes: list[str] = field(default_factory=list)
+    #: Images per model call; 0 picks one from free GPU memory (8 on CPU).
+    batch_size: int = 8
+    max_new_tokens: int = 256
+    #: Benchmarks force every answer to full length (min = max) so timings don't depend on when a model stops.
+    min_new_tokens: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    #: Phi-3.5-vision's crops per image (None: the checkpoint's setting).
+    num_crops: int | None = None
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
+    #: Scan only the first N images found.
+    limit: int | None = None
+    run_name: str | None = None
+    #: Price tolerance: absolute ("0.01") or relative ("2%"); title similarity threshold.
+    price_tolerance: str = "0.005"
+    title_threshold: float = 0.6
+    #: Threads that read and decode images ahead of the model.
+    workers: int = 4
+    #: Process shard `index` of `count` (one process per GPU); all shards write into the same run.
+    shard: tuple[int, int] = (0, 1)
+
+    def generation_settings(self) -> GenerationSettings:
+        return GenerationSettings(max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens)
+
+    def run_key(self, prompt: Prompt) -> str:
+        """What makes two scans the same run: inputs, model, prompt, generation and scoring settings.
+
+        Batch size, device, workers, limit and shard are left out: they change speed, not answers (greedy)."""
+        identity = {
+            "inputs": sorted(str(Path(i).resolve()) if "://" not in i else i for i in self.inputs),
+            "model": self.model,
+            "prompt": prompt.text,
+            "sizes": list(self.sizes),
+            "max_new_tokens": self.max_new_tokens,
+            "min_new_tokens": self.min_new_tokens,
+            "num_crops": self.num_crops,
+            "truth": str(Path(self.truth).resolve()) if self.truth else None,
+            "truth_columns": self.truth_columns,
+            "truth_key": self.truth_key,
+            "price_tolerance": self.price_tolerance,
+            "title_threshold": self.title_threshold,
+            "run_name": self.run_name,
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+
+class ScanProgress(Protocol):
+    """What the CLI shows while a scan runs; the library never prints."""
+
+    def start(self, total: int, already_done: int) -> None: ...
+
+    def advance(self, n_images: int, n_failed: int) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+
+class _SilentProgress:
+    def start(self, total: int, already_done: int) -> None:
+        pass
+
+    def advance(self, n_images: int, n_failed: int) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+
+@dataclass
+class ScanSummary:
+    run_id: int
+    run_key: str
+    status: str
+    found: int
+    already_done: int
+    processed: int
+    failed: int
+    duplicates: int
+    elapsed_s: float
+    images_per_s: float
+    truth: dict | None = None
+    report_path: str | None = None
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Pending:
+    """An image read and decoded, waiting for the model."""
+
+    source: ImageSource
+    sha256: str
+    loaded: LoadedImage
+    thumbnail: bytes | None
+
+
+def _load(source: ImageSource) -> _Pending | ItemResult:
+    """Read, hash and decode one image; a failure becomes a finished ItemResult carrying the error."""
+    try:
+        data = read_source(source)
+    except ImageLoadError as error:
+        sha = sha256_hex(f"unreadable:{source.location}".encode())
+        return _failed_item(source, sha, str(error))
+    sha = sha256_hex(data)
+    try:
+        loaded = decode_image(data)
+    except ImageLoadError as error:
+        return _failed_item(source, sha, str(error), n_bytes=len(data))
+    try:
+        thumbnail = make_thumbnail(loaded.image)
+    except Exception:  # a thumbnail is a nicety; never lose the image over it
+        thumbnail = None
+    return _Pending(source, sha, loaded, thumbnail)
+
+
+def _failed_item(source: ImageSource, sha: str, error: str, n_bytes: int | None = None) -> ItemResult:
+    return ItemResult(
+        sha256=sha,
+        path=source.location,
+        width=None,
+        height=None,
+        format=None,
+        n_bytes=n_bytes,
+        thumbnail=None,
+        raw_output=None,
+        parsed=None,
+        latency_ms=None,
+        error=error,
+        truth=None,
+        field_results=[],
+    )
+
+
+class Scanner:
+    """Runs one scan. Library entry point: `Scanner(config, backend, store).run()`."""
+
+    def __init__(
+        self,
+        config: ScanConfig,
+        backend: Backend,
+        store: Store,
+        progress: ScanProgress | None = None,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.store = store
+        self.progress = progress or _SilentProgress()
+        self.prompt = get_prompt(config.prompt, config.prompt_file, config.sizes or None)
+        self.settings = config.generation_settings()
+        self.tolerance = PriceTolerance.parse(config.price_tolerance)
+        self.truth_by_location: dict[str, TruthRecord] = {}
+        self.truth_summary: dict | None = None
+        self.batch_size = config.batch_size or auto_batch_size(backend)
+
+    # -- set-up -----------------------------------------------------------------------------------------------
+
+    def _sources(self) -> list[ImageSource]:
+        sources = discover(self.config.inputs)
+        if self.config.limit is not None:
+            sources = sources[: self.config.limit]
+        index, count = self.config.shard
+        return sources[index::count]
+
+    def _match_truth(self, sources: list[ImageSource]) -> None:
+        if not self.config.truth:
+            return
+        from inspector.truth import load_truth
+
+        table = load_truth(self.config.truth, self.config.truth_columns, self.config.truth_key)
+        with_paths = [s for s in sources if s.path is not None]
+        roots = sorted({s.root for s in with_paths if s.root is not None})
+        match = table.match([s.path for s in with_paths], roots)
+        for source in with_paths:
+            record = match.records.get(source.path)
+            if record is not None:
+                self.truth_by_location[source.location] = record
+        self.truth_summary = match.summary()
+
+    # -- the run ----------------------------------------------------------------------------------------------
+
+    def run(self, finalize: bool = True) -> ScanSummary:
+        """Scan, committing batch by batch. `finalize=False` leaves closing the run to a parent (multi-GPU)."""
+        config = self.config
+        sources = self._sources()
+        self._match_truth(sources)
+        key = config.run_key(self.prompt)
+        run_id = start_run(self.store, config, self.prompt, self.backend, self.batch_size)
+        done = self.store.done_shas(run_id)
+        self.progress.start(len(sources), 0)
+        started = time.perf_counter()
+        counts = {"processed": 0, "failed": 0, "duplicates": 0, "already_done": 0}
+        status = "failed"
+        try:
+            for items in self._batches(sources, done, counts):
+                self.store.add_batch(run_id, items)
+                failed = sum(1 for item in items if item.error)
+                counts["processed"] += len(items)
+                counts["failed"] += failed
+                self.progress.advance(len(items), failed)
+            status = "completed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            model_items = counts["processed"] - counts["failed"]
+            stats = {
+                "elapsed_s": round(elapsed, 3),
+                "n_images": counts["processed"],
+                "n_failed": counts["failed"],
+                "images_per_s": round(model_items / elapsed, 3) if elapsed > 0 else None,
+                "duplicates": counts["duplicates"],
+                "already_done": counts["already_done"],
+                "truth": self.truth_summary,
+            }
+            if finalize or status != "completed":
+                self.store.finish_run(run_id, status, stats)
+        return ScanSummary(
+            run_id=run_id,
+            run_key=key,
+            status=status,
+            found=len(sources),
+            already_done=counts["already_done"],
+            processed=counts["processed"],
+            failed=counts["failed"],
+            duplicates=counts["duplicates"],
+            elapsed_s=elapsed,
+            images_per_s=stats["images_per_s"] or 0.0,
+            truth=self.truth_summary,
+        )
+
+    def _batches(self, sources: list[ImageSource], done: set[str], counts: dict) -> Iterator[list[ItemResult]]:
+        """Decoded images grouped by batch key; each group runs once it holds `batch_size` images."""
+        seen: set[str] = set(done)
+        buckets: dict[object, list[_Pending]] = {}
+        failures: list[ItemResult] = []
+        with ThreadPoolExecutor(max_workers=max(1, self.config.workers), thread_name_prefix="decode") as pool:
+            for loaded in _prefetch(pool, sources, ahead=max(2 * self.batch_size, 16)):
+                sha = loaded.sha256
+                if sha in seen:
+                    counts["already_done" if sha in done else "duplicates"] += 1
+                    self.progress.advance(1, 0)
+                    continue
+                seen.add(sha)
+                if isinstance(loaded, ItemResult):
+                    failures.append(loaded)
+                    if len(failures) >= self.batch_size:
+                        yield failures
+                        failures = []
+                    continue
+                bucket = buckets.setdefault(self.backend.batch_key(loaded.loaded.image), [])
+                bucket.append(loaded)
+                if len(bucket) >= self.batch_size:
+                    yield self._run_batch(bucket)
+                    bucket.clear()
+        if failures:
+            yield failures
+        for bucket in buckets.values():
+            if bucket:
+                yield self._run_batch(bucket)
+
+    def _run_batch(self, batch: list[_Pending]) -> list[ItemResult]:
+        """Answers for a batch; a batch that runs out of memory is split in halves, any other failure is isolated
+        to the images that cause it (each retried alone), so one bad image never costs the others."""
+        try:
+            started = time.perf_counter()
+            answers = self.backend.generate(
+                [p.loaded.image for p in batch], [self.prompt.text] * len(batch), self.settings
+            )
+            latency_ms = (time.perf_counter() - started) * 1000 / len(batch)
+        except Exception as error:  # noqa: BLE001 - every failure is recorded per image, never fatal
+            if len(batch) == 1:
+                return [self._item(batch[0], None, None, _describe_error(error))]
+            if _is_out_of_memory(error):
+                _free_memory()
+                self.progress.message(f"out of memory on a batch of {len(batch)}; retrying in halves")
+            half = len(batch) // 2
+            return self._run_batch(batch[:half]) + self._run_batch(batch[half:])
+        return [self._item(p, answer, latency_ms, None) for p, answer in zip(batch, answers, strict=True)]
+
+    def _item(self, pending: _Pending, answer: str | None, latency_ms: float | None, error: str | None) -> ItemResult:
+        truth = self.truth_by_location.get(pending.source.location)
+        parsed = parse_answer(answer) if answer is not None else None
+        field_results = []
+        if truth is not None and parsed is not None:
+            field_results = score_answer(parsed, truth.fields, self.tolerance, self.config.title_threshold)
+        loaded = pending.loaded
+        return ItemResult(
+            sha256=pending.sha256,
+            path=pending.source.location,
+            width=loaded.width,
+            height=loaded.height,
+            format=loaded.format,
+            n_bytes=loaded.n_bytes,
+            thumbnail=pending.thumbnail,
+            raw_output=answer,
+            parsed=parsed,
+            latency_ms=latency_ms,
+            error=error,
+            truth=truth,
+            field_results=field_results,
+        )
+
+
+def start_run(store: Store, config: ScanConfig, prompt: Prompt, backend: Backend | None, batch_size: int) -> int:
+    """Create the run for this scan, or resume the run an identical earlier scan created."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("inputs", "db", "report", "truth", "run_name")}
+    settings["batch_size"] = batch_size
+    return store.start_run(
+        config.run_key(prompt),
+        name=config.run_name,
+        model=config.model,
+        backend=backend.describe().get("backend", "unknown") if backend else "hf",
+        prompt_name=prompt.name,
+        prompt_text=prompt.text,
+        settings=settings,
+        versions=_versions(backend) if backend else {},
+        inputs=list(config.inputs),
+        truth_path=config.truth,
+    )
+
+
+def _prefetch(pool: ThreadPoolExecutor, sources: Sequence[ImageSource], ahead: int) -> Iterator:
+    """Results of `_load` in order, with up to `ahead` images being read and decoded in the background."""
+    pending = []
+    iterator = iter(sources)
+    for source in iterator:
+        pending.append(pool.submit(_load, source))
+        if len(pending) >= ahead:
+            break
+    while pending:
+        result = pending.pop(0).result()
+        for source in iterator:
+            pending.append(pool.submit(_load, source))
+            break
+        yield result
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    try:
+        import torch
+
+        if isinstance(error, torch.OutOfMemoryError):
+            return True
+    except ImportError:
+        pass
+    return "out of memory" in str(error).lower()
+
+
+def _free_memory() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def _describe_error(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}"[:500] if text else type(error).__name__
+
+
+def auto_batch_size(backend: Backend) -> int:
+    """A batch size from free GPU memory: a model of P parameters gets room for ~1 GB of activations and cache
+    per image at Phi-3.5-vision scale, scaled down for smaller models; 8 on CPU."""
+    info = backend.describe()
+    if not str(info.get("device", "cpu")).startswith("cuda"):
+        return 8
+    import torch
+
+    free, _total = torch.cuda.mem_get_info()
+    parameters = info.get("parameters") or 4_000_000_000
+    per_image = max(64 * 2**20, int(2**30 * parameters / 4.15e9))
+    return int(max(1, min(128, (free * 0.8) // per_image)))
+
+
+def _versions(backend: Backend) -> dict:
+    import platform
+
+    from inspector import __version__
+
+    versions = {"inspector": __version__, "python": platform.python_version()}
+    info = backend.describe()
+    for key in ("torch", "transformers"):
+        if key in info:
+            versions[key] = info[key]
+    versions["backend"] = info
+    return versions

@@ -1,0 +1,269 @@
+"""The scan pipeline end to end: discovery → batches → parsing → scoring → store, with fake and tiny real models."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from hostile import make_hostile_files
+
+from inspector.backends import BackendError, GenerationSettings, load_backend
+from inspector.backends.fake import FakeBackend
+from inspector.discovery import discover, read_source
+from inspector.images import decode_image
+from inspector.prompts import format_answer
+from inspector.scan import ScanConfig, Scanner
+from inspector.store import open_store
+from inspector.truth import load_truth
+
+
+def pixel_key(image) -> str:
+    return hashlib.sha256(image.tobytes()).hexdigest()
+
+
+def truth_answers(folder: Path, csv: Path, mutate=None) -> dict[str, str]:
+    """pixel hash → the catalogue's own answer (optionally changed by `mutate(index, fields)`)."""
+    sources = discover([folder])
+    match = load_truth(csv).match([s.path for s in sources], [folder])
+    answers = {}
+    for index, source in enumerate(sources):
+        fields = match.records[source.path].fields
+        if mutate:
+            mutate(index, fields)
+        answers[pixel_key(decode_image(read_source(source)).image)] = format_answer(fields)
+    return answers
+
+
+def answering(answers: dict[str, str]) -> FakeBackend:
+    return FakeBackend(lambda image, prompt: answers.get(pixel_key(image), "I don't know"))
+
+
+def scan(tmp_path: Path, backend, inputs, **options):
+    config = ScanConfig(inputs=[str(i) for i in inputs], model="fake", db=str(tmp_path / "r.db"), **options)
+    store = open_store(config.db)
+    return Scanner(config, backend, store).run(), store
+
+
+def db_counts(db: Path) -> tuple[int, int]:
+    with sqlite3.connect(db) as connection:
+        total = connection.execute("select count(*) from predictions").fetchone()[0]
+        distinct = connection.execute("select count(distinct run_id || '-' || image_id) from predictions").fetchone()[0]
+    return total, distinct
+
+
+def test_scan_scores_answers_against_truth(tmp_path, sample_dir):
+    n_images = len(discover([sample_dir]))
+
+    def mutate(index, fields):
+        if index < 3:
+            fields.price = (fields.price or 0) + 10
+        if index in (5, 6):
+            fields.brand = "Counterfeit Co"
+
+    backend = answering(truth_answers(sample_dir, sample_dir / "truth.csv", mutate))
+    summary, store = scan(tmp_path, backend, [sample_dir], truth=str(sample_dir / "truth.csv"), batch_size=5)
+    assert summary.status == "completed"
+    assert (summary.processed, summary.failed) == (n_images, 0)
+    assert summary.truth["matched_images"] == n_images
+    metrics = store.run_metrics(summary.run_id)
+    assert metrics["price"].wrong == 3
+    assert metrics["price"].correct == n_images - 3
+    assert metrics["brand"].wrong == 2
+    assert metrics["title"].accuracy == 1.0
+    assert metrics["category"].accuracy == 1.0
+    # batches of 5 (one batch key for the fake), every image once
+    assert [size for size, _ in backend.calls] == [5] * (n_images // 5) + ([n_images % 5] if n_images % 5 else [])
+    rows = store.run_rows(summary.run_id)
+    assert len(rows) == n_images
+
+
+def test_rerun_resumes_and_never_duplicates(tmp_path, sample_dir):
+    n_images = len(discover([sample_dir]))
+    answers = truth_answers(sample_dir, sample_dir / "truth.csv")
+    seen = []
+
+    def interrupt_at_tenth(image, prompt):
+        seen.append(1)
+        return KeyboardInterrupt() if len(seen) == 10 else None
+
+    first = answering(answers)
+    first.fail_on = interrupt_at_tenth
+    with pytest.raises(KeyboardInterrupt):
+        scan(tmp_path, first, [sample_dir], batch_size=4)
+    assert db_counts(tmp_path / "r.db") == (8, 8)  # two whole batches committed, the third lost
+
+    second = answering(answers)
+    summary, store = scan(tmp_path, second, [sample_dir], batch_size=4)
+    assert summary.already_done == 8
+    assert summary.processed == n_images - 8
+    assert sum(size for size, _ in second.calls) == n_images - 8
+    assert db_counts(tmp_path / "r.db") == (n_images, n_images)
+    assert store.get_run(summary.run_id).status == "completed"
+    assert len(store.list_runs()) == 1
+
+
+def test_scan_killed_with_sigkill_loses_at_most_the_batch_in_flight(tmp_path, sample_dir):
+    n_images = len(discover([sample_dir]))
+    db = tmp_path / "r.db"
+    script = textwrap.dedent(
+        f"""
+        import time
+        from inspector.backends.fake import FakeBackend
+        from inspector.scan import ScanConfig, Scanner
+        from inspector.store import open_store
+
+        def slow(image, prompt):
+            time.sleep(0.15)
+            return '{{"brand": "Acme", "price": 1.0}}'
+
+        config = ScanConfig(inputs=[{str(sample_dir)!r}], model="fake", db={str(db)!r}, batch_size=3)
+        Scanner(config, FakeBackend(slow), open_store(config.db)).run()
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if db.exists():
+                try:
+                    if db_counts(db)[0] >= 6:
+                        break
+                except sqlite3.OperationalError:
+                    pass
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    stored_before, _ = db_counts(db)
+    assert 6 <= stored_before < n_images
+    assert stored_before % 3 == 0  # whole batches only
+
+    summary, _ = scan(tmp_path, FakeBackend(default='{"brand": "Acme"}'), [sample_dir], batch_size=3)
+    assert summary.already_done == stored_before
+    assert db_counts(db) == (n_images, n_images)
+
+
+def test_hostile_files_are_recorded_never_fatal(tmp_path):
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    expected = make_hostile_files(folder)
+    backend = FakeBackend(default='{"brand": "Acme"}')
+    summary, store = scan(tmp_path, backend, [folder], batch_size=4)
+    assert summary.status == "completed"
+    rows = store.run_rows(summary.run_id)
+    by_name = {Path(row["path"]).relative_to(folder).as_posix(): row for row in rows}
+    # identical bytes under two names are one image: every distinct file is stored once
+    assert set(by_name) <= set(expected)
+    assert summary.processed + summary.duplicates == len(expected)
+    for name, row in by_name.items():
+        if expected[name]:
+            assert row["error"] is None, (name, row["error"])
+            assert row["raw_output"] == '{"brand": "Acme"}'
+        else:
+            assert row["error"], name
+    assert summary.failed == sum(1 for name in by_name if not expected[name])
+
+
+class OutOfMemoryAbove(FakeBackend):
+    """Runs out of memory on batches larger than `limit`, like a GPU would."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(default='{"price": 5}')
+        self.limit = limit
+
+    def generate(self, images, prompts, settings):
+        import torch
+
+        if len(images) > self.limit:
+            self.calls.append((len(images), ["OOM"]))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().generate(images, prompts, settings)
+
+
+def test_out_of_memory_batch_is_retried_in_halves(tmp_path, sample_dir):
+    backend = OutOfMemoryAbove(limit=2)
+    summary, store = scan(tmp_path, backend, [sample_dir], batch_size=8, limit=8)
+    assert (summary.processed, summary.failed) == (8, 0)
+    assert [size for size, prompts in backend.calls] == [8, 4, 2, 2, 4, 2, 2]
+    assert all(row["raw_output"] == '{"price": 5}' for row in store.run_rows(summary.run_id))
+
+
+def test_an_image_that_breaks_the_model_fails_alone(tmp_path, sample_dir):
+    sources = discover([sample_dir])[:6]
+    bad = pixel_key(decode_image(read_source(sources[2])).image)
+
+    def fail_on(image, prompt):
+        return RuntimeError("shape mismatch in vision tower") if pixel_key(image) == bad else None
+
+    backend = FakeBackend(default="{}", fail_on=fail_on)
+    summary, store = scan(tmp_path, backend, [sample_dir], batch_size=6, limit=6)
+    rows = {row["path"]: row for row in store.run_rows(summary.run_id)}
+    assert summary.failed == 1
+    assert rows[sources[2].location]["error"] == "RuntimeError: shape mismatch in vision tower"
+    assert sum(1 for row in rows.values() if row["error"] is None) == 5
+
+
+def test_duplicate_images_are_answered_once(tmp_path, sample_dir):
+    folder = tmp_path / "dups"
+    folder.mkdir()
+    first = sorted(p for p in sample_dir.iterdir() if p.suffix in (".jpg", ".png", ".webp"))[0]
+    shutil.copy(first, folder / f"a{first.suffix}")
+    shutil.copy(first, folder / f"b{first.suffix}")
+    backend = FakeBackend(default="{}")
+    summary, _ = scan(tmp_path, backend, [folder])
+    assert (summary.processed, summary.duplicates) == (1, 1)
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(BackendError, match="pass --model DIR"):
+        load_backend("no-such-org/no-such-model-xyz")
+    with pytest.raises(BackendError, match="not a model folder"):
+        load_backend(str(tmp_path))
+
+
+def test_text_only_model_is_rejected(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    with pytest.raises(BackendError, match="not a vision-language model"):
+        load_backend(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_tiny_models_batched_generation_equals_one_by_one(tiny_vlm):
+    from PIL import Image
+
+    backend = load_backend(str(tiny_vlm))
+    images = [Image.new("RGB", (64, 48), "red"), Image.new("RGB", (30, 90), "blue"), Image.new("RGB", (200, 120), "green")]
+    prompts = ["What is shown?", "Give the price as JSON.", "What brand is it?"]
+    settings = GenerationSettings(max_new_tokens=12)
+    batched = backend.generate(images, prompts, settings)
+    single = [backend.generate([image], [prompt], settings)[0] for image, prompt in zip(images, prompts, strict=True)]
+    assert batched == single
+    assert all(isinstance(answer, str) for answer in batched)
+
+
+@pytest.mark.slow
+def test_scan_with_real_tiny_models(tmp_path, tiny_vlm, sample_dir):
+    backend = load_backend(str(tiny_vlm))
+    summary, store = scan(
+        tmp_path, backend, [sample_dir], truth=str(sample_dir / "truth.csv"), batch_size=3, limit=6, max_new_tokens=8
+    )
+    assert (summary.processed, summary.failed) == (6, 0)
+    rows = store.run_rows(summary.run_id)
+    assert len(rows) == 6
+    assert all(row["error"] is None and row["raw_output"] is not None for row in rows)
+    run = store.get_run(summary.run_id)
+    assert run.versions["backend"]["model_type"] in ("llava", "idefics3")
+
