@@ -29,9 +29,13 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, LookupError, FileNo
 def _user_errors() -> tuple[type[BaseException], ...]:
     from inspector.backends import BackendError
     from inspector.discovery import DiscoveryError
+    from inspector.images import ImageLoadError
+    from inspector.store import StoreError
     from inspector.truth import TruthError
 
-    errors: list[type[BaseException]] = [BackendError, DiscoveryError, TruthError, *_USER_ERRORS]
+    errors: list[type[BaseException]] = [
+        BackendError, DiscoveryError, ImageLoadError, StoreError, TruthError, *_USER_ERRORS
+    ]
     try:
         from sqlalchemy.exc import ArgumentError, OperationalError
 
@@ -55,6 +59,14 @@ def friendly_errors() -> Iterator[None]:
 
 def _stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
+
+
+def _stdout_console() -> Console:
+    """Tables on stdout; wide when piped so that nothing is cut off in files and tests."""
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(highlight=False, soft_wrap=True, width=200)
+    return console
 
 
 class RichScanProgress:
@@ -209,12 +221,21 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
 
 def _run_scan(config):
     from inspector.backends import load_backend
+    from inspector.discovery import discover
     from inspector.prompts import get_prompt
     from inspector.scan import Scanner
+    from inspector.scoring import PriceTolerance
     from inspector.store import open_store
 
     console = _stderr_console()
-    get_prompt(config.prompt, config.prompt_file, config.sizes or None)  # fail fast, before loading a model
+    # Everything about the inputs is checked before the (slow) model load.
+    get_prompt(config.prompt, config.prompt_file, config.sizes or None)
+    PriceTolerance.parse(config.price_tolerance)
+    sources = discover(config.inputs)
+    if config.truth:
+        from inspector.truth import load_truth
+
+        load_truth(config.truth, config.truth_columns, config.truth_key)
     store = open_store(config.db)
     if config.shard == (0, 1):
         console.print(f"[dim]inspector {__version__} · scan config: {_config_line(config)}")
@@ -228,7 +249,7 @@ def _run_scan(config):
         num_crops=config.num_crops,
     )
     with RichScanProgress(console) as progress:
-        summary = Scanner(config, backend, store, progress).run()
+        summary = Scanner(config, backend, store, progress, sources=sources).run()
     if config.report and config.shard == (0, 1):
         from inspector.report import render_report
 
@@ -244,7 +265,7 @@ def _config_line(config) -> str:
 
 
 def _print_scan_summary(config, summary) -> None:
-    console = Console(highlight=False, soft_wrap=True)
+    console = _stdout_console()
     if config.shard != (0, 1):
         console.print(f"shard {config.shard[0]}/{config.shard[1]}: {summary.processed} images")
         return
@@ -330,7 +351,7 @@ def runs(db):
                 "" if r.images_per_s is None else f"{r.images_per_s:.2f}",
                 str(r.started_at)[:19],
             )
-        Console(highlight=False, soft_wrap=True).print(table)
+        _stdout_console().print(table)
 
 
 def _run_ref(value: str | None) -> int | str | None:

@@ -190,8 +190,11 @@ class Scanner:
         backend: Backend,
         store: Store,
         progress: ScanProgress | None = None,
+        sources: list[ImageSource] | None = None,
     ) -> None:
+        """`sources`: the images `discover(config.inputs)` found, when the caller already walked them."""
         self.config = config
+        self._discovered = sources
         self.backend = backend
         self.store = store
         self.progress = progress or _SilentProgress()
@@ -205,7 +208,7 @@ class Scanner:
     # -- set-up -----------------------------------------------------------------------------------------------
 
     def _sources(self) -> list[ImageSource]:
-        sources = discover(self.config.inputs)
+        sources = self._discovered if self._discovered is not None else discover(self.config.inputs)
         if self.config.limit is not None:
             sources = sources[: self.config.limit]
         index, count = self.config.shard

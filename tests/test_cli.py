@@ -1,0 +1,115 @@
+"""The command line, run through click's CliRunner with the fake model: exact output, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from inspector.cli import cli
+from inspector.discovery import discover
+
+
+@pytest.fixture()
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def write_answers(path: Path, answers: list) -> str:
+    path.write_text(json.dumps(answers))
+    return f"fake:{path}"
+
+
+def test_scan_prints_summary_and_writes_db_and_report(runner, tmp_path, sample_dir):
+    n_images = len(discover([sample_dir]))
+    model = write_answers(tmp_path / "answers.json", ['{"brand": "Acme", "price": 10, "currency": "USD"}'] * n_images)
+    db, report = tmp_path / "results.db", tmp_path / "report.html"
+    result = runner.invoke(
+        cli,
+        ["scan", str(sample_dir), "--truth", str(sample_dir / "truth.csv"), "--model", model,
+         "--db", str(db), "--report", str(report)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(rf"Run 1: {n_images} images answered, 0 failed \([0-9.]+ images/s\)", lines[0])
+    assert lines[1] == f"Truth: {n_images} of {n_images} images matched a row, 0 of {n_images} rows matched no image"
+    assert f"Database: {db}" in lines
+    assert lines[-1] == f"Report: {report}"
+    assert "Per-field results" in result.stdout
+    assert report.read_text().lower().startswith("<!doctype html>")
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("select count(*) from predictions where brand = 'Acme'").fetchone()[0] == n_images
+
+    # the same command again resumes the same run: nothing new to do, nothing stored twice
+    again = runner.invoke(
+        cli,
+        ["scan", str(sample_dir), "--truth", str(sample_dir / "truth.csv"), "--model", model,
+         "--db", str(db), "--report", str(report)],
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert re.fullmatch(
+        rf"Run 1: 0 images answered, 0 failed, {n_images} already done \([0-9.]+ images/s\)",
+        again.stdout.splitlines()[0],
+    )
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("select count(*) from predictions").fetchone()[0] == n_images
+
+    runs = runner.invoke(cli, ["runs", "--db", str(db)])
+    assert runs.exit_code == 0
+    assert "completed" in runs.stdout and model in runs.stdout
+
+    other = tmp_path / "again.html"
+    rendered = runner.invoke(cli, ["report", "1", "--db", str(db), "--out", str(other)])
+    assert rendered.exit_code == 0, rendered.output
+    assert rendered.stdout == f"Report: {other}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["scan", "/no/such/folder", "--model", "fake:x"], "/no/such/folder"),
+        (["scan", "{samples}", "--model", "fake:/no/answers.json"], "fake model answers file /no/answers.json"),
+        (["scan", "{samples}", "--model", "fake:{answers}", "--truth", "/no/truth.csv"], "/no/truth.csv"),
+        (["scan", "{samples}", "--model", "fake:{answers}", "--prompt", "nope"], "nope"),
+        (["scan", "{samples}", "--model", "fake:{answers}", "--price-tolerance", "cheap"], "cheap"),
+        (["report", "--db", "{tmp}/missing.db"], "no database at {tmp}/missing.db; run `inspector scan` first"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(runner, tmp_path, sample_dir, args, message):
+    answers = tmp_path / "answers.json"
+    answers.write_text("[]")
+    values = {"samples": str(sample_dir), "answers": str(answers), "tmp": str(tmp_path)}
+    args = [a.format(**values) for a in args]
+    result = runner.invoke(cli, [*args, "--db", str(tmp_path / "r.db")] if args[0] == "scan" else args)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    error_lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1, result.output
+    assert message.format(**values) in error_lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_truth_with_missing_mapped_column_lists_the_columns(runner, tmp_path, sample_dir):
+    answers = tmp_path / "answers.json"
+    answers.write_text("[]")
+    result = runner.invoke(
+        cli,
+        ["scan", str(sample_dir), "--model", f"fake:{answers}", "--db", str(tmp_path / "r.db"),
+         "--truth", str(sample_dir / "truth.csv"), "--truth-columns", "brand=Marque"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "Marque" in result.output and "full_price" in result.output
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "inspector", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "scan" in result.stdout and "report" in result.stdout
