@@ -1,0 +1,297 @@
+"""The synthetic listing-card generator: deterministic, small, truthful CSV, category only in the picture."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import random
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageChops, ImageStat
+
+from inspector import samples
+from inspector.discovery import discover, read_source
+from inspector.images import decode_image
+from inspector.samples import (
+    CARD_SIZES,
+    CATEGORIES,
+    CSV_COLUMNS,
+    SampleProduct,
+    draw_card,
+    format_amount,
+    format_price,
+    generate_dataset,
+    generate_samples,
+    make_products,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("samples")
+    generate_samples(folder, n=36, seed=0)
+    return folder
+
+
+def test_products_are_balanced_unique_and_deterministic():
+    products = make_products(36, seed=0)
+    assert len(products) == 36
+    counts = Counter(product.category for product in products)
+    assert set(counts) == set(CATEGORIES)
+    assert max(counts.values()) - min(counts.values()) <= 1
+    assert len({product.product_code for product in products}) == 36
+    assert len({product.file_name for product in products}) == 36
+    assert {product.card_size for product in products} == set(CARD_SIZES)
+    assert {product.currency for product in products} == {"USD", "EUR", "GBP", "JPY"}
+    assert make_products(36, seed=0) == products
+    assert make_products(12, seed=0) == products[:12]  # prefix-stable
+    assert make_products(36, seed=1) != products
+    for product in products:
+        assert product.product_code in product.file_name
+        assert product.file_name.rsplit(".", 1)[1] in {"jpg", "png", "webp"}
+        assert product.price > 0
+
+
+def test_only_shoes_have_size_prices_and_each_size_its_own_price():
+    products = make_products(200, seed=3)
+    for product in products:
+        if product.category == "sneakers":
+            prices = list(product.size_prices.values())
+            assert 3 <= len(prices) <= 5
+            assert len(set(prices)) == len(prices)
+            assert product.price == min(prices)
+            sizes = list(product.size_prices)
+            assert sizes == sorted(sizes, key=float)
+            assert all(re.fullmatch(r"\d+(\.5)?", size) for size in sizes)
+        else:
+            assert product.size_prices == {}
+
+
+def test_titles_never_name_the_category():
+    words = {
+        "sneaker",
+        "shoe",
+        "bag",
+        "shirt",
+        "tee",
+        "dress",
+        "cap",
+        "hat",
+        "watch",
+        "glasses",
+        "coat",
+        "scarf",
+    }
+    for product in make_products(300, seed=5):
+        title = product.title.lower()
+        assert not any(word in title for word in words), product.title
+
+
+def test_price_formats():
+    assert format_amount(1290, "USD") == "1,290.00"
+    assert format_amount(1290, "EUR", european=True) == "1.290,00"
+    assert format_amount(2.15, "EUR", european=True) == "2,15"
+    assert format_amount(129000, "JPY") == "129,000"
+    assert format_price(1290, "EUR", "{e} €") == "1.290,00 €"
+    assert format_price(99.5, "USD", "US${n}") == "US$99.50"
+    assert format_price(12900, "JPY", "¥{n}") == "¥12,900"
+
+
+def test_generation_is_byte_identical_for_the_same_seed(generated, tmp_path):
+    generate_samples(tmp_path, n=12, seed=0)  # 12 cards: every format and card size
+    again = files_of(tmp_path)
+    first = files_of(generated)
+    assert len(again) == 13
+    assert all(again[name] == first[name] for name in again if name != "truth.csv")
+
+
+def test_a_different_seed_gives_different_cards(generated, tmp_path):
+    generate_samples(tmp_path, n=6, seed=1)
+    assert read_csv(tmp_path / "truth.csv") != read_csv(generated / "truth.csv")[:6]
+
+
+def test_files_are_small_and_mixed(generated):
+    images = [path for path in generated.iterdir() if path.name != "truth.csv"]
+    assert len(images) == 36
+    assert max(path.stat().st_size for path in images) < 60_000
+    assert sum(path.stat().st_size for path in images) < 2_000_000
+    formats = Counter(decode_image(path.read_bytes()).format for path in images)
+    assert formats == {"JPEG": 12, "PNG": 12, "WEBP": 12}
+
+
+def test_truth_csv_matches_the_images(generated):
+    rows = read_csv(generated / "truth.csv")
+    with open(generated / "truth.csv", encoding="utf-8") as handle:
+        assert handle.readline().strip() == ",".join(CSV_COLUMNS)
+    products = make_products(36, seed=0)
+    assert len(rows) == 36
+    for row, product in zip(rows, products, strict=True):
+        assert row["local_image_path"] == product.file_name
+        assert (generated / row["local_image_path"]).is_file()
+        assert row["category3_code"] == product.category
+        assert row["brand"] == product.brand and row["title"] == product.title
+        assert float(row["full_price"]) == product.price
+        assert re.fullmatch(r"\d+\.\d\d", row["full_price"])
+        assert row["currency_code"] == product.currency
+        assert row["product_code"] == product.product_code
+        if product.size_prices:
+            assert re.fullmatch(r"[\d.]+:\d+\.\d\d(;[\d.]+:\d+\.\d\d)*", row["size_prices"])
+            parsed = dict(item.split(":") for item in row["size_prices"].split(";"))
+            assert {size: float(price) for size, price in parsed.items()} == product.size_prices
+        else:
+            assert row["size_prices"] == ""
+        loaded = decode_image((generated / product.file_name).read_bytes())
+        assert (loaded.width, loaded.height) == product.card_size
+
+
+def test_discovery_finds_exactly_the_cards(generated):
+    sources = discover([generated])
+    assert [Path(source.location).name for source in sources] == sorted(
+        product.file_name for product in make_products(36, seed=0)
+    )
+    assert read_source(sources[0]) == (generated / Path(sources[0].location).name).read_bytes()
+
+
+def record_texts(monkeypatch) -> list[str]:
+    """Every string drawn on a card goes through samples._draw_text: record them."""
+    texts: list[str] = []
+    original = samples._draw_text
+
+    def recording(card, x, baseline, text, *args, **kwargs):
+        texts.append(text)
+        return original(card, x, baseline, text, *args, **kwargs)
+
+    monkeypatch.setattr(samples, "_draw_text", recording)
+    return texts
+
+
+def test_cards_print_the_facts_but_never_the_category(monkeypatch):
+    texts = record_texts(monkeypatch)
+    for index, product in enumerate(make_products(60, seed=7)):
+        texts.clear()
+        draw_card(product, random.Random(index))
+        printed = " ".join(texts)
+        assert product.brand.upper() in printed
+        assert all(word in printed for word in product.title.split())
+        assert product.product_code in printed
+        amount = format_amount(product.price, product.currency)
+        european = format_amount(product.price, product.currency, european=True)
+        assert amount in printed or european in printed
+        for size in product.size_prices:
+            assert size in texts
+        lowered = printed.lower()
+        assert product.category not in lowered
+        assert not any(category in lowered for category in CATEGORIES), printed
+
+
+def test_the_picture_shows_the_category():
+    base = make_products(1, seed=0)[0]
+    base = dataclasses.replace(base, size_prices={}, card_size=(640, 640), colour="Navy")
+    cards = {
+        category: draw_card(dataclasses.replace(base, category=category), random.Random(0))
+        for category in CATEGORIES
+    }
+    for first in CATEGORIES:
+        for second in CATEGORIES:
+            if first < second:
+                difference = ImageStat.Stat(ImageChops.difference(cards[first], cards[second])).mean
+                assert sum(difference) > 6, (first, second)
+
+
+def test_cards_use_the_product_colour():
+    base = dataclasses.replace(make_products(1, seed=0)[0], category="backpack", card_size=(640, 640))
+    for colour in ("Red", "Cobalt", "Forest Green"):
+        card = draw_card(dataclasses.replace(base, colour=colour), random.Random(1))
+        pixels = {rgb: count for count, rgb in card.getcolors(maxcolors=card.width * card.height)}
+        assert pixels.get(samples.COLOURS[colour], 0) > 0.03 * card.width * card.height, colour
+
+
+def test_draw_card_is_deterministic_and_sized():
+    product = dataclasses.replace(make_products(1, seed=2)[0], card_size=(1000, 500))
+    first = draw_card(product, random.Random(42))
+    assert first.size == (1000, 500) and first.mode == "RGB"
+    assert first.tobytes() == draw_card(product, random.Random(42)).tobytes()
+
+
+def test_dataset_layout_and_workers_do_not_change_output(tmp_path):
+    one = generate_dataset(tmp_path / "one", n=12, seed=4)
+    two = generate_dataset(tmp_path / "two", n=12, seed=4, workers=2)
+    assert files_of(tmp_path / "one") == files_of(tmp_path / "two")
+    rows = read_csv(one)
+    assert len(rows) == 12 and one.name == "truth.csv" and two.name == "truth.csv"
+    assert all(
+        row["local_image_path"].startswith("images/") and row["local_image_path"].endswith(".jpg")
+        for row in rows
+    )
+    assert all((tmp_path / "one" / row["local_image_path"]).is_file() for row in rows)
+
+
+def test_dataset_generation_is_fast(tmp_path):
+    generate_dataset(tmp_path / "warm", n=10, seed=0)  # fonts and glyphs cached, as in a long run
+    n = 60
+    started = time.process_time()
+    generate_dataset(tmp_path / "timed", n=n, seed=1)
+    rate = n / (time.process_time() - started)
+    # Measured at ~210-240 cards/s of CPU time on a shared 2-core machine; this only catches gross regressions.
+    assert rate > 50, f"{rate:.0f} cards/s"
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="formats must be some of"):
+        generate_samples(tmp_path, n=2, formats=("heic",))
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        make_products(-1, seed=0)
+    csv_path = generate_samples(tmp_path / "empty", n=0)
+    assert read_csv(csv_path) == []
+
+
+def test_module_entry_point(tmp_path, capsys):
+    samples.main([str(tmp_path / "out"), "--n", "3", "--seed", "9"])
+    assert len(read_csv(tmp_path / "out" / "truth.csv")) == 3
+    assert "wrote 3 cards" in capsys.readouterr().out
+
+
+def test_committed_sample_images_are_what_the_generator_draws(generated):
+    committed = REPO / "sample_images"
+    if not (committed / "truth.csv").is_file():
+        pytest.skip("sample_images/ not generated yet")
+    assert (generated / "truth.csv").read_bytes() == (committed / "truth.csv").read_bytes()
+    for row in read_csv(generated / "truth.csv"):
+        name = row["local_image_path"]
+        fresh = decode_image((generated / name).read_bytes()).image
+        stored = decode_image((committed / name).read_bytes()).image
+        assert fresh.size == stored.size, name
+        # Pixel-close rather than byte-equal: another Pillow/libjpeg/libwebp build may encode slightly differently.
+        assert max(ImageStat.Stat(ImageChops.difference(fresh, stored)).mean) < 2.0, name
+
+
+def test_sample_product_fields():
+    names = [field.name for field in dataclasses.fields(SampleProduct)]
+    assert names[:8] == [
+        "file_name",
+        "brand",
+        "title",
+        "category",
+        "price",
+        "currency",
+        "product_code",
+        "size_prices",
+    ]
+    assert isinstance(draw_card(make_products(1, seed=0)[0], random.Random(0)), Image.Image)
