@@ -57,3 +57,11 @@ def sample_dir() -> Path:
     if not (SAMPLE_IMAGES / "truth.csv").is_file():
         pytest.fail("sample_images/truth.csv is missing: regenerate with `inspector samples sample_images`")
     return SAMPLE_IMAGES
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3v(tmp_path_factory, phi35v_dir) -> Path:
+    """A 2-layer native Phi-3.5-vision with the real tokenizer and processor files (skips without ../shared)."""
+    from inspector.tiny import build_tiny_model
+
+    return build_tiny_model("phi3v", tmp_path_factory.mktemp("tiny-phi3v"), tokenizer_dir=phi35v_dir)

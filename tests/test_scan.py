@@ -267,3 +267,27 @@ def test_scan_with_real_tiny_models(tmp_path, tiny_vlm, sample_dir):
     run = store.get_run(summary.run_id)
     assert run.versions["backend"]["model_type"] in ("llava", "idefics3")
 
+
+
+@pytest.mark.slow
+def test_scan_cli_runs_native_phi3v_batched(tmp_path, tiny_phi3v, sample_dir):
+    """`inspector scan --model <folder>` on a Phi-3.5-vision checkpoint folder: batched, grouped by crop grid."""
+    from click.testing import CliRunner
+
+    from inspector.cli import cli
+
+    db = tmp_path / "phi.db"
+    result = CliRunner().invoke(
+        cli,
+        ["scan", str(sample_dir), "--model", str(tiny_phi3v), "--db", str(db), "--no-report",
+         "--limit", "6", "--batch-size", "3", "--max-new-tokens", "6"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Run 1: 6 images answered, 0 failed")
+    store = open_store(db)
+    run = store.get_run(1)
+    assert run.versions["backend"]["model_type"] == "phi3_v"
+    assert run.settings["batch_size"] == 3
+    backend = load_backend(str(tiny_phi3v))
+    grids = {backend.batch_key(decode_image(read_source(s)).image) for s in discover([sample_dir])[:6]}
+    assert len(grids) > 1  # the sample images span several crop grids, so batches were grouped
