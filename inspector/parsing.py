@@ -1,0 +1,1222 @@
+"""Read a model's answer into ProductFields, and read prices, currencies and sizes the same way everywhere.
+
+`parse_answer` tries, in order, and lets earlier readers win field by field:
+
+1. a JSON object (bare, inside ``` fences, or cut off mid-generation: only the complete keys are kept);
+2. "Key: value" text: one pair a line, markdown (bold keys, bullets, tables) or the original fine-tune format
+   "Product: X, Category: Y, Full Price: 123.0" (pairs separated by commas on one line);
+3. free sentences: "The price for size 6.5 is $115.00", "The good is Nike Dunk Low ...", "It costs €95".
+
+The catalogue loader (`inspector.truth`) uses `clean_text`, `parse_price`, `normalise_currency`,
+`normalise_size` and `parse_size_prices` too, so that answers and catalogue cells are read alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+from inspector.fields import ProductFields
+
+__all__ = [
+    "ISO_CURRENCIES",
+    "clean_text",
+    "normalise_currency",
+    "normalise_size",
+    "parse_answer",
+    "parse_price",
+    "parse_size_prices",
+]
+
+# --------------------------------------------------------------------------------------------------------------
+# Text values
+# --------------------------------------------------------------------------------------------------------------
+
+#: Values that mean "no value" in answers and catalogue cells (compared case-insensitively, trailing "." ignored).
+_NULL_WORDS_TEXT = (
+    "|none|null|nil|nan|n/a|na|n.a|#n/a|<na>|undefined|unknown|not visible|not shown|not available|not specified"
+    "|not provided|not applicable|not found|not given|not stated|-|--|---|—|–|?|...|…"
+)
+NULL_WORDS: frozenset[str] = frozenset(_NULL_WORDS_TEXT.split("|"))
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_unicode(text: str) -> str:
+    """`text` with escaped surrogate pairs joined ("\\ud83d\\ude00" read one half at a time) and lone halves
+    replaced, so that it always encodes to UTF-8 (SQLite and HTML need that)."""
+    if not _SURROGATE_RE.search(text):
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def clean_text(value: object) -> str | None:
+    """A text value with whitespace collapsed, or None for missing / null-like values ("N/A", "unknown", NaN)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (dict, list, tuple, set)):
+        return None
+    text = " ".join(_valid_unicode(str(value)).split())
+    if text.casefold().rstrip(".") in NULL_WORDS or text.casefold() in NULL_WORDS:
+        return None
+    return text
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Currencies
+# --------------------------------------------------------------------------------------------------------------
+
+_ISO_CODES_TEXT = """AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP BYN BZD CAD CDF
+    CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL
+    HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL
+    MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON
+    RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS
+    UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG ZWL"""
+#: Active ISO 4217 codes.
+ISO_CURRENCIES: frozenset[str] = frozenset(_ISO_CODES_TEXT.split())
+
+#: Codes also recognised in lower case next to an amount ("120 usd"). Other codes must be upper case, because
+#: many are English words ("all", "top", "try", "mad") that would turn "all 3 sizes" into a price.
+_LOWERCASE_CODES_TEXT = (
+    "usd eur gbp jpy cny cad aud chf inr krw hkd sgd sek nok dkk pln brl mxn rub nzd zar try"
+)
+_LOWERCASE_CODES = frozenset(_LOWERCASE_CODES_TEXT.split())
+
+#: Currency symbols, longest first so that "US$" wins over "$".
+_SYMBOLS: dict[str, str] = {
+    "US$": "USD",
+    "USD$": "USD",
+    "CA$": "CAD",
+    "CAD$": "CAD",
+    "AU$": "AUD",
+    "AUD$": "AUD",
+    "HK$": "HKD",
+    "NZ$": "NZD",
+    "NT$": "TWD",
+    "MX$": "MXN",
+    "SG$": "SGD",
+    "C$": "CAD",
+    "A$": "AUD",
+    "S$": "SGD",
+    "R$": "BRL",
+    "$": "USD",
+    "£": "GBP",
+    "€": "EUR",
+    "¥": "JPY",
+    "￥": "JPY",
+    "円": "JPY",
+    "元": "CNY",
+    "₹": "INR",
+    "₩": "KRW",
+    "₽": "RUB",
+    "₺": "TRY",
+    "₪": "ILS",
+    "₫": "VND",
+    "₱": "PHP",
+    "฿": "THB",
+    "₴": "UAH",
+    "zł": "PLN",
+}
+
+#: Currency words (singular and plural), longest first where one contains another.
+_WORDS: dict[str, str] = {
+    "us dollars": "USD",
+    "us dollar": "USD",
+    "u.s. dollars": "USD",
+    "american dollars": "USD",
+    "canadian dollars": "CAD",
+    "canadian dollar": "CAD",
+    "australian dollars": "AUD",
+    "australian dollar": "AUD",
+    "hong kong dollars": "HKD",
+    "british pounds": "GBP",
+    "british pound": "GBP",
+    "pounds sterling": "GBP",
+    "pound sterling": "GBP",
+    "swiss francs": "CHF",
+    "swiss franc": "CHF",
+    "japanese yen": "JPY",
+    "chinese yuan": "CNY",
+    "indian rupees": "INR",
+    "dollars": "USD",
+    "dollar": "USD",
+    "euros": "EUR",
+    "euro": "EUR",
+    "pounds": "GBP",
+    "pound": "GBP",
+    "sterling": "GBP",
+    "quid": "GBP",
+    "yen": "JPY",
+    "yuan": "CNY",
+    "renminbi": "CNY",
+    "rmb": "CNY",
+    "rupees": "INR",
+    "rupee": "INR",
+    "francs": "CHF",
+    "franc": "CHF",
+}
+
+
+_SYMBOLS_FOLDED = {symbol.casefold(): code for symbol, code in _SYMBOLS.items()}
+
+
+def _alternation(options: Iterable[str]) -> str:
+    return "|".join(re.escape(option) for option in sorted(options, key=len, reverse=True))
+
+
+_SYMBOL_RE = _alternation(_SYMBOLS)
+_WORD_RE = r"\b(?:" + _alternation(_WORDS) + r")\b"
+_CODE_RE = r"\b[A-Za-z]{3}\b"
+#: Any currency marker: a symbol, a currency word or a 3-letter code (codes are checked in `_marker_currency`).
+_MARKER_RE = rf"(?:{_SYMBOL_RE}|{_WORD_RE}|{_CODE_RE})"
+
+
+def _marker_currency(marker: str | None) -> str | None:
+    """The ISO code a marker found next to an amount stands for, or None if it is not a currency."""
+    if not marker:
+        return None
+    if marker in _SYMBOLS:
+        return _SYMBOLS[marker]
+    lowered = " ".join(marker.lower().split())
+    if lowered in _WORDS:
+        return _WORDS[lowered]
+    if len(marker) == 3 and marker.isalpha():
+        if marker.isupper() and marker in ISO_CURRENCIES:
+            return marker
+        if marker.lower() == marker and marker in _LOWERCASE_CODES:
+            return marker.upper()
+        if marker.upper() in _LOWERCASE_CODES and marker[0].isupper():  # "Usd", "Eur"
+            return marker.upper()
+    return None
+
+
+def normalise_currency(text: str | None) -> str | None:
+    """ISO 4217 code for a currency value ("usd", "US$", "€", "Euros", "US Dollar"), or None if not a currency."""
+    value = clean_text(text)
+    if value is None:
+        return None
+    value = value.strip(" .,:;()[]\"'")
+    if not value:
+        return None
+    symbol = _SYMBOLS_FOLDED.get(value.casefold())
+    if symbol:
+        return symbol
+    upper = value.upper()
+    if upper in ISO_CURRENCIES:
+        return upper
+    lowered = value.lower()
+    if lowered in _WORDS:
+        return _WORDS[lowered]
+    if lowered.endswith("s") and lowered[:-1] in _WORDS:
+        return _WORDS[lowered[:-1]]
+    # "USD ($)", "$ (USD)", "EUR - Euro": take the first part that is a currency.
+    for part in re.split(r"[\s()\[\]/,;-]+", value):
+        if part and part != value:
+            code = normalise_currency(part)
+            if code:
+                return code
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Amounts
+# --------------------------------------------------------------------------------------------------------------
+
+#: Characters used between groups of thousands besides "," and "." (apostrophe, no-break and thin spaces).
+_GROUP_CHARS = "'’\u00a0\u202f\u2009"
+#: A numeric token: digits with separators inside ("1,290.00", "1.290,00", "1'290", "2,15", ".5" is not a price).
+_NUMBER_RE = rf"\d(?:[\d,.{_GROUP_CHARS}]*\d)?"
+_MONEY_RE = re.compile(
+    rf"(?:(?P<pre>{_MARKER_RE})[ \u00a0\u202f]*)?(?P<num>(?<![\d.,]){_NUMBER_RE}(?![\d]))(?!\s*%)"
+    rf"(?:[ \u00a0\u202f]*(?P<post>{_MARKER_RE}))?",
+    re.IGNORECASE,
+)
+
+
+def _number_from_token(token: str, european: bool = False) -> float | None:
+    """The value of a numeric token written in US ("1,290.00") or European ("1.290,00", "2,15") style.
+
+    A single "," followed by exactly three digits is a thousands separator ("1,290" is 1290). A single "."
+    followed by exactly three digits is a decimal point ("$1.290" is 1.29) unless `european` is set (the
+    currency comes after the amount, as in "1.290 €"), where it separates thousands.
+    """
+    text = re.sub(rf"(?<=\d)[{_GROUP_CHARS}](?=\d{{3}}(?!\d))", "", token)
+    if any(char in text for char in _GROUP_CHARS):
+        return None
+    commas, dots = text.count(","), text.count(".")
+    try:
+        if commas and dots:
+            last = max(text.rfind(","), text.rfind("."))
+            decimal_mark = text[last]
+            thousands = "." if decimal_mark == "," else ","
+            whole, fraction = text[:last], text[last + 1 :]
+            if decimal_mark in whole or not re.fullmatch(
+                rf"\d{{1,3}}(?:{re.escape(thousands)}\d{{3}})*", whole
+            ):
+                return None
+            return float(whole.replace(thousands, "") + "." + fraction)
+        if not commas and not dots:
+            return float(text)
+        mark = "," if commas else "."
+        if text.count(mark) > 1:
+            if not re.fullmatch(rf"\d{{1,3}}(?:{re.escape(mark)}\d{{3}})+", text):
+                return None
+            return float(text.replace(mark, ""))
+        whole, fraction = text.split(mark)
+        looks_grouped = len(fraction) == 3 and len(whole) <= 3 and whole != "0"
+        if looks_grouped and (mark == "," or european):
+            return float(whole + fraction)
+        return float(whole + "." + fraction)
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Money:
+    amount: float
+    currency: str | None
+    start: int
+    end: int
+    #: True when a currency marker stood next to the amount.
+    marked: bool
+
+
+def _find_amounts(text: str, marked_only: bool = False) -> list[_Money]:
+    """Every amount in `text`, with the currency written next to it (if any)."""
+    found: list[_Money] = []
+    for match in _MONEY_RE.finditer(text):
+        pre_currency = _marker_currency(match.group("pre"))
+        post_currency = _marker_currency(match.group("post"))
+        currency = pre_currency or post_currency
+        if marked_only and not currency:
+            continue
+        amount = _number_from_token(match.group("num"), european=bool(post_currency and not pre_currency))
+        if amount is None or not math.isfinite(amount):
+            continue
+        start = match.start("pre") if pre_currency else match.start("num")
+        end = match.end("post") if post_currency else match.end("num")
+        found.append(_Money(amount, currency, start, end, bool(currency)))
+    return found
+
+
+def _any_currency(text: str) -> str | None:
+    """The first currency symbol, word or common code ("USD", "eur") anywhere in `text`.
+
+    Rare codes only count next to an amount: standing alone, "ALL" or "TOP" is more likely a word.
+    """
+    for match in re.finditer(_MARKER_RE, text, re.IGNORECASE):
+        marker = match.group(0)
+        if len(marker) == 3 and marker.isalpha() and marker.lower() not in _LOWERCASE_CODES:
+            continue
+        code = _marker_currency(marker)
+        if code:
+            return code
+    return None
+
+
+_SPACE_GROUPED_RE = re.compile(r"[^\d]{0,12}\d{1,3}(?: \d{3})+(?:[.,]\d{1,2})?[^\d]{0,12}")
+
+
+def parse_price(text: str) -> tuple[float | None, str | None]:
+    """Amount and ISO 4217 currency of a price: "$115.00", "US$ 99", "USD 1,290.00", "1.290,00 €", "2,15 €",
+    "£45", "¥1200", "120 dollars", "EUR 12.50". Plain numbers give (amount, None). Never raises.
+
+    The first amount with a currency next to it wins; otherwise the first amount. Signs are ignored: prices are
+    never negative.
+    """
+    if isinstance(text, bool) or text is None:
+        return None, None
+    if isinstance(text, (int, float)):
+        amount = abs(float(text))
+        return (amount, None) if math.isfinite(amount) else (None, None)
+    if not isinstance(text, str):
+        return None, None
+    if _SPACE_GROUPED_RE.fullmatch(text.strip()) and _any_currency(text):
+        # "1 290,00 €": a plain space between thousands, allowed only when the value is this one amount with
+        # its currency (in "size 8 115.00" the space separates two numbers).
+        text = re.sub(r"(?<=\d) (?=\d{3}(?!\d))", "\u00a0", text)
+    amounts = _find_amounts(text)
+    if not amounts:
+        return None, None
+    chosen = next((money for money in amounts if money.marked), amounts[0])
+    return chosen.amount, chosen.currency or _any_currency(text)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sizes
+# --------------------------------------------------------------------------------------------------------------
+
+_SIZE_WORD_RE = re.compile(r"^(?:size|sz|taglia|talla|taille|größe|grösse)\b[\s:.#-]*", re.IGNORECASE)
+_REGION = r"(?:us|uk|eu|eur|fr|it|jp|cn|au|mx|br)"
+_REGION_PREFIX_RE = re.compile(rf"^{_REGION}[\s:.-]*(?=\d)", re.IGNORECASE)
+_REGION_SUFFIX_RE = re.compile(rf"(?<=\d)\s+{_REGION}\.?$", re.IGNORECASE)
+_NUMERIC_SIZE_RE = re.compile(r"(\d+)(?:\s*[.,]\s*(\d+))?\s*([A-Za-z]{0,2})")
+
+
+def normalise_size(text: object) -> str:
+    """A size label in one canonical spelling, so "6.50", "6,5", "6½", "Size 6.5" and "US 6.5" are all "6.5".
+
+    - a leading "Size"/"Sz" word and a region prefix or suffix before/after a number ("US", "EU", "UK") are
+      dropped: within one product every size uses the same system, and models often add or omit the region;
+    - numeric sizes lose leading and trailing zeros ("08" -> "8", "8.0" -> "8"), a decimal comma becomes a point,
+      and "½" / " 1/2" become ".5"; a letter suffix stays, upper-case ("6.5w" -> "6.5W");
+    - anything else is upper-cased with whitespace collapsed ("xl" -> "XL", "one size" -> "ONE SIZE").
+
+    Empty or missing sizes give "".
+    """
+    if text is None or isinstance(text, bool):
+        return ""
+    if isinstance(text, float):
+        if not math.isfinite(text):
+            return ""
+        text = repr(text)
+    value = " ".join(_valid_unicode(str(text)).split()).strip(" .:;,#")
+    value = _SIZE_WORD_RE.sub("", value)
+    value = _REGION_PREFIX_RE.sub("", value)
+    value = _REGION_SUFFIX_RE.sub("", value)
+    value = re.sub(r"(?<=\d)\s*(?:½|[ -]1/2)", ".5", value)
+    match = _NUMERIC_SIZE_RE.fullmatch(value)
+    if match:
+        whole, fraction, suffix = match.groups()
+        try:
+            number = Decimal(f"{whole}.{fraction}" if fraction else whole)
+        except InvalidOperation:  # pragma: no cover - the regex only lets digits through
+            return value.upper()
+        return format(number.normalize(), "f") + suffix.upper()
+    return value.upper()
+
+
+#: Size labels inside answers: "6.5", "US 6.5", "10W", "XL", "xxs", "2XL".
+_SIZE_TOKEN = (
+    r"(?:(?:us|uk|eu)\s?)?\d{1,2}(?:[.,]\d{1,2})?(?:\s?½)?[a-z]?(?![\d.,]*\d)|\d?x{0,3}[sml]\b|\d?xl\b"
+)
+
+_SIZE_ENTRY_RE = re.compile(
+    r"^\s*(?:size\s*)?(?P<size>[^:=()]+?)\s*(?:[:=]|\s[-–—]\s|\((?=[^)]*\d)|\s(?=[$£€¥]))\s*(?P<price>.+?)\)?\s*$",
+    re.IGNORECASE,
+)
+
+
+def parse_size_prices(text: object) -> tuple[dict[str, float], list[str]]:
+    """Per-size prices from one text value, and the entries that could not be read.
+
+    Reads "6.5:115;7.5:120", "6.5=$115 | 7.5=$120", "6.5: $115, 7.5: $120", one entry a line, and JSON
+    ('{"6.5": 115}' or '[{"size": "6.5", "price": 115}]'). Sizes go through `normalise_size`; the first price
+    of a size wins.
+    """
+    if isinstance(text, (dict, list)):
+        return _sizes_from_json(text)
+    if clean_text(text) is None:
+        return {}, []
+    raw = str(text).strip()
+    if raw[:1] in "{[":
+        try:
+            decoded = json.loads(raw)
+        except (ValueError, RecursionError):
+            decoded = None
+        if isinstance(decoded, (dict, list)):
+            return _sizes_from_json(decoded)
+    entries = re.split(r"[;|\n]+", raw)
+    if len(entries) == 1:
+        # "6.5: $115, 7.5: $120": commas separate entries only where another "size:" follows.
+        entries = re.split(r",(?=\s*(?:size\s*)?[^,:;=]{1,12}?\s*[:=])", raw, flags=re.IGNORECASE)
+    sizes: dict[str, float] = {}
+    bad: list[str] = []
+    for entry in entries:
+        entry = entry.strip(" ,\t")
+        if not entry:
+            continue
+        match = _SIZE_ENTRY_RE.match(entry) if len(entry) <= 200 else None
+        amount = parse_price(match.group("price"))[0] if match else None
+        size = normalise_size(match.group("size")) if match else ""
+        if amount is None or not size:
+            bad.append(entry)
+            continue
+        sizes.setdefault(size, amount)
+    return sizes, bad
+
+
+def _price_value(value: object) -> tuple[float | None, str | None]:
+    """Amount and currency of a JSON value: a number, a price string, or {"amount": .., "currency": ..}."""
+    if isinstance(value, bool) or value is None:
+        return None, None
+    if isinstance(value, (int, float)):
+        amount = float(value)
+        return (amount, None) if math.isfinite(amount) and amount >= 0 else (None, None)
+    if isinstance(value, str):
+        return parse_price(value)
+    if isinstance(value, dict):
+        amount_key = _first_key(value, ("amount", "value", "price", "full price", "number"))
+        currency_key = _first_key(value, ("currency", "currency code", "unit"))
+        amount, currency = _price_value(value[amount_key]) if amount_key is not None else (None, None)
+        if currency_key is not None and isinstance(value[currency_key], str):
+            currency = normalise_currency(value[currency_key]) or currency
+        return amount, currency
+    return None, None
+
+
+def _first_key(mapping: dict, wanted: tuple[str, ...]) -> object | None:
+    keys = {_normalise_key(key): key for key in mapping}
+    for name in wanted:
+        if name in keys:
+            return keys[name]
+    return None
+
+
+def _sizes_from_json(value: object) -> tuple[dict[str, float], list[str]]:
+    sizes: dict[str, float] = {}
+    bad: list[str] = []
+
+    def add(size: object, price: object) -> None:
+        label = (
+            normalise_size(size) if isinstance(size, (str, int, float)) and not isinstance(size, bool) else ""
+        )
+        amount = _price_value(price)[0]
+        if not label or amount is None:
+            bad.append(f"{size}: {price}")
+        else:
+            sizes.setdefault(label, amount)
+
+    if isinstance(value, dict):
+        for size, price in value.items():
+            add(size, price)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict):
+                size_key = _first_key(item, ("size", "size label", "label", "name"))
+                price_key = _first_key(item, ("price", "amount", "value", "cost", "full price"))
+                if size_key is None or price_key is None:
+                    bad.append(str(item))
+                else:
+                    add(item[size_key], item[price_key])
+            elif isinstance(item, str):
+                entry_sizes, entry_bad = parse_size_prices(item)
+                for size, price in entry_sizes.items():
+                    sizes.setdefault(size, price)
+                bad.extend(entry_bad)
+            elif isinstance(item, list) and len(item) == 2:
+                add(item[0], item[1])
+            else:
+                bad.append(str(item))
+    return sizes, bad
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Keys
+# --------------------------------------------------------------------------------------------------------------
+
+#: Answer keys, normalised by `_normalise_key`, for each field. Earlier synonyms win when several are present.
+KEY_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "brand": ("brand", "brand name", "manufacturer", "designer", "make", "maker"),
+    "title": (
+        "title",
+        "product name",
+        "product title",
+        "name",
+        "product",
+        "item name",
+        "item title",
+        "item",
+        "good",
+        "the good",
+        "description",
+        "product description",
+    ),
+    "category": (
+        "category",
+        "product category",
+        "item category",
+        "category name",
+        "category3 code",
+        "category code",
+        "type",
+        "product type",
+        "item type",
+        "department",
+    ),
+    "price": (
+        "price",
+        "full price",
+        "regular price",
+        "retail price",
+        "list price",
+        "original price",
+        "unit price",
+        "price value",
+        "cost",
+        "msrp",
+        "amount",
+    ),
+    "currency": ("currency", "currency code", "currency iso", "ccy"),
+    "sizes": (
+        "sizes",
+        "size prices",
+        "size price",
+        "size prices list",
+        "prices by size",
+        "price by size",
+        "prices per size",
+        "price per size",
+        "sizes and prices",
+        "size and price",
+        "prices",
+    ),
+}
+_KEY_TO_FIELD: dict[str, str] = {key: name for name, keys in KEY_SYNONYMS.items() for key in keys}
+
+
+def _normalise_key(key: object) -> str:
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", str(key).casefold()).split())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# JSON, strict and lenient
+# --------------------------------------------------------------------------------------------------------------
+
+_INCOMPLETE = object()
+_MAX_DEPTH = 24
+
+
+class _LenientJson:
+    """Reads a JSON-like object that may be cut off, single-quoted, or written with bare words.
+
+    Values cut off by the end of the text are dropped (a number at the very end may be missing digits), but
+    containers keep their complete entries, so '{"brand": "Nike", "sizes": {"6.5": 115, "7' gives the brand and
+    size 6.5.
+    """
+
+    def __init__(self, text: str, start: int):
+        self.text = text
+        self.pos = start
+        self.truncated = False
+
+    def _skip_space(self) -> None:
+        text, pos = self.text, self.pos
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        self.pos = pos
+
+    def _at_end(self) -> bool:
+        return self.pos >= len(self.text)
+
+    def value(self, depth: int = 0) -> object:
+        self._skip_space()
+        if self._at_end() or depth > _MAX_DEPTH:
+            self.truncated = True
+            return _INCOMPLETE
+        char = self.text[self.pos]
+        if char == "{":
+            return self._object(depth)
+        if char == "[":
+            return self._array(depth)
+        if char in "\"'":
+            return self._string()
+        return self._bare()
+
+    def _object(self, depth: int) -> object:
+        result: dict = {}
+        self.pos += 1
+        while True:
+            self._skip_space()
+            while not self._at_end() and self.text[self.pos] == ",":
+                self.pos += 1
+                self._skip_space()
+            if self._at_end():
+                self.truncated = True
+                return result
+            if self.text[self.pos] == "}":
+                self.pos += 1
+                return result
+            if self.text[self.pos] in "\"'":
+                key = self._string()
+            else:
+                match = self._BARE_KEY_RE.match(self.text, self.pos)
+                if not match:
+                    return result  # junk: stop here and keep what we have
+                key = match.group(0).strip()
+                self.pos = match.end()
+            if key is _INCOMPLETE:
+                return result
+            self._skip_space()
+            if self._at_end():
+                self.truncated = True
+                return result
+            if self.text[self.pos] not in ":=":
+                return result
+            self.pos += 1
+            item = self.value(depth + 1)
+            if item is _INCOMPLETE:
+                return result
+            result.setdefault(str(key), item)
+            if self.truncated:
+                return result
+            self._skip_space()
+            if not self._at_end() and self.text[self.pos] == "}":
+                self.pos += 1
+                return result
+            if not self._at_end() and self.text[self.pos] not in ",\"'":
+                return result
+
+    def _array(self, depth: int) -> object:
+        result: list = []
+        self.pos += 1
+        while True:
+            self._skip_space()
+            while not self._at_end() and self.text[self.pos] == ",":
+                self.pos += 1
+                self._skip_space()
+            if self._at_end():
+                self.truncated = True
+                return result
+            if self.text[self.pos] == "]":
+                self.pos += 1
+                return result
+            item = self.value(depth + 1)
+            if item is _INCOMPLETE:
+                return result
+            result.append(item)
+            if self.truncated:
+                return result
+            self._skip_space()
+            if not self._at_end() and self.text[self.pos] == "]":
+                self.pos += 1
+                return result
+            if not self._at_end() and self.text[self.pos] != ",":
+                return result
+
+    _ESCAPES = {
+        "n": "\n",
+        "t": "\t",
+        "r": "\r",
+        "b": "\b",
+        "f": "\f",
+        "/": "/",
+        "\\": "\\",
+        '"': '"',
+        "'": "'",
+    }
+
+    def _string(self) -> object:
+        quote = self.text[self.pos]
+        text = self.text
+        pos = self.pos + 1
+        parts: list[str] = []
+        while pos < len(text):
+            char = text[pos]
+            if char == quote:
+                self.pos = pos + 1
+                return "".join(parts)
+            if char == "\\":
+                if pos + 1 >= len(text):
+                    break
+                code = text[pos + 1]
+                if code == "u":
+                    digits = text[pos + 2 : pos + 6]
+                    if len(digits) < 4:
+                        break
+                    try:
+                        parts.append(chr(int(digits, 16)))
+                    except ValueError:
+                        parts.append(digits)
+                    pos += 6
+                    continue
+                parts.append(self._ESCAPES.get(code, code))
+                pos += 2
+                continue
+            parts.append(char)
+            pos += 1
+        self.pos = len(text)
+        self.truncated = True
+        return _INCOMPLETE
+
+    _BARE_RE = re.compile(r"[^,}\]\n]*")
+    _BARE_KEY_RE = re.compile(r"[^:,{}\[\]\"'\n]+")
+    _JSON_NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+
+    def _bare(self) -> object:
+        match = self._BARE_RE.match(self.text, self.pos)
+        token = match.group(0) if match else ""
+        self.pos += len(token)
+        if self._at_end():
+            # The token may have been cut off ("11" of "115", "nu" of "null"): drop it.
+            self.truncated = True
+            return _INCOMPLETE
+        word = token.strip()
+        lowered = word.lower()
+        if lowered in ("null", "none", "nil"):
+            return None
+        if lowered == "true":
+            return True
+        if lowered == "false":
+            return False
+        if self._JSON_NUMBER_RE.fullmatch(word):
+            try:
+                return float(word) if any(c in word for c in ".eE") else int(word)
+            except ValueError:
+                return word
+        return word
+
+
+def _find_json(text: str) -> tuple[dict | None, int, int]:
+    """The first JSON object in `text` (or first object of a JSON list) and the span it covers."""
+    decoder = json.JSONDecoder()
+    starts = [match.start() for match in re.finditer(r"[{\[]", text)][:20]
+    for start in starts:
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(value, list):
+            value = next((item for item in value if isinstance(item, dict)), None)
+        if isinstance(value, dict) and value:
+            return value, start, end
+    brace = text.find("{")
+    if brace < 0:
+        return None, 0, 0
+    reader = _LenientJson(text, brace)
+    value = reader.value()
+    if isinstance(value, dict) and value:
+        return value, brace, reader.pos
+    return None, 0, 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Collected values
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Found:
+    """What one reader found; `merge` lets an earlier reader win field by field."""
+
+    text: dict[str, str] = field(default_factory=dict)
+    price: float | None = None
+    price_currency: str | None = None
+    currency: str | None = None
+    currency_given: bool = False
+    sizes: dict[str, float] = field(default_factory=dict)
+
+    def set_text(self, name: str, value: object) -> None:
+        cleaned = clean_text(value)
+        if cleaned is not None and name not in self.text:
+            self.text[name] = cleaned
+
+    def set_price(self, value: object) -> None:
+        if self.price is not None:
+            return
+        amount, currency = _price_value(value)
+        if amount is not None:
+            self.price, self.price_currency = amount, currency
+
+    def set_currency(self, value: object) -> None:
+        if self.currency_given:
+            return
+        if value is None or isinstance(value, str):
+            self.currency_given = clean_text(value) is not None
+            self.currency = normalise_currency(value)
+
+    def add_size(self, size: object, price: object) -> None:
+        label = normalise_size(size)
+        amount = _price_value(price)[0]
+        if label and amount is not None:
+            self.sizes.setdefault(label, amount)
+
+    def merge(self, later: _Found) -> None:
+        for name, value in later.text.items():
+            self.text.setdefault(name, value)
+        if self.price is None:
+            self.price, self.price_currency = later.price, later.price_currency
+        if not self.currency_given:
+            self.currency, self.currency_given = later.currency, later.currency_given
+        for size, amount in later.sizes.items():
+            self.sizes.setdefault(size, amount)
+
+    def fields(self, size_currencies: list[str]) -> ProductFields:
+        currency = self.currency if self.currency_given else None
+        if currency is None:
+            currency = self.price_currency
+        if currency is None and size_currencies and len(set(size_currencies)) == 1:
+            currency = size_currencies[0]
+        return ProductFields(
+            brand=self.text.get("brand"),
+            title=self.text.get("title"),
+            category=self.text.get("category"),
+            price=self.price,
+            currency=currency,
+            size_prices=dict(self.sizes),
+        )
+
+
+def _is_size_key(text: str) -> bool:
+    """Whether the end of a key like "price_6_5" or "size_xl" is a size ("price_range" is not)."""
+    return bool(re.fullmatch(rf"(?:{_SIZE_TOKEN})", re.sub(r"^(\d+) (\d+)$", r"\1.\2", text), re.IGNORECASE))
+
+
+def _read_json_object(data: dict, found: _Found, depth: int = 0) -> None:
+    by_field: dict[str, list[tuple[int, object]]] = {}
+    nested: list[dict] = []
+    late_prices: list[tuple[object, str]] = []
+    for key, value in data.items():
+        normalised = _normalise_key(key)
+        name = _KEY_TO_FIELD.get(normalised)
+        if name is None:
+            size_match = re.fullmatch(r"(?:price|size)\s+(?:for\s+|in\s+)?(?:size\s+)?(.+)", normalised)
+            key_currency = normalise_currency(size_match.group(1)) if size_match else None
+            if size_match and key_currency and normalised.startswith("price"):
+                late_prices.append((value, key_currency))  # "price_usd": 115, used if there is no "price"
+            elif size_match and not isinstance(value, (dict, list)) and _is_size_key(size_match.group(1)):
+                found.add_size(re.sub(r"^(\d+) (\d+)$", r"\1.\2", size_match.group(1)), value)
+            elif isinstance(value, dict):
+                nested.append(value)
+            continue
+        rank = KEY_SYNONYMS[name].index(normalised)
+        by_field.setdefault(name, []).append((rank, value))
+    for name, candidates in by_field.items():
+        candidates.sort(key=lambda item: item[0])
+        for _, value in candidates:
+            if name in ("brand", "title", "category"):
+                if isinstance(value, dict) and name == "title":
+                    nested.append(value)
+                    continue
+                found.set_text(name, value)
+            elif name == "price":
+                if isinstance(value, dict) and _first_key(value, ("amount", "value", "price")) is None:
+                    found.sizes.update(
+                        {k: v for k, v in _sizes_from_json(value)[0].items() if k not in found.sizes}
+                    )
+                    continue
+                found.set_price(value)
+            elif name == "currency":
+                found.set_currency(value if isinstance(value, str) or value is None else None)
+            elif name == "sizes":
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    found.set_price(value)  # "prices": 115 is a price, not a size table
+                    continue
+                sizes, _ = parse_size_prices(value) if isinstance(value, str) else _sizes_from_json(value)
+                for size, amount in sizes.items():
+                    found.sizes.setdefault(size, amount)
+            if name in found.text or (name == "price" and found.price is not None):
+                break
+    for value, currency in late_prices:
+        if found.price is None:
+            found.set_price(value)
+            if found.price is not None and found.price_currency is None:
+                found.price_currency = currency
+    if depth < 3:
+        for value in nested:
+            inner = _Found()
+            _read_json_object(value, inner, depth + 1)
+            found.merge(inner)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# "Key: value" text
+# --------------------------------------------------------------------------------------------------------------
+
+_TEXT_LABELS: dict[str, str] = {
+    "brand": r"brand(?:[\s_]*name)?|manufacturer|designer|make|maker",
+    "title": r"(?:product|item)[\s_]*(?:name|title|description)|title|name|product|item|(?:the\s+)?good|description",
+    "category": r"(?:product[\s_]+|item[\s_]+)?(?:category(?:[\s_]*(?:3[\s_]*)?(?:code|name))?|type)|department",
+    "price": r"(?:full|regular|retail|list|original|unit)[\s_]*price|price|cost|msrp",
+    "currency": r"currency(?:[\s_]*code)?",
+    "sizes": r"sizes?[\s_]*(?:(?:and|&)[\s_]*)?prices?|sizes|prices?[\s_]*(?:by|per|for)[\s_]*sizes?|size\s*/\s*price",
+}
+_SIZE_LABELS = (
+    r"size[\s_]+(?P<size_a>[^:=\n,;|()\"']{1,16}?)(?:[\s_]+price)?"
+    rf"|price[\s_]*(?:(?:for|in|of)[\s_]+)?(?:size[\s_]*)(?P<size_b>{_SIZE_TOKEN})"
+)
+_LABEL_RE = re.compile(
+    r"(?:^|(?<=[,;|]))[ \t]*[\"']?(?:"
+    + "|".join(f"(?P<f_{name}>{pattern})" for name, pattern in _TEXT_LABELS.items())
+    + "|"
+    + _SIZE_LABELS
+    + r")[\"']?[ \t]*(?:\((?P<paren>[^()\n]{1,24})\))?[ \t]*(?::|=|[ \t][-–—](?=[ \t]))",
+    re.IGNORECASE | re.MULTILINE,
+)
+_BULLET_RE = re.compile(r"^[ \t]*(?:(?:[-*+•>]|#{1,6}|\d{1,2}[.)])[ \t]+)+", re.MULTILINE)
+_MARKUP_RE = re.compile(r"\*\*|__|`")
+_SIZE_LINE_RE = re.compile(
+    rf"^[ \t]*(?:size[ \t]*)?(?P<size>{_SIZE_TOKEN})[ \t]*(?:[:=]|[-–—]|\()?[ \t]*(?P<price>.*?\d.*?)\)?[ \t]*$",
+    re.IGNORECASE,
+)
+
+
+def _strip_value(value: str) -> str:
+    value = value.strip().rstrip(",;|").strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        value = value[1:-1].strip()
+    return value
+
+
+def _tables_to_lines(text: str) -> str:
+    """Markdown table rows become "key: value" lines ("| Brand | Nike |") or size lines under a size/price header."""
+    lines = text.split("\n")
+    size_column = price_column = None
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped.startswith("|"):
+            size_column = price_column = None
+            continue
+        cells = [cell.strip() for cell in stripped.strip("|").split("|")]
+        if all(re.fullmatch(r":?-{2,}:?", cell) or not cell for cell in cells):
+            lines[index] = ""
+            continue
+        lowered = [_normalise_key(_MARKUP_RE.sub("", cell)) for cell in cells]
+        if "size" in lowered and any(cell.startswith("price") for cell in lowered):
+            size_column = lowered.index("size")
+            price_column = next(i for i, cell in enumerate(lowered) if cell.startswith("price"))
+            lines[index] = ""
+            continue
+        if (
+            size_column is not None
+            and price_column is not None
+            and max(size_column, price_column) < len(cells)
+        ):
+            lines[index] = f"Size {cells[size_column]}: {cells[price_column]}"
+        elif len(cells) >= 2:
+            lines[index] = f"{cells[0]}: {' '.join(cells[1:])}"
+    return "\n".join(lines)
+
+
+def _label_rank(name: str, label: str) -> int:
+    """Where a label stands among its field's synonyms (unknown spellings after all known ones)."""
+    key = _normalise_key(label)
+    synonyms = KEY_SYNONYMS[name]
+    return synonyms.index(key) if key in synonyms else len(synonyms)
+
+
+def _read_size_lines(
+    text: str, position: int, found: _Found, size_currencies: list[str]
+) -> list[tuple[int, int]]:
+    """Sizes listed one a line after a "Sizes:" line ("- 6.5: $115"), up to the first line that is not one."""
+    used: list[tuple[int, int]] = []
+    while position < len(text):
+        end = text.find("\n", position)
+        end = len(text) if end < 0 else end
+        line = text[position:end]
+        if line.strip():
+            match = None if _LABEL_RE.match(line) else _SIZE_LINE_RE.match(line)
+            amount, currency = parse_price(match.group("price")) if match else (None, None)
+            if match is None or amount is None:
+                break
+            found.add_size(match.group("size"), amount)
+            if currency:
+                size_currencies.append(currency)
+            used.append((position, end))
+        position = end + 1
+    return used
+
+
+def _read_labelled_text(text: str, found: _Found, size_currencies: list[str]) -> list[tuple[int, int]]:
+    """Reads "Key: value" pairs; returns the spans it used so the free-sentence reader skips them.
+
+    Where a field has several labels, the best-ranked synonym wins wherever it stands ("Title:" beats
+    "Description:", "Price:" beats "Full Price:"), as for JSON keys.
+    """
+    used: list[tuple[int, int]] = []
+    texts: dict[str, tuple[int, str]] = {}
+    price: tuple[int, float, str | None] | None = None
+    matches = list(_LABEL_RE.finditer(text))
+    for index, match in enumerate(matches):
+        line_end = text.find("\n", match.end())
+        line_end = len(text) if line_end < 0 else line_end
+        following = matches[index + 1].start() if index + 1 < len(matches) else len(text)
+        end = min(line_end, following)
+        value = _strip_value(text[match.end() : end])
+        used.append((match.start(), end))
+        paren = match.group("paren")
+        paren_currency = normalise_currency(paren) if paren else None
+        size = match.group("size_a") or match.group("size_b")
+        if size is None and paren and match.group("f_price") and not paren_currency:
+            paren_size = re.fullmatch(rf"(?:size\s*)?({_SIZE_TOKEN})", paren.strip(), re.IGNORECASE)
+            size = paren_size.group(1) if paren_size else None
+        if size is not None:
+            amount, currency = parse_price(value)
+            if amount is not None:
+                found.add_size(size, amount)
+                if currency:
+                    size_currencies.append(currency)
+            continue
+        name = next(name for name in _TEXT_LABELS if match.group(f"f_{name}"))
+        rank = _label_rank(name, match.group(f"f_{name}"))
+        if name in ("brand", "title", "category"):
+            if clean_text(value) is not None and (name not in texts or rank < texts[name][0]):
+                texts[name] = (rank, value)
+        elif name == "price":
+            amount, currency = parse_price(value) if value else (None, None)
+            if amount is not None and (price is None or rank < price[0]):
+                price = (rank, amount, currency or paren_currency)
+        elif name == "currency":
+            found.set_currency(value)
+        elif name == "sizes":
+            sizes, _ = parse_size_prices(value)
+            for entry_size, amount in sizes.items():
+                found.sizes.setdefault(entry_size, amount)
+            currency = _any_currency(value)
+            if currency:
+                size_currencies.append(currency)
+            if not value:
+                used += _read_size_lines(text, line_end + 1, found, size_currencies)
+    for name, (_, value) in texts.items():
+        found.set_text(name, value)
+    if price is not None and found.price is None:
+        _, found.price, found.price_currency = price
+    return used
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Free sentences
+# --------------------------------------------------------------------------------------------------------------
+
+_SENTENCE_END = r"(?=\.(?:\s|$)|[;\n]|$|\s\d{1,2}\.\s)"
+#: "Its category is Scarves and the price is …": a new clause starts.
+_CLAUSE_END = r"(?=\s+(?:and|while|but|with)\s+(?:the|its|it|a|an|this)\b)"
+#: Where a title inside a sentence ends: the sentence's end, or "..., which", "priced at", "for $115".
+_TITLE_END = (
+    r"(?=\s*,?\s*\b(?:which|that|priced|costing|selling|retailing|available)\b|\s+for\s+(?:[$£€¥]|\d)"
+    r"|\.(?:\s|$)|[;\n]|$|\s\d{1,2}\.\s)"
+)
+_TITLE_START = r"(?!(?:priced|costing|selling|available|for)\b|[$£€¥\d])"
+_FREE_SIZE_RE = re.compile(
+    rf"\bsize[ \t]+(?P<size>{_SIZE_TOKEN})(?P<rest>(?:(?!\bsizes?\b)[^.;\n]|\.\d)*)",
+    re.IGNORECASE,
+)
+_FREE_PRICE_BEFORE_SIZE_RE = re.compile(
+    rf"(?P<price>(?:(?:{_MARKER_RE})[ \u00a0]*)?(?<![\d.,]){_NUMBER_RE}(?:[ \u00a0]*{_MARKER_RE})?)[ \t]+(?:for|in)[ \t]+"
+    rf"(?:a[ \t]+|the[ \t]+)?size[ \t]+(?P<size>{_SIZE_TOKEN})",
+    re.IGNORECASE,
+)
+_FREE_TITLE_RES = [
+    re.compile(
+        r"\b(?:the\s+)?(?:good|product|item|article|product\s+name|item\s+name|title)"
+        r"(?:\s+(?:shown|pictured|displayed|depicted|listed))?(?:\s+(?:in|on)\s+(?:the|this)\s+(?:image|picture|photo|listing))?"
+        rf"\s+is(?:\s+called)?\s+(?:an?\s+|the\s+)?{_TITLE_START}(?P<value>.+?){_TITLE_END}",
+        re.IGNORECASE,
+    ),
+    re.compile(
+        r"\b(?:this|the\s+(?:image|picture|photo|listing))\s+(?:is|shows|depicts|features|displays)\s+"
+        rf"(?:an?\s+|the\s+)?{_TITLE_START}(?P<value>.+?){_TITLE_END}",
+        re.IGNORECASE,
+    ),
+]
+_FREE_BRAND_RE = re.compile(
+    rf"\bbrand(?:\s+name)?\s+(?:is|:)\s+(?P<value>[^,;\n]+?)(?:{_CLAUSE_END}|{_SENTENCE_END})|\b(?:made|manufactured|designed)\s+by\s+"
+    r"(?-i:(?P<maker>[A-Z][\w&'.-]*(?:\s+[A-Z][\w&'.-]*)*))",
+    re.IGNORECASE,
+)
+_FREE_CATEGORY_RE = re.compile(
+    rf"\bcategory\s+(?:is|:)\s+(?:the\s+)?(?P<value>[^,;\n]+?)(?:{_CLAUSE_END}|{_SENTENCE_END})"
+    r"|\b(?:in|under)\s+the\s+(?P<under>[\w&' -]{2,40}?)\s+category\b",
+    re.IGNORECASE,
+)
+_FREE_PRICE_RE = re.compile(
+    r"\b(?:(?:full|regular|retail|list|original)\s+)?price(?:\s+tag)?\s*(?:is|was|of|:|=|at)?\s*"
+    r"(?:about|around|approximately|roughly)?\s*(?P<value>[^\s].{0,40})"
+    r"|\b(?:priced\s+at|costs?|sells\s+for|retails\s+(?:for|at))\s+(?P<verb>.{1,40})",
+    re.IGNORECASE,
+)
+_FREE_CURRENCY_RE = re.compile(
+    r"\bcurrency\s+(?:is|:)\s+(?P<value>[\w$£€¥ .]{1,20}?)" + _SENTENCE_END, re.IGNORECASE
+)
+
+
+def _blank(text: str, spans: list[tuple[int, int]]) -> str:
+    """`text` with the given spans replaced by spaces (offsets stay valid)."""
+    chars = list(text)
+    for start, end in spans:
+        chars[start:end] = " " * (end - start)
+    return "".join(chars)
+
+
+def _read_free_text(text: str, found: _Found, size_currencies: list[str]) -> None:
+    size_spans: list[tuple[int, int]] = []
+    for match in _FREE_PRICE_BEFORE_SIZE_RE.finditer(text):
+        amount, currency = parse_price(match.group("price"))
+        if amount is not None:
+            found.add_size(match.group("size"), amount)
+            size_spans.append(match.span())
+            if currency:
+                size_currencies.append(currency)
+    blanked = _blank(text, size_spans)
+    for match in _FREE_SIZE_RE.finditer(blanked):
+        rest = match.group("rest")
+        amounts = _find_amounts(rest)
+        chosen = next((money for money in amounts if money.marked), amounts[0] if amounts else None)
+        if chosen is None:
+            continue
+        found.add_size(match.group("size"), chosen.amount)
+        if chosen.currency:
+            size_currencies.append(chosen.currency)
+        # Blank the whole "price for size X is $Y" sentence so the overall price reader ignores it.
+        sentence_start = max(blanked.rfind(".", 0, match.start()), blanked.rfind("\n", 0, match.start())) + 1
+        size_spans.append((sentence_start, match.start() + len(match.group(0)) - len(rest) + chosen.end))
+    remaining = _blank(text, size_spans)
+
+    if "title" not in found.text:
+        for pattern in _FREE_TITLE_RES:
+            match = pattern.search(remaining)
+            if match:
+                found.set_text("title", _strip_value(match.group("value")))
+                break
+    if "brand" not in found.text:
+        match = _FREE_BRAND_RE.search(remaining)
+        if match:
+            found.set_text("brand", _strip_value(match.group("value") or match.group("maker") or ""))
+    if "category" not in found.text:
+        match = _FREE_CATEGORY_RE.search(remaining)
+        if match:
+            found.set_text("category", _strip_value(match.group("value") or match.group("under") or ""))
+    if not found.currency_given:
+        match = _FREE_CURRENCY_RE.search(remaining)
+        if match and normalise_currency(match.group("value")):
+            found.set_currency(match.group("value"))
+    if found.price is None:
+        for match in _FREE_PRICE_RE.finditer(remaining):
+            amounts = _find_amounts(match.group("value") or match.group("verb") or "")
+            if amounts and amounts[0].start < 12:
+                found.price, found.price_currency = amounts[0].amount, amounts[0].currency
+                break
+    if found.price is None:
+        # A single amount written with its currency ("Burberry scarf - £450") is the price.
+        amounts = _find_amounts(remaining, marked_only=True)
+        if len({(money.amount, money.currency) for money in amounts}) == 1:
+            found.price, found.price_currency = amounts[0].amount, amounts[0].currency
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------------------------
+
+
+def parse_answer(text: str) -> ProductFields:
+    """Everything an answer says about the product. Never raises; unreadable parts are simply left empty."""
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    size_currencies: list[str] = []
+
+    found = _Found()
+    data, start, end = _find_json(text)
+    if data is not None:
+        _read_json_object(data, found)
+        text = text[:start] + text[end:]
+    text = re.sub(r"```[a-zA-Z]*", "", text)
+    if not text.strip():
+        return found.fields(size_currencies)
+
+    lines = _BULLET_RE.sub("", _MARKUP_RE.sub("", _tables_to_lines(text)))
+    labelled = _Found()
+    used = _read_labelled_text(lines, labelled, size_currencies)
+    found.merge(labelled)
+
+    free = _Found()
+    _read_free_text(_blank(lines, used), free, size_currencies)
+    found.merge(free)
+    return found.fields(size_currencies)

@@ -1,0 +1,200 @@
+"""The questions a scan asks the model, and the canonical answers that training teaches.
+
+Two built-in prompts:
+
+- ``extract`` (default) asks for one JSON object with the keys brand, title, category, price, currency and sizes;
+- ``original`` is the question of the fine-tune this project grew out of, "What is shown in this image?", answered
+  "Product: {title}, Category: {category}, Full Price: {price}".
+
+A prompt file holds any question as plain text (its answers are read by `parse_answer` like any other). With
+``--sizes`` every prompt also asks for the prices in those sizes; a prompt file may say where with ``{sizes}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from inspector.fields import FIELD_NAMES, ProductFields
+from inspector.parsing import normalise_size
+
+__all__ = [
+    "ANSWER_STYLES",
+    "BUILTIN_PROMPTS",
+    "DEFAULT_PROMPT",
+    "Prompt",
+    "format_answer",
+    "get_prompt",
+    "parse_sizes_option",
+]
+
+#: How an answer is written: one JSON object, the original "Product: …, Category: …, Full Price: …" line, or
+#: anything (custom prompts; `format_answer` writes "Key: value" lines for it).
+ANSWER_STYLES: tuple[str, ...] = ("json", "original", "free")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A question for the model and the style its answers are expected in."""
+
+    name: str
+    text: str
+    #: "json" | "original" | "free"
+    answer_style: str
+
+
+_EXTRACT_TEXT = (
+    "Read this product listing image. Answer with one JSON object and nothing else, with these keys: "
+    '"brand", "title" (the product name as written), "category", "price" (the full price as a number), '
+    '"currency" (ISO 4217 code such as "USD"), "sizes" (an object mapping each size shown to its price as a '
+    "number, {} if there is none). Use null for anything not shown."
+)
+_ORIGINAL_TEXT = "What is shown in this image?"
+
+BUILTIN_PROMPTS: dict[str, Prompt] = {
+    "extract": Prompt("extract", _EXTRACT_TEXT, "json"),
+    "original": Prompt("original", _ORIGINAL_TEXT, "original"),
+}
+DEFAULT_PROMPT = "extract"
+
+_SIZES_PLACEHOLDER = "{sizes}"
+
+
+def parse_sizes_option(text: str) -> list[str]:
+    """Sizes from the CLI's ``--sizes 6.5,7.5,8`` (commas or semicolons between sizes; "." for decimals).
+
+    Sizes are normalised like catalogue and answer sizes ("6.50" -> "6.5", "xl" -> "XL"); repeats are dropped.
+    """
+    if text is None or not str(text).strip():
+        raise ValueError("--sizes needs at least one size, e.g. --sizes 6.5,7.5,8")
+    sizes: list[str] = []
+    for part in re.split(r"[,;]", str(text)):
+        if not part.strip():
+            continue
+        size = normalise_size(part)
+        if not size:
+            raise ValueError(f"--sizes: {part.strip()!r} is not a size; write sizes like --sizes 6.5,7.5,8")
+        if size not in sizes:
+            sizes.append(size)
+    if not sizes:
+        raise ValueError("--sizes needs at least one size, e.g. --sizes 6.5,7.5,8")
+    return sizes
+
+
+def _sizes_question(style: str, sizes: list[str]) -> str:
+    listed = ", ".join(sizes)
+    if style == "json":
+        return f'Fill "sizes" with the prices in sizes {listed}.'
+    return f"What are the prices in {listed}?"
+
+
+def get_prompt(
+    name: str | None = None, prompt_file: str | Path | None = None, sizes: list[str] | None = None
+) -> Prompt:
+    """A built-in prompt by name (default "extract"), or the text of a prompt file (named "file:<stem>").
+
+    With `sizes`, the question also asks for the prices in those sizes.
+    """
+    if name is not None and prompt_file is not None:
+        raise ValueError("Pass either a prompt name (--prompt) or a prompt file (--prompt-file), not both.")
+    if prompt_file is not None:
+        prompt = _read_prompt_file(Path(prompt_file))
+    else:
+        key = (name or DEFAULT_PROMPT).strip().lower()
+        if key not in BUILTIN_PROMPTS:
+            available = ", ".join(sorted(BUILTIN_PROMPTS))
+            raise ValueError(
+                f"Unknown prompt {name!r}. Available prompts: {available}; or pass your own with --prompt-file."
+            )
+        prompt = BUILTIN_PROMPTS[key]
+    if not sizes:
+        if _SIZES_PLACEHOLDER in prompt.text:
+            raise ValueError(
+                f"The prompt file asks for {_SIZES_PLACEHOLDER} but no sizes were given: pass --sizes 6.5,7.5,8 "
+                f"or remove {_SIZES_PLACEHOLDER} from the file."
+            )
+        return prompt
+    normalised = list(dict.fromkeys(normalise_size(size) for size in sizes if normalise_size(size)))
+    if not normalised:
+        raise ValueError("The sizes given are empty; write sizes like --sizes 6.5,7.5,8")
+    if _SIZES_PLACEHOLDER in prompt.text:
+        text = prompt.text.replace(_SIZES_PLACEHOLDER, ", ".join(normalised))
+    else:
+        text = f"{prompt.text} {_sizes_question(prompt.answer_style, normalised)}"
+    return Prompt(prompt.name, text, prompt.answer_style)
+
+
+def _read_prompt_file(path: Path) -> Prompt:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ValueError(f"Prompt file {path} does not exist; check the --prompt-file path.") from None
+    except IsADirectoryError:
+        raise ValueError(
+            f"Prompt file {path} is a folder; pass a plain text file to --prompt-file."
+        ) from None
+    except UnicodeDecodeError:
+        raise ValueError(f"Prompt file {path} is not UTF-8 text; save it as UTF-8 and try again.") from None
+    except OSError as error:
+        raise ValueError(f"Cannot read prompt file {path}: {error.strerror or error}.") from None
+    text = text.strip()
+    if not text:
+        raise ValueError(f"Prompt file {path} is empty; write the question for the model in it.")
+    return Prompt(f"file:{path.stem}", text, "free")
+
+
+def _number(value: float) -> str:
+    """A price as written in answers: Python's shortest round-tripping form, never in exponent notation."""
+    text = repr(float(value))
+    if "e" in text or "E" in text:
+        text = format(value, ".2f")
+    return text
+
+
+def format_answer(fields: ProductFields, style: str = "json") -> str:
+    """The canonical answer for `fields`, as training teaches it; `parse_answer` reads it back to the same fields.
+
+    - "json": one line, keys in field order (sizes as "sizes"), every key present with null for missing values
+      so that the model learns to say null rather than guess;
+    - "original": "Product: {title}, Category: {category}, Full Price: {price}" as the original fine-tune wrote
+      it, followed by ", Brand: …", ", Currency: …" and ", Size 6.5: 115.0" for the values present;
+    - "free": one "Key: value" line per value present.
+    """
+    if style not in ANSWER_STYLES:
+        raise ValueError(f"Unknown answer style {style!r}; use one of: {', '.join(ANSWER_STYLES)}.")
+    price = fields.price if fields.price is not None and math.isfinite(fields.price) else None
+    sizes = {
+        size: amount
+        for size, amount in (fields.size_prices or {}).items()
+        if amount is not None and math.isfinite(amount)
+    }
+    if style == "json":
+        data: dict[str, object] = {}
+        for name in FIELD_NAMES:
+            if name == "size_prices":
+                data["sizes"] = {size: float(amount) for size, amount in sizes.items()}
+            elif name == "price":
+                data["price"] = float(price) if price is not None else None
+            else:
+                data[name] = getattr(fields, name)
+        return json.dumps(data, ensure_ascii=False)
+
+    if style == "original":
+        pairs = [("Product", fields.title), ("Category", fields.category)]
+        pairs.append(("Full Price", _number(price) if price is not None else None))
+        pairs += [("Brand", fields.brand), ("Currency", fields.currency)]
+        pairs += [(f"Size {size}", _number(amount)) for size, amount in sizes.items()]
+        return ", ".join(f"{key}: {value}" for key, value in pairs if value is not None)
+
+    pairs = [
+        ("Brand", fields.brand),
+        ("Title", fields.title),
+        ("Category", fields.category),
+        ("Price", _number(price) if price is not None else None),
+        ("Currency", fields.currency),
+    ]
+    pairs += [(f"Size {size}", _number(amount)) for size, amount in sizes.items()]
+    return "\n".join(f"{key}: {value}" for key, value in pairs if value is not None)

@@ -1,0 +1,299 @@
+"""Compare an answer with the catalogue, field by field, and sum the outcomes up per field.
+
+Outcomes follow attribute-value-extraction benchmarks: correct, wrong, missed (the catalogue has a value, the
+model gave none), spurious (the model gave a value, the catalogue has none), both_empty.
+
+- brand and category: equal after `normalise_label` (case, accents, punctuation, whitespace, "&" = "and");
+- title: token F1 of the normalised words (as SQuAD scores answers) at least `title_threshold`; score = F1;
+- price and each size's price: absolute difference within a `PriceTolerance`; score = absolute error;
+- currency: the same ISO 4217 code.
+
+Per field, `summarise` gives:
+
+- accuracy  = (correct + both_empty) / all results: how often the field was right, including rightly empty;
+- precision = correct / (correct + wrong + spurious): of the values the model gave, how many were right;
+- recall    = correct / (correct + wrong + missed): of the catalogue's values, how many the model got right;
+- f1        = harmonic mean of precision and recall;
+- mean_abs_error (price and size_price) over the results where both sides have a value.
+
+A ratio with an empty denominator is None (nothing to measure), not 0.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+from inspector.fields import FIELD_NAMES, FieldResult, Outcome, ProductFields
+from inspector.parsing import normalise_currency, normalise_size
+
+__all__ = [
+    "FieldMetrics",
+    "PriceTolerance",
+    "format_amount",
+    "normalise_label",
+    "score_answer",
+    "size_sort_key",
+    "summarise",
+    "title_similarity",
+]
+
+#: Prefix of the per-size field names ("size_price:6.5"); `summarise` adds them up as "size_price".
+SIZE_FIELD_PREFIX = "size_price:"
+SIZE_FIELD = "size_price"
+
+
+@dataclass(frozen=True)
+class PriceTolerance:
+    """How far a price may be from the catalogue's and still count as correct: the larger of `absolute` and
+    `relative` × catalogue price. The default, half a cent, means "equal to the cent"."""
+
+    absolute: float = 0.005
+    relative: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> PriceTolerance:
+        """``--price-tolerance``: an amount ("0.01", "1") or a percentage of the catalogue price ("2%")."""
+        raw = str(text).strip() if text is not None else ""
+        hint = "write an amount like 0.01 or a percentage like 2%"
+        try:
+            if raw.endswith("%"):
+                percent = float(raw[:-1].strip())
+                if not math.isfinite(percent) or percent < 0:
+                    raise ValueError
+                return cls(relative=percent / 100)
+            amount = float(raw)
+            if not math.isfinite(amount) or amount < 0:
+                raise ValueError
+            return cls(absolute=amount)
+        except ValueError:
+            raise ValueError(f"Price tolerance {raw!r} is not valid: {hint}.") from None
+
+    def allows(self, predicted: float, expected: float) -> bool:
+        allowed = self.absolute
+        if self.relative is not None:
+            allowed = max(allowed, self.relative * abs(expected))
+        # A hair of slack for binary floating point: 115.10 - 115.00 is 0.0999999...
+        return abs(predicted - expected) <= allowed + 1e-9 * max(1.0, abs(expected))
+
+    def __str__(self) -> str:
+        if self.relative is not None:
+            return f"{self.relative * 100:g}%"
+        return f"{self.absolute:g}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Normalisation and similarity
+# --------------------------------------------------------------------------------------------------------------
+
+
+def normalise_label(text: str | None) -> str:
+    """A brand or category in a form that ignores case, accents, punctuation, spacing and "&" vs "and".
+
+    "Hermès", "HERMES" and "hermes " are equal; so are "T-Shirts & Tops" and "t shirts and tops".
+    Apostrophes join ("Levi's" = "Levis").
+    """
+    if not text:
+        return ""
+    decomposed = unicodedata.normalize("NFKD", str(text))
+    stripped = "".join(char for char in decomposed if not unicodedata.combining(char)).casefold()
+    stripped = stripped.replace("&", " and ").replace("+", " and ")
+    stripped = re.sub(r"['’`´]", "", stripped)
+    return " ".join(re.sub(r"[\W_]+", " ", stripped).split())
+
+
+def title_similarity(predicted: str, expected: str) -> float:
+    """Token F1 between two titles after `normalise_label` (word order ignored, repeated words counted)."""
+    predicted_tokens = normalise_label(predicted).split()
+    expected_tokens = normalise_label(expected).split()
+    if not predicted_tokens or not expected_tokens:
+        return 1.0 if predicted_tokens == expected_tokens and predicted.strip() == expected.strip() else 0.0
+    common = sum((Counter(predicted_tokens) & Counter(expected_tokens)).values())
+    if common == 0:
+        return 0.0
+    precision = common / len(predicted_tokens)
+    recall = common / len(expected_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def format_amount(value: float | None) -> str | None:
+    """A price for display: two decimals, more only where they matter (115.0 -> "115.00", 115.004 -> "115.004")."""
+    if value is None:
+        return None
+    if not math.isfinite(value):
+        return str(value)
+    if round(value, 2) == value:
+        return f"{value:.2f}"
+    return f"{value:.6f}".rstrip("0")
+
+
+_LETTER_SIZES = ["XXXS", "XXS", "XS", "S", "M", "L", "XL", "XXL", "XXXL", "2XL", "3XL", "4XL"]
+
+
+def size_sort_key(size: str) -> tuple:
+    """Numeric sizes by value, then letter sizes from small to large, then the rest alphabetically."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(.*)", size)
+    if match:
+        return (0, float(match.group(1)), match.group(2))
+    if size in _LETTER_SIZES:
+        return (1, float(_LETTER_SIZES.index(size)), "")
+    return (2, 0.0, size)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Scoring one answer
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _present(value: object) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return bool(str(value).strip())
+
+
+def _bucket(predicted: object, expected: object, equal: bool) -> str:
+    has_predicted, has_expected = _present(predicted), _present(expected)
+    if not has_predicted and not has_expected:
+        return Outcome.BOTH_EMPTY
+    if not has_predicted:
+        return Outcome.MISSED
+    if not has_expected:
+        return Outcome.SPURIOUS
+    return Outcome.CORRECT if equal else Outcome.WRONG
+
+
+def _text(value: object) -> str | None:
+    return str(value) if _present(value) else None
+
+
+def _score_amount(
+    name: str, predicted: float | None, expected: float | None, tolerance: PriceTolerance
+) -> FieldResult:
+    both = _present(predicted) and _present(expected)
+    error = abs(predicted - expected) if both else None
+    outcome = _bucket(predicted, expected, both and tolerance.allows(predicted, expected))
+    shown_predicted = format_amount(predicted) if _present(predicted) else None
+    shown_expected = format_amount(expected) if _present(expected) else None
+    return FieldResult(name, outcome, shown_predicted, shown_expected, error)
+
+
+def _sizes(prices: dict | None) -> dict[str, float]:
+    result: dict[str, float] = {}
+    for size, amount in (prices or {}).items():
+        label = normalise_size(size)
+        if label and isinstance(amount, (int, float)) and not isinstance(amount, bool):
+            result.setdefault(label, float(amount))
+    return result
+
+
+def score_answer(
+    predicted: ProductFields,
+    truth: ProductFields,
+    tolerance: PriceTolerance = PriceTolerance(),
+    title_threshold: float = 0.6,
+) -> list[FieldResult]:
+    """One FieldResult per field (FIELD_NAMES without size_prices), then one "size_price:<size>" per size that
+    either side has, sizes in `size_sort_key` order."""
+    results: list[FieldResult] = []
+    for name in FIELD_NAMES:
+        if name == "size_prices":
+            continue
+        ours, theirs = getattr(predicted, name), getattr(truth, name)
+        if name == "price":
+            results.append(_score_amount(name, ours, theirs, tolerance))
+        elif name == "title":
+            both = _present(ours) and _present(theirs)
+            similarity = title_similarity(str(ours), str(theirs)) if both else None
+            outcome = _bucket(ours, theirs, both and similarity >= title_threshold)
+            results.append(FieldResult(name, outcome, _text(ours), _text(theirs), similarity))
+        elif name == "currency":
+            ours_code = normalise_currency(ours) if _present(ours) else None
+            theirs_code = normalise_currency(theirs) if _present(theirs) else None
+            # An unrecognised code still counts as a value given (it is wrong), not as no value.
+            equal = ours_code is not None and ours_code == theirs_code
+            if _present(ours) and _present(theirs) and ours_code is None and theirs_code is None:
+                equal = str(ours).strip().upper() == str(theirs).strip().upper()
+            results.append(FieldResult(name, _bucket(ours, theirs, equal), _text(ours), _text(theirs)))
+        else:
+            equal = _present(ours) and _present(theirs) and normalise_label(ours) == normalise_label(theirs)
+            results.append(FieldResult(name, _bucket(ours, theirs, equal), _text(ours), _text(theirs)))
+
+    our_sizes, their_sizes = _sizes(predicted.size_prices), _sizes(truth.size_prices)
+    for size in sorted(set(our_sizes) | set(their_sizes), key=size_sort_key):
+        results.append(
+            _score_amount(SIZE_FIELD_PREFIX + size, our_sizes.get(size), their_sizes.get(size), tolerance)
+        )
+    return results
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Summaries
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FieldMetrics:
+    """Outcome counts and rates for one field over many answers (see the module docstring for definitions)."""
+
+    field: str
+    n: int = 0
+    correct: int = 0
+    wrong: int = 0
+    missed: int = 0
+    spurious: int = 0
+    both_empty: int = 0
+    accuracy: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    #: Price fields only: mean absolute error where both sides have a value.
+    mean_abs_error: float | None = None
+    #: Price fields only: how many results the mean absolute error is over.
+    error_count: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _field_group(name: str) -> str:
+    return SIZE_FIELD if name.startswith(SIZE_FIELD_PREFIX) else name
+
+
+def summarise(results: Iterable[FieldResult]) -> dict[str, FieldMetrics]:
+    """Metrics per field, in field order; all "size_price:<size>" results are added up as "size_price"."""
+    metrics: dict[str, FieldMetrics] = {}
+    errors: dict[str, list[float]] = {}
+    for result in results:
+        group = _field_group(result.field)
+        entry = metrics.setdefault(group, FieldMetrics(group))
+        if result.outcome not in Outcome.ALL:
+            raise ValueError(f"Unknown outcome {result.outcome!r} for field {result.field!r}.")
+        setattr(entry, result.outcome, getattr(entry, result.outcome) + 1)
+        entry.n += 1
+        is_amount = group in ("price", SIZE_FIELD)
+        if is_amount and result.outcome in (Outcome.CORRECT, Outcome.WRONG) and result.score is not None:
+            errors.setdefault(group, []).append(float(result.score))
+    for group, entry in metrics.items():
+        entry.accuracy = _ratio(entry.correct + entry.both_empty, entry.n)
+        entry.precision = _ratio(entry.correct, entry.correct + entry.wrong + entry.spurious)
+        entry.recall = _ratio(entry.correct, entry.correct + entry.wrong + entry.missed)
+        if entry.precision is not None and entry.recall is not None:
+            total = entry.precision + entry.recall
+            entry.f1 = 2 * entry.precision * entry.recall / total if total else 0.0
+        if errors.get(group):
+            entry.mean_abs_error = sum(errors[group]) / len(errors[group])
+            entry.error_count = len(errors[group])
+    order = [name for name in FIELD_NAMES if name != "size_prices"] + [SIZE_FIELD]
+    return dict(
+        sorted(metrics.items(), key=lambda item: (order.index(item[0]) if item[0] in order else 99, item[0]))
+    )

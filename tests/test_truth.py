@@ -1,0 +1,420 @@
+"""Reading the ground-truth CSV and matching its rows to images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inspector.fields import ProductFields
+from inspector.truth import CellProblem, TruthError, load_truth, parse_column_mapping
+
+DATA = Path(__file__).parent / "data" / "truth"
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Column mapping
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "mapping"),
+    [
+        (
+            'brand=Brand,title="Product Name",price=Cost',
+            {"brand": "Brand", "title": "Product Name", "price": "Cost"},
+        ),
+        ("title=\"Name, long\",category='Cat; egory'", {"title": "Name, long", "category": "Cat; egory"}),
+        (" brand = Brand , price=Cost ", {"brand": "Brand", "price": "Cost"}),
+        ("size:6.50=Price 6.5,size:xl=XL price", {"size:6.5": "Price 6.5", "size:XL": "XL price"}),
+        ("image=file,key=sku,sizes=size_prices", {"path": "file", "key": "sku", "sizes": "size_prices"}),
+        ("currency=Währung", {"currency": "Währung"}),
+        ('title="Say ""hi"""', {"title": "Say hi"}),
+    ],
+)
+def test_parse_column_mapping(text: str, mapping: dict[str, str]) -> None:
+    assert parse_column_mapping(text) == mapping
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("brand", "FIELD=COLUMN"),
+        ("brand=", "FIELD=COLUMN"),
+        ("colour=Colour", "unknown field 'colour'"),
+        ("brand=A,brand=B", "mapped twice"),
+        ('title="Product Name', "quote"),
+        ("size:=Col", "names no size"),
+    ],
+)
+def test_parse_column_mapping_errors(text: str, message: str) -> None:
+    with pytest.raises(TruthError, match=message):
+        parse_column_mapping(text)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_original_burberry_columns_are_detected() -> None:
+    table = load_truth(DATA / "burberry.csv")
+    assert table.columns == {
+        "path": "local_image_path",
+        "key": "product_code",
+        "title": "title",
+        "brand": "brand",
+        "category": "category3_code",
+        "price": "full_price",  # the original fine-tune's "Full Price", not the sale price
+        "currency": "currency_code",
+    }
+    assert [record.row_number for record in table.records] == [1, 2, 3]
+    first, second, third = table.records
+    assert first.fields == ProductFields(
+        brand="BURBERRY",
+        title="Vintage Check Cashmere Scarf",
+        category="SCARVES",
+        price=490.0,
+        currency="USD",
+    )
+    assert first.key == "80564361" and first.image_ref == "images/80564361.jpg"
+    assert second.fields.title == "Kensington Heritage Trench Coat, Long" and second.fields.price == 2290.0
+    assert third.fields.price is None  # "n/a" is a missing value, not an unparseable one
+    assert table.unparseable_cells == []
+
+
+def test_common_column_names_any_case_and_spacing(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "c.csv",
+        " Image Path ,BRAND,Product Name,Category,Price ,SKU\nshoe.jpg,Nike,Dunk Low,Sneakers,$115.00,DD1503-101\n",
+    )
+    table = load_truth(path)
+    assert table.columns == {
+        "path": "Image Path",
+        "key": "SKU",
+        "title": "Product Name",
+        "brand": "BRAND",
+        "category": "Category",
+        "price": "Price",
+    }
+    assert table.records[0].fields == ProductFields(
+        brand="Nike", title="Dunk Low", category="Sneakers", price=115.0, currency="USD"
+    )
+
+
+def test_mapping_overrides_detection_and_semicolons_european_prices() -> None:
+    mapping = parse_column_mapping(
+        'path=Bild,brand=Marke,title=Produktname,category=Kategorie,price=Preis,currency="währung"'
+    )
+    table = load_truth(DATA / "shoes_semicolon.csv", mapping)
+    assert table.columns["currency"] == "Währung" and table.columns["sizes"] == "sizes"
+    nike, adidas = table.records
+    assert nike.fields == ProductFields(
+        brand="Nike",
+        title="Dunk Low",
+        category="Sneakers",
+        price=1290.0,
+        currency="EUR",  # from the € of the price, the currency cell being empty
+        size_prices={"6.5": 115.0, "7.5": 120.0},
+    )
+    assert adidas.fields.price == 99.95 and adidas.fields.size_prices == {"8": 100.0}
+    assert table.unparseable_cells == [CellProblem(2, "sizes", "9:oops", "not a size:price pair")]
+
+
+def test_per_size_columns(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "c.csv",
+        "file,title,price_6.5,Size 7.5,8,price (9.5),Price XL,price_us_10,price_eur\n"
+        'a.jpg,Dunk,$115,120.00,"1,125.50",,  ,130,99\n',
+    )
+    table = load_truth(path)
+    sizes = {key: column for key, column in table.columns.items() if key.startswith("size:")}
+    assert sizes == {
+        "size:6.5": "price_6.5",
+        "size:7.5": "Size 7.5",
+        "size:8": "8",
+        "size:9.5": "price (9.5)",
+        "size:XL": "Price XL",
+        "size:10": "price_us_10",
+    }
+    assert table.records[0].fields.size_prices == {"6.5": 115.0, "7.5": 120.0, "8": 1125.5, "10": 130.0}
+
+
+def test_mapped_size_column(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", "file,title,Small,Big\na.jpg,Tee,10,12\n")
+    table = load_truth(path, parse_column_mapping("size:S=Small,size:L=Big"))
+    assert table.records[0].fields.size_prices == {"S": 10.0, "L": 12.0}
+
+
+def test_unparseable_cells_are_counted_not_fatal(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "c.csv",
+        "file,title,price,currency,price_8\n"
+        "a.jpg,A,cheap,USD,10\n"
+        "b.jpg,B,12.50,dollars,ten\n"
+        "c.jpg,C,13,Bitcoin,\n",
+    )
+    table = load_truth(path)
+    assert [record.fields.price for record in table.records] == [None, 12.5, 13.0]
+    assert [record.fields.currency for record in table.records] == ["USD", "USD", None]
+    assert table.unparseable_cells == [
+        CellProblem(1, "price", "cheap", "not a price"),
+        CellProblem(2, "price_8", "ten", "not a price"),
+        CellProblem(3, "currency", "Bitcoin", "not a currency (use an ISO 4217 code such as USD)"),
+    ]
+
+
+def test_currency_column_wins_over_price_symbol(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", "file,price,currency\na.jpg,$40,CAD\nb.jpg,$40,\n")
+    assert [record.fields.currency for record in load_truth(path).records] == ["CAD", "USD"]
+
+
+def test_malformed_lines_keep_their_row_numbers(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "c.csv", "file,title,price\na.jpg,A,1\nb.jpg,B,2,extra,fields\nc.jpg,C\n\nd.jpg,D,4\n"
+    )
+    table = load_truth(path)
+    assert table.malformed_lines == 1
+    assert [(r.row_number, r.fields.title, r.fields.price) for r in table.records] == [
+        (1, "A", 1.0),
+        (2, "B", 2.0),
+        (3, "C", None),
+        (4, "D", 4.0),
+    ]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "cp1252", "utf-8"])
+def test_encodings(tmp_path: Path, encoding: str) -> None:
+    path = write(tmp_path / "c.csv", "file,brand,price\nx.jpg,Hermès,€5\n", encoding)
+    table = load_truth(path)
+    assert table.columns["path"] == "file"  # a BOM does not stick to the first column name
+    assert table.records[0].fields.brand == "Hermès"
+
+
+def test_tab_separated(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.tsv", "filename\ttitle\tprice\nx.jpg\tA, B\t1,290.00\n")
+    assert load_truth(path).records[0].fields == ProductFields(title="A, B", price=1290.0)
+
+
+def test_missing_mapped_column_lists_columns_found(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", "file,Brand,Cost\na.jpg,Nike,1\n")
+    with pytest.raises(TruthError) as error:
+        load_truth(path, {"title": "Product Name"})
+    message = str(error.value)
+    assert "'Product Name'" in message and "'file', 'Brand', 'Cost'" in message
+
+
+def test_missing_key_column_lists_columns_found(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", "file,Brand\na.jpg,Nike\n")
+    with pytest.raises(TruthError, match="no key column 'sku'.*'file', 'Brand'"):
+        load_truth(path, key_column="sku")
+
+
+def test_no_product_columns(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", "file,colour\na.jpg,red\n")
+    with pytest.raises(TruthError, match="no product columns.*'file', 'colour'.*--truth-columns"):
+        load_truth(path)
+
+
+def test_no_image_column(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", "title,price\nA,1\n")
+    with pytest.raises(TruthError, match="names the image.*--truth-key"):
+        load_truth(path)
+
+
+@pytest.mark.parametrize(("content", "message"), [(None, "does not exist"), ("", "empty"), ("\n\n", "empty")])
+def test_unreadable_files(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "c.csv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(TruthError, match=message):
+        load_truth(path)
+
+
+def test_folder_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(TruthError, match="folder"):
+        load_truth(tmp_path)
+
+
+def test_header_only(tmp_path: Path) -> None:
+    table = load_truth(write(tmp_path / "c.csv", "file,title\n"))
+    assert len(table) == 0
+    match = table.match([tmp_path / "a.jpg"])
+    assert match.unmatched_images == [tmp_path / "a.jpg"] and match.records == {}
+
+
+def test_unknown_field_in_columns_argument(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", "file,title\na.jpg,A\n")
+    with pytest.raises(TruthError, match="colour"):
+        load_truth(path, {"colour": "title"})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Matching
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_match_by_path_relative_to_csv_and_to_root_and_absolute(tmp_path: Path) -> None:
+    root = tmp_path / "scan"
+    absolute = tmp_path / "elsewhere" / "abs.jpg"
+    csv_path = write(
+        tmp_path / "meta" / "c.csv",
+        "path,title\n"
+        "pics/a.jpg,next to the CSV\n"
+        "shoes/b.jpg,under the scan root\n"
+        f"{absolute},absolute\n"
+        "pics\\windows.jpg,backslashes\n",
+    )
+    images = [
+        tmp_path / "meta" / "pics" / "a.jpg",
+        root / "shoes" / "b.jpg",
+        absolute,
+        tmp_path / "meta" / "pics" / "windows.jpg",
+    ]
+    match = load_truth(csv_path).match(images, [root])
+    assert [match.records[image].fields.title for image in images] == [
+        "next to the CSV",
+        "under the scan root",
+        "absolute",
+        "backslashes",
+    ]
+    assert all(method == "path" for method in match.matched_by.values())
+    assert match.records[images[0]].key == "pics/a.jpg"
+
+
+def test_path_match_wins_over_name_and_folders_break_name_ties(tmp_path: Path) -> None:
+    csv_path = write(tmp_path / "c.csv", "file,title\nred/shoe.jpg,Red\nblue/shoe.jpg,Blue\n")
+    table = load_truth(csv_path)
+    exact = [tmp_path / "blue" / "shoe.jpg"]
+    assert table.match(exact).records[exact[0]].fields.title == "Blue"
+    moved = [Path("/somewhere/else/red/shoe.jpg"), Path("/other/blue/shoe.jpg"), Path("/x/shoe.jpg")]
+    match = table.match(moved)
+    assert [match.records[image].fields.title for image in moved] == ["Red", "Blue", "Red"]
+    assert set(match.matched_by.values()) == {"name"}
+
+
+def test_match_by_name_and_stem_ignoring_case(tmp_path: Path) -> None:
+    csv_path = write(
+        tmp_path / "c.csv",
+        "image,title\nhttps://cdn.example.com/img/Shoe%201.JPG?w=200,url\nbag,stem only\nhat.png,other extension\n",
+    )
+    images = [Path("/data/shoe 1.jpg"), Path("/data/BAG.webp"), Path("/data/hat.jpg")]
+    match = load_truth(csv_path).match(images)
+    assert [match.records[image].fields.title for image in images] == ["url", "stem only", "other extension"]
+    assert [match.matched_by[image] for image in images] == ["name", "stem", "stem"]
+
+
+def test_match_by_key_in_file_name_longest_key_wins(tmp_path: Path) -> None:
+    csv_path = write(
+        tmp_path / "c.csv",
+        "product_code,title\nDD1503-101,Dunk\n101,Short key\nDD1503,Prefix\nsku123,Letters and digits\n12,Twelve\n",
+    )
+    table = load_truth(csv_path, key_column="product_code")
+    images = [
+        Path("nike_DD1503-101_front.jpg"),
+        Path("nike_dd1503-101_back.jpg"),
+        Path("DD1503_side.png"),
+        Path("x_101.jpg"),
+        Path("product_123.jpg"),  # "12" would split the run of digits "123": no match
+        Path("sku123.jpg"),
+        Path("item-12-b.jpg"),
+    ]
+    match = table.match(images)
+    titles = {image.name: record.fields.title for image, record in match.records.items()}
+    assert titles == {
+        "nike_DD1503-101_front.jpg": "Dunk",
+        "nike_dd1503-101_back.jpg": "Dunk",
+        "DD1503_side.png": "Prefix",
+        "x_101.jpg": "Short key",
+        "sku123.jpg": "Letters and digits",
+        "item-12-b.jpg": "Twelve",
+    }
+    assert match.unmatched_images == [Path("product_123.jpg")]
+    assert match.records[images[0]].key == "DD1503-101"
+    assert {method for method in match.matched_by.values()} == {"key"}
+    assert match.unmatched_rows == []
+
+
+def test_automatic_key_column_matches_whole_stems_only(tmp_path: Path) -> None:
+    csv_path = write(tmp_path / "c.csv", "sku,title\nDD1503-101,Dunk\n12,Twelve\n")
+    images = [Path("DD1503-101.jpg"), Path("nike_DD1503-101_front.jpg"), Path("12.png")]
+    match = load_truth(csv_path).match(images)
+    assert {image.name: record.fields.title for image, record in match.records.items()} == {
+        "DD1503-101.jpg": "Dunk",
+        "12.png": "Twelve",
+    }
+    assert match.records[images[0]].key == "DD1503-101"
+
+
+def test_key_from_mapping_is_explicit(tmp_path: Path) -> None:
+    csv_path = write(tmp_path / "c.csv", "code,title\nDD1503-101,Dunk\n")
+    image = Path("nike_DD1503-101_front.jpg")
+    assert load_truth(csv_path, {"key": "code"}).match([image]).records[image].fields.title == "Dunk"
+    with pytest.raises(TruthError, match="Two key columns"):
+        load_truth(csv_path, {"key": "code"}, key_column="title")
+
+
+def test_match_report_counts_everything(tmp_path: Path) -> None:
+    csv_path = write(
+        tmp_path / "c.csv",
+        "file,title,price\na.jpg,A,1\nb.jpg,B,oops\na.jpg,A again,3\nnever.jpg,N,4\n,no image,5\n",
+    )
+    images = [tmp_path / "a.jpg", tmp_path / "b.jpg", tmp_path / "unknown.jpg"]
+    match = load_truth(csv_path).match(images, [tmp_path])
+    assert match.records[images[0]].fields.title == "A"  # the first of duplicate rows is used
+    assert match.records[images[0]].row_number == 1
+    assert match.unmatched_images == [tmp_path / "unknown.jpg"]
+    assert [record.row_number for record in match.unmatched_rows] == [3, 4, 5]
+    assert match.duplicate_keys == {"a.jpg": [1, 3]}
+    assert match.unparseable_cells == [CellProblem(2, "price", "oops", "not a price")]
+    assert match.summary() == {
+        "rows": 5,
+        "images": 3,
+        "matched_images": 2,
+        "unmatched_images": 1,
+        "unmatched_rows": 3,
+        "duplicate_keys": 1,
+        "unparseable_cells": 1,
+        "malformed_lines": 0,
+        "matched_by": {"path": 2, "name": 0, "stem": 0, "key": 0},
+    }
+
+
+def test_records_are_keyed_by_the_path_objects_given(tmp_path: Path) -> None:
+    csv_path = write(tmp_path / "c.csv", "file,title\na.jpg,A\n")
+    relative = Path("a.jpg")
+    match = load_truth(csv_path).match([relative], [tmp_path])
+    assert list(match.records) == [relative]
+    assert match.records[relative] is not load_truth(csv_path).records[0]
+
+
+def test_symlinked_image_matches_its_target_path(tmp_path: Path) -> None:
+    target = tmp_path / "real" / "a.jpg"
+    target.parent.mkdir()
+    target.write_bytes(b"x")
+    link = tmp_path / "link.jpg"
+    link.symlink_to(target)
+    csv_path = write(tmp_path / "c.csv", "file,title\nreal/a.jpg,A\n")
+    match = load_truth(csv_path).match([link])
+    assert match.matched_by == {link: "path"}
+
+
+def test_many_images_and_keys_match_quickly(tmp_path: Path) -> None:
+    import time
+
+    rows = "\n".join(f"SKU{index:05d}-X,Item {index}" for index in range(5000))
+    csv_path = write(tmp_path / "c.csv", "sku,title\n" + rows + "\n")
+    table = load_truth(csv_path, key_column="sku")
+    images = [Path(f"/shop/brand_sku{index:05d}-x_front_{index % 3}.jpg") for index in range(5000)]
+    start = time.perf_counter()
+    match = table.match(images)
+    assert time.perf_counter() - start < 10
+    assert len(match.records) == 5000
+    assert match.records[images[1234]].fields.title == "Item 1234"
