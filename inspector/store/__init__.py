@@ -1,0 +1,31 @@
+"""Where scan results live: SQLAlchemy models, migrations and the `Store` the scan and report use."""
+
+from __future__ import annotations
+
+from inspector.store.engine import StoreError
+from inspector.store.migrations import SchemaTooNewError
+from inspector.store.store import (
+    COMPLETED,
+    FAILED,
+    INTERRUPTED,
+    RUN_STATUSES,
+    RUNNING,
+    ItemResult,
+    RunInfo,
+    Store,
+    open_store,
+)
+
+__all__ = [
+    "COMPLETED",
+    "FAILED",
+    "INTERRUPTED",
+    "RUNNING",
+    "RUN_STATUSES",
+    "ItemResult",
+    "RunInfo",
+    "SchemaTooNewError",
+    "Store",
+    "StoreError",
+    "open_store",
+]

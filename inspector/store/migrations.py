@@ -1,0 +1,213 @@
+"""Append-only, named schema migrations, in the style of sqlite-utils and llm.
+
+Each migration is a function of a SQLAlchemy `Connection` that describes its tables with frozen Core definitions
+(never the ORM models, which describe only the latest schema). Applied names go into `_migrations`, so a database
+written by an older version gets the missing steps on open. Rules: never edit or reorder a released migration;
+add `m00N_what_it_does` at the end and update `inspector.store.tables` to match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    insert,
+    select,
+    text,
+)
+
+Migration = Callable[[Connection], None]
+
+_migrations_table = Table(
+    "_migrations",
+    MetaData(),
+    Column("name", String(200), primary_key=True),
+    Column("applied_at", DateTime(timezone=True)),
+)
+
+
+def m001_initial(conn: Connection) -> None:
+    """Runs, images, predictions, truth and per-field results."""
+    md = MetaData()
+    json = JSON(none_as_null=True)
+    Table(
+        "runs",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("key", String(128), nullable=False, unique=True),
+        Column("name", String(200)),
+        Column("model", Text, nullable=False),
+        Column("backend", String(100), nullable=False),
+        Column("prompt_name", String(200), nullable=False),
+        Column("prompt_text", Text, nullable=False),
+        Column("settings", json),
+        Column("versions", json),
+        Column("inputs", json),
+        Column("truth_path", Text),
+        Column("status", String(20), nullable=False),
+        Column("started_at", DateTime(timezone=True), nullable=False),
+        Column("finished_at", DateTime(timezone=True)),
+        Column("elapsed_s", Float),
+        Column("n_images", Integer),
+        Column("n_failed", Integer),
+        Column("images_per_s", Float),
+        Column("stats", json),
+    )
+    Table(
+        "images",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("sha256", String(64), nullable=False, unique=True),
+        Column("path", Text, nullable=False),
+        Column("width", Integer),
+        Column("height", Integer),
+        Column("format", String(20)),
+        Column("n_bytes", Integer),
+        Column("thumbnail", LargeBinary),
+    )
+    Table(
+        "predictions",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+        Column("image_id", Integer, ForeignKey("images.id"), nullable=False),
+        Column("path", Text, nullable=False),
+        Column("raw_output", Text),
+        Column("brand", Text),
+        Column("title", Text),
+        Column("category", Text),
+        Column("price", Float),
+        Column("currency", String(20)),
+        Column("size_prices", json),
+        Column("latency_ms", Float),
+        Column("error", Text),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        UniqueConstraint("run_id", "image_id", name="uq_predictions_run_image"),
+    )
+    Table(
+        "truth",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+        Column("image_id", Integer, ForeignKey("images.id"), nullable=False),
+        Column("row_number", Integer, nullable=False),
+        Column("key", Text),
+        Column("image_ref", Text),
+        Column("brand", Text),
+        Column("title", Text),
+        Column("category", Text),
+        Column("price", Float),
+        Column("currency", String(20)),
+        Column("size_prices", json),
+        UniqueConstraint("run_id", "image_id", name="uq_truth_run_image"),
+    )
+    Table(
+        "field_results",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("prediction_id", Integer, ForeignKey("predictions.id"), nullable=False),
+        Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+        Column("image_id", Integer, ForeignKey("images.id"), nullable=False),
+        Column("field", String(100), nullable=False),
+        Column("outcome", String(20), nullable=False),
+        Column("predicted", Text),
+        Column("expected", Text),
+        Column("score", Float),
+    )
+    md.create_all(conn)
+
+
+def m002_query_indexes(conn: Connection) -> None:
+    """Indexes for the common queries: one run's field outcomes, one image across runs, runs by name."""
+    md = MetaData()
+    runs = Table("runs", md, Column("name", String(200)))
+    predictions = Table("predictions", md, Column("image_id", Integer))
+    truth = Table("truth", md, Column("image_id", Integer))
+    field_results = Table(
+        "field_results",
+        md,
+        Column("run_id", Integer),
+        Column("field", String(100)),
+        Column("outcome", String(20)),
+        Column("prediction_id", Integer),
+        Column("image_id", Integer),
+    )
+    indexes = [
+        Index("ix_runs_name", runs.c.name),
+        Index("ix_predictions_image", predictions.c.image_id),
+        Index("ix_truth_image", truth.c.image_id),
+        Index(
+            "ix_field_results_run_field_outcome",
+            field_results.c.run_id,
+            field_results.c.field,
+            field_results.c.outcome,
+        ),
+        Index("ix_field_results_prediction", field_results.c.prediction_id),
+        Index("ix_field_results_image", field_results.c.image_id),
+    ]
+    for index in indexes:
+        index.create(conn)
+
+
+#: Every migration, in the order they are applied. Append only.
+MIGRATIONS: list[Migration] = [m001_initial, m002_query_indexes]
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database has migrations this version of inspector does not know."""
+
+
+def applied_migrations(conn: Connection) -> set[str]:
+    _migrations_table.create(conn, checkfirst=True)
+    return set(conn.execute(select(_migrations_table.c.name)).scalars())
+
+
+def apply_migrations(engine: Engine, *, until: str | None = None) -> list[str]:
+    """Apply the missing migrations in one transaction; returns the names applied now.
+
+    `until` stops after that migration (tests use it to build a database as an older version wrote it).
+    Concurrent openers (one process per GPU) are serialised: SQLite by a write lock taken up front,
+    Postgres by a transaction-scoped advisory lock.
+    """
+    known = [fn.__name__ for fn in MIGRATIONS]
+    if until is not None and until not in known:
+        raise ValueError(f"unknown migration {until!r}; known: {', '.join(known)}")
+    with engine.execution_options(inspector_begin="IMMEDIATE").begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Any constant works: it only has to be the same in every process that migrates this database.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 0x1A5EC7})
+        done = applied_migrations(conn)
+        unknown = sorted(done - set(known))
+        if unknown:
+            raise SchemaTooNewError(
+                f"the database was written by a newer inspector (it has migrations {', '.join(unknown)} "
+                "that this version does not know): upgrade inspector, or use another --db"
+            )
+        applied_now = []
+        for fn in MIGRATIONS:
+            name = fn.__name__
+            if name not in done:
+                fn(conn)
+                conn.execute(
+                    insert(_migrations_table).values(name=name, applied_at=datetime.now(timezone.utc))
+                )
+                applied_now.append(name)
+            if name == until:
+                break
+        return applied_now

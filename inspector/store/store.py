@@ -1,0 +1,582 @@
+"""The results store: runs, images, predictions, truth and per-field results in any SQLAlchemy database."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from inspector.fields import FIELD_NAMES, FieldResult, ProductFields, TruthRecord
+from inspector.store.engine import StoreError, create_store_engine, database_url
+from inspector.store.migrations import apply_migrations
+from inspector.store.tables import FieldResultRow, ImageRow, Prediction, Run, TruthRow, utc_now
+
+if TYPE_CHECKING:
+    from inspector.scoring import FieldMetrics
+
+RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
+RUN_STATUSES: tuple[str, ...] = (RUNNING, COMPLETED, FAILED, INTERRUPTED)
+
+#: Keys of finish_run's stats that have a column of their own in `runs`.
+_STAT_COLUMNS = ("elapsed_s", "n_images", "n_failed", "images_per_s")
+
+#: Keep IN (...) lists well under every database's bound-parameter limit.
+_CHUNK = 500
+
+
+@dataclass
+class ItemResult:
+    """Everything the scan knows about one image in one run, stored by `Store.add_batch` in one go."""
+
+    sha256: str
+    #: The path or URL the image was read from in this run.
+    path: str
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    n_bytes: int | None = None
+    #: Small JPEG bytes for the report (see `inspector.images.make_thumbnail`).
+    thumbnail: bytes | None = None
+    raw_output: str | None = None
+    parsed: ProductFields | None = None
+    latency_ms: float | None = None
+    #: Why the image could not be read or answered; the item is still stored, with this message.
+    error: str | None = None
+    truth: TruthRecord | None = None
+    field_results: list[FieldResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: int
+    key: str
+    name: str | None
+    model: str
+    backend: str
+    prompt_name: str
+    prompt_text: str
+    settings: dict
+    versions: dict
+    inputs: list
+    truth_path: str | None
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    elapsed_s: float | None
+    n_images: int | None
+    n_failed: int | None
+    images_per_s: float | None
+    stats: dict
+
+    @property
+    def label(self) -> str:
+        """How messages and the report name the run."""
+        return f"run {self.id} ({self.name})" if self.name else f"run {self.id}"
+
+
+def open_store(url_or_path: str | Path) -> Store:
+    """Open (creating if needed) the results database and bring its schema up to date.
+
+    A plain path is a SQLite file; anything with `://` is a SQLAlchemy URL (e.g. postgresql+psycopg://...).
+    """
+    url = database_url(url_or_path)
+    engine = create_store_engine(url)
+    shown = url.render_as_string(hide_password=True)
+    try:
+        apply_migrations(engine)
+    except DBAPIError as exc:
+        engine.dispose()
+        detail = str(exc.orig).strip() if exc.orig is not None else str(exc)
+        if "not a database" in detail:
+            raise StoreError(
+                f"{url.database} is not an inspector database (SQLite says: {detail}); "
+                "pass a new file name or a database written by inspector with --db"
+            ) from exc
+        raise StoreError(f"cannot open database {shown}: {detail}") from exc
+    except Exception:
+        engine.dispose()
+        raise
+    return Store(engine, shown)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON only, so any database takes it: paths, dtypes and the like become strings; NaN and
+    infinities (not JSON: Postgres refuses them) become None."""
+    return _finite_floats(json.loads(json.dumps(value, default=str)))
+
+
+def _finite_floats(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_floats(v) for v in value]
+    return value
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment
+
+
+def _chunks(values: list, size: int = _CHUNK) -> Iterator[list]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+class Store:
+    """Reads and writes inspection results. Use `open_store` to get one; safe to share a database between
+    processes (each process opens its own Store)."""
+
+    def __init__(self, engine, url: str) -> None:
+        self.engine = engine
+        #: The database URL with any password hidden, for messages.
+        self.url = url
+        self._read = sessionmaker(bind=engine, expire_on_commit=False)
+        self._write = sessionmaker(
+            bind=engine.execution_options(inspector_begin="IMMEDIATE"), expire_on_commit=False
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Session]:
+        factory = self._write if write else self._read
+        try:
+            with factory() as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            raise StoreError(f"database {self.url} failed: {exc.orig}") from exc
+
+    # ----------------------------------------------------------------------------------------- runs
+
+    def start_run(
+        self,
+        key: str,
+        *,
+        name: str | None,
+        model: str,
+        backend: str,
+        prompt_name: str,
+        prompt_text: str,
+        settings: dict,
+        versions: dict,
+        inputs: list[str],
+        truth_path: str | None,
+    ) -> int:
+        """Create the run with this key, or resume it (status back to running) if it exists; returns its id."""
+        for _attempt in range(2):
+            try:
+                with self._transaction(write=True) as session:
+                    run = session.scalars(select(Run).where(Run.key == key)).one_or_none()
+                    if run is not None:
+                        run.status = RUNNING
+                        run.finished_at = None
+                        if name:
+                            run.name = name
+                        return run.id
+                    run = Run(
+                        key=key,
+                        name=name,
+                        model=model,
+                        backend=backend,
+                        prompt_name=prompt_name,
+                        prompt_text=prompt_text,
+                        settings=_jsonable(settings),
+                        versions=_jsonable(versions),
+                        inputs=_jsonable(list(inputs)),
+                        truth_path=truth_path,
+                        status=RUNNING,
+                        started_at=utc_now(),
+                    )
+                    session.add(run)
+                    session.flush()
+                    return run.id
+            except IntegrityError:
+                continue  # another process created the same run just now: resume that one
+        raise StoreError(f"could not create or resume run {key!r} in {self.url}")
+
+    def finish_run(self, run_id: int, status: str, stats: dict) -> None:
+        """Record how the run ended. Counts missing from `stats` are taken from the stored predictions."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")
+        with self._transaction(write=True) as session:
+            run = self._run_row(session, run_id)
+            run.status = status
+            run.finished_at = None if status == RUNNING else utc_now()
+            values = _jsonable(dict(stats))
+            if "n_images" not in values:
+                values["n_images"] = session.scalar(
+                    select(func.count()).select_from(Prediction).where(Prediction.run_id == run_id)
+                )
+            if "n_failed" not in values:
+                values["n_failed"] = session.scalar(
+                    select(func.count())
+                    .select_from(Prediction)
+                    .where(Prediction.run_id == run_id, Prediction.error.is_not(None))
+                )
+            for column in _STAT_COLUMNS:
+                if values.get(column) is not None:
+                    setattr(run, column, values[column])
+            run.stats = values
+
+    def get_run(self, run_ref: int | str | None = None) -> RunInfo:
+        """A run by id, by name (the latest of that name), by key, or the latest run when `run_ref` is None."""
+        with self._transaction(write=False) as session:
+            run = self._find_run(session, run_ref)
+            if run is None:
+                raise LookupError(self._missing_run_message(session, run_ref))
+            return _run_info(run)
+
+    def list_runs(self) -> list[RunInfo]:
+        with self._transaction(write=False) as session:
+            return [_run_info(run) for run in session.scalars(select(Run).order_by(Run.id))]
+
+    @staticmethod
+    def _find_run(session: Session, run_ref: int | str | None) -> Run | None:
+        if run_ref is None:
+            return session.scalars(select(Run).order_by(Run.id.desc()).limit(1)).first()
+        if isinstance(run_ref, int) and not isinstance(run_ref, bool):
+            return session.get(Run, run_ref)
+        ref = str(run_ref).strip()
+        if ref.isdigit():
+            run = session.get(Run, int(ref))
+            if run is not None:
+                return run
+        run = session.scalars(select(Run).where(Run.name == ref).order_by(Run.id.desc()).limit(1)).first()
+        if run is None:
+            run = session.scalars(select(Run).where(Run.key == ref)).first()
+        return run
+
+    def _missing_run_message(self, session: Session, run_ref: int | str | None) -> str:
+        recent = session.scalars(select(Run).order_by(Run.id.desc()).limit(5)).all()
+        if not recent:
+            return f"no runs in {self.url} yet: run `inspector scan` first (with the same --db)"
+        listed = ", ".join(f"{r.id}{f' ({r.name})' if r.name else ''}" for r in recent)
+        return f"no run {run_ref!r} in {self.url}; pass a run id or name, e.g. one of the latest: {listed}"
+
+    def _run_row(self, session: Session, run_id: int) -> Run:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise LookupError(self._missing_run_message(session, run_id))
+        return run
+
+    # ------------------------------------------------------------------------------------ results
+
+    def done_shas(self, run_id: int) -> set[str]:
+        """sha256 of every image that already has a prediction in the run (the scan skips them)."""
+        with self._transaction(write=False) as session:
+            query = (
+                select(ImageRow.sha256)
+                .join(Prediction, Prediction.image_id == ImageRow.id)
+                .where(Prediction.run_id == run_id)
+            )
+            return set(session.scalars(query))
+
+    def add_batch(self, run_id: int, items: list[ItemResult]) -> None:
+        """Store a batch in one transaction: all of it or (if the process dies) none of it.
+
+        Images already predicted in this run are skipped, also when another process stores them at the same
+        moment: the UNIQUE(run_id, image_id) constraint decides, per item, inside a savepoint.
+        """
+        unique: dict[str, ItemResult] = {}
+        for item in items:
+            unique.setdefault(item.sha256, item)
+        if not unique:
+            return
+        with self._transaction(write=True) as session:
+            self._run_row(session, run_id)
+            image_ids = self._upsert_images(session, list(unique.values()))
+            done: set[int] = set()
+            for ids in _chunks(list(image_ids.values())):
+                done.update(
+                    session.scalars(
+                        select(Prediction.image_id).where(
+                            Prediction.run_id == run_id, Prediction.image_id.in_(ids)
+                        )
+                    )
+                )
+            now = utc_now()
+            todo = [(image_ids[sha], item) for sha, item in unique.items() if image_ids[sha] not in done]
+            try:  # usually nobody else stored any of them since we looked: insert the whole batch at once
+                with session.begin_nested():
+                    _insert_items(session, run_id, todo, now)
+                return
+            except IntegrityError:
+                pass  # someone did: find out which, item by item
+            for image_id, item in todo:
+                try:
+                    with session.begin_nested():
+                        _insert_items(session, run_id, [(image_id, item)], now)
+                except IntegrityError:
+                    continue  # stored by another process since we looked: keep theirs
+
+    def _upsert_images(self, session: Session, items: list[ItemResult]) -> dict[str, int]:
+        """sha256 -> images.id, inserting the new ones and filling facts an earlier sighting lacked."""
+        ids: dict[str, int] = {}
+        by_sha = {item.sha256: item for item in items}
+        for shas in _chunks(list(by_sha)):
+            for image in session.scalars(select(ImageRow).where(ImageRow.sha256.in_(shas))):
+                _fill_image_facts(image, by_sha[image.sha256])
+                ids[image.sha256] = image.id
+        missing = [item for sha, item in by_sha.items() if sha not in ids]
+        if not missing:
+            return ids
+        table = ImageRow.__table__
+        try:  # usually nobody else inserted any of them since we looked: one INSERT for all
+            with session.begin_nested():
+                session.execute(insert(table), [_image_values(item) for item in missing])
+        except IntegrityError:  # someone did: one by one, keeping theirs where it exists
+            for item in missing:
+                try:
+                    with session.begin_nested():
+                        session.execute(insert(table), [_image_values(item)])
+                except IntegrityError:
+                    continue
+        for shas in _chunks([item.sha256 for item in missing]):
+            query = select(ImageRow.sha256, ImageRow.id).where(ImageRow.sha256.in_(shas))
+            ids.update((sha, image_id) for sha, image_id in session.execute(query))
+        return ids
+
+    def field_results(self, run_id: int) -> list[FieldResult]:
+        """Every per-field comparison of the run, in storage order."""
+        with self._transaction(write=False) as session:
+            query = (
+                select(
+                    FieldResultRow.field,
+                    FieldResultRow.outcome,
+                    FieldResultRow.predicted,
+                    FieldResultRow.expected,
+                    FieldResultRow.score,
+                )
+                .where(FieldResultRow.run_id == run_id)
+                .order_by(FieldResultRow.id)
+            )
+            return [FieldResult(*row) for row in session.execute(query)]
+
+    def run_metrics(self, run_id: int) -> dict[str, FieldMetrics]:
+        """Per-field accuracy, precision, recall, F1 and MAE of the run (see `inspector.scoring.summarise`)."""
+        from inspector.scoring import summarise
+
+        return summarise(self.field_results(run_id))
+
+    def run_rows(self, run_id: int, *, with_thumbnails: bool = True) -> list[dict]:
+        """One dict per image of the run, ordered by path: image facts, prediction, truth and field results.
+
+        Keys: image_id, sha256, path (as seen in this run), first_path, width, height, format, n_bytes,
+        thumbnail (bytes; None if absent or not asked for), prediction_id, raw_output, error, latency_ms, created_at, predicted
+        (ProductFields as a dict), truth (None or dict with row_number, key, image_ref, fields),
+        field_results (list of dicts with field, outcome, predicted, expected, score).
+        """
+        with self._transaction(write=False) as session:
+            self._run_row(session, run_id)
+            image_columns = [
+                ImageRow.sha256,
+                ImageRow.path.label("first_path"),
+                ImageRow.width,
+                ImageRow.height,
+                ImageRow.format,
+                ImageRow.n_bytes,
+            ]
+            if with_thumbnails:
+                image_columns.append(ImageRow.thumbnail)
+            query = (
+                select(Prediction, *image_columns)
+                .join(ImageRow, ImageRow.id == Prediction.image_id)
+                .where(Prediction.run_id == run_id)
+                .order_by(Prediction.path, Prediction.id)
+            )
+            truth = {
+                t.image_id: t for t in session.scalars(select(TruthRow).where(TruthRow.run_id == run_id))
+            }
+            results: dict[int, list[dict]] = defaultdict(list)
+            result_query = (
+                select(
+                    FieldResultRow.prediction_id,
+                    FieldResultRow.field,
+                    FieldResultRow.outcome,
+                    FieldResultRow.predicted,
+                    FieldResultRow.expected,
+                    FieldResultRow.score,
+                )
+                .where(FieldResultRow.run_id == run_id)
+                .order_by(FieldResultRow.id)
+            )
+            for prediction_id, *values in session.execute(result_query):
+                results[prediction_id].append(
+                    dict(zip(("field", "outcome", "predicted", "expected", "score"), values, strict=True))
+                )
+            rows = []
+            for prediction, *facts in session.execute(query):
+                image = dict(zip([c.key for c in image_columns], facts, strict=True))
+                matched = truth.get(prediction.image_id)
+                rows.append(
+                    {
+                        "image_id": prediction.image_id,
+                        **image,
+                        "thumbnail": image.get("thumbnail"),
+                        "path": prediction.path,
+                        "prediction_id": prediction.id,
+                        "raw_output": prediction.raw_output,
+                        "error": prediction.error,
+                        "latency_ms": prediction.latency_ms,
+                        "created_at": _aware(prediction.created_at),
+                        "predicted": _fields_of(prediction),
+                        "truth": None
+                        if matched is None
+                        else {
+                            "row_number": matched.row_number,
+                            "key": matched.key,
+                            "image_ref": matched.image_ref,
+                            "fields": _fields_of(matched),
+                        },
+                        "field_results": results.get(prediction.id, []),
+                    }
+                )
+            return rows
+
+
+def _text(value: str | None) -> str | None:
+    """NUL cannot be stored in Postgres text; a model that emits one must not lose the whole batch."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
+def _image_values(item: ItemResult) -> dict:
+    return {
+        "sha256": item.sha256,
+        "path": _text(item.path),
+        "width": item.width,
+        "height": item.height,
+        "format": _text(item.format),
+        "n_bytes": item.n_bytes,
+        "thumbnail": item.thumbnail,
+    }
+
+
+def _fill_image_facts(image: ImageRow, item: ItemResult) -> None:
+    for name in ("width", "height", "format", "n_bytes", "thumbnail"):
+        value = getattr(item, name)
+        if getattr(image, name) is None and value is not None:
+            setattr(image, name, value)
+
+
+def _fields_of(row: Prediction | TruthRow) -> dict:
+    values = {name: getattr(row, name) for name in FIELD_NAMES}
+    values["size_prices"] = values["size_prices"] or {}
+    return values
+
+
+def _insert_items(session: Session, run_id: int, todo: list[tuple[int, ItemResult]], now: datetime) -> None:
+    """Insert predictions, truth rows and field results with Core executemany INSERTs: the ORM unit of work
+    (and ORM bulk mode, which splits rows by which values are None) costs milliseconds per image."""
+    if not todo:
+        return
+    session.execute(
+        insert(Prediction), [_prediction_values(run_id, image_id, item, now) for image_id, item in todo]
+    )
+    truth = [_truth_values(run_id, image_id, item.truth) for image_id, item in todo if item.truth is not None]
+    if truth:
+        session.execute(insert(TruthRow.__table__), truth)
+    if not any(item.field_results for _, item in todo):
+        return
+    prediction_ids: dict[int, int] = {}
+    for ids in _chunks([image_id for image_id, _ in todo]):
+        query = select(Prediction.image_id, Prediction.id).where(
+            Prediction.run_id == run_id, Prediction.image_id.in_(ids)
+        )
+        prediction_ids.update((image_id, prediction_id) for image_id, prediction_id in session.execute(query))
+    results = [
+        {
+            "prediction_id": prediction_ids[image_id],
+            "run_id": run_id,
+            "image_id": image_id,
+            "field": result.field,
+            "outcome": result.outcome,
+            "predicted": _text(result.predicted),
+            "expected": _text(result.expected),
+            "score": _finite_floats(result.score),
+        }
+        for image_id, item in todo
+        for result in item.field_results
+    ]
+    session.execute(insert(FieldResultRow.__table__), results)
+
+
+def _prediction_values(run_id: int, image_id: int, item: ItemResult, now: datetime) -> dict:
+    parsed = item.parsed or ProductFields()
+    return {
+        "run_id": run_id,
+        "image_id": image_id,
+        "path": _text(item.path),
+        "raw_output": _text(item.raw_output),
+        "brand": _text(parsed.brand),
+        "title": _text(parsed.title),
+        "category": _text(parsed.category),
+        "price": _finite_floats(parsed.price),
+        "currency": _text(parsed.currency),
+        "size_prices": _jsonable(parsed.size_prices) if item.parsed is not None else None,
+        "latency_ms": _finite_floats(item.latency_ms),
+        "error": _text(item.error),
+        "created_at": now,
+    }
+
+
+def _truth_values(run_id: int, image_id: int, truth: TruthRecord) -> dict:
+    fields = truth.fields
+    return {
+        "run_id": run_id,
+        "image_id": image_id,
+        "row_number": truth.row_number,
+        "key": _text(truth.key),
+        "image_ref": _text(truth.image_ref),
+        "brand": _text(fields.brand),
+        "title": _text(fields.title),
+        "category": _text(fields.category),
+        "price": _finite_floats(fields.price),
+        "currency": _text(fields.currency),
+        "size_prices": _jsonable(fields.size_prices),
+    }
+
+
+def _run_info(run: Run) -> RunInfo:
+    return RunInfo(
+        id=run.id,
+        key=run.key,
+        name=run.name,
+        model=run.model,
+        backend=run.backend,
+        prompt_name=run.prompt_name,
+        prompt_text=run.prompt_text,
+        settings=run.settings or {},
+        versions=run.versions or {},
+        inputs=run.inputs or [],
+        truth_path=run.truth_path,
+        status=run.status,
+        started_at=_aware(run.started_at),
+        finished_at=_aware(run.finished_at),
+        elapsed_s=run.elapsed_s,
+        n_images=run.n_images,
+        n_failed=run.n_failed,
+        images_per_s=run.images_per_s,
+        stats=run.stats or {},
+    )

@@ -1,0 +1,159 @@
+"""The ORM models: what a database written by the current version looks like.
+
+The migrations in `inspector.store.migrations` build exactly this schema step by step; a test checks that the two
+agree. Change the schema by adding a migration *and* updating these models, never by editing an old migration.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+#: JSON columns store Python None as SQL NULL (not the JSON text 'null'), so `IS NULL` queries work.
+JSONColumn = JSON(none_as_null=True)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class MigrationRow(Base):
+    """One applied migration; the set of names is the schema version."""
+
+    __tablename__ = "_migrations"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Run(Base):
+    """One scan: a model with a prompt and settings over a set of inputs. Its key makes reruns resume it."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200), index=True)
+    model: Mapped[str] = mapped_column(Text)
+    backend: Mapped[str] = mapped_column(String(100))
+    prompt_name: Mapped[str] = mapped_column(String(200))
+    prompt_text: Mapped[str] = mapped_column(Text)
+    settings: Mapped[dict] = mapped_column(JSONColumn)
+    versions: Mapped[dict] = mapped_column(JSONColumn)
+    inputs: Mapped[list] = mapped_column(JSONColumn)
+    truth_path: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    elapsed_s: Mapped[float | None] = mapped_column(Float)
+    n_images: Mapped[int | None] = mapped_column(Integer)
+    n_failed: Mapped[int | None] = mapped_column(Integer)
+    images_per_s: Mapped[float | None] = mapped_column(Float)
+    #: Everything finish_run was given, including keys without a column of their own.
+    stats: Mapped[dict | None] = mapped_column(JSONColumn)
+
+
+class ImageRow(Base):
+    """One distinct image, identified by the sha256 of its bytes, shared by all runs."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The path (or URL) it was first seen at; predictions keep the path of each run.
+    path: Mapped[str] = mapped_column(Text)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    format: Mapped[str | None] = mapped_column(String(20))
+    n_bytes: Mapped[int | None] = mapped_column(Integer)
+    #: A small JPEG for the report.
+    thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class Prediction(Base):
+    """What the model answered for one image in one run (or why it could not)."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (UniqueConstraint("run_id", "image_id", name="uq_predictions_run_image"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    path: Mapped[str] = mapped_column(Text)
+    raw_output: Mapped[str | None] = mapped_column(Text)
+    brand: Mapped[str | None] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(Text)
+    price: Mapped[float | None] = mapped_column(Float)
+    currency: Mapped[str | None] = mapped_column(String(20))
+    size_prices: Mapped[dict | None] = mapped_column(JSONColumn)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    field_results: Mapped[list[FieldResultRow]] = relationship(back_populates="prediction")
+
+
+class TruthRow(Base):
+    """The catalogue row matched to an image in a run (catalogues differ between runs)."""
+
+    __tablename__ = "truth"
+    __table_args__ = (UniqueConstraint("run_id", "image_id", name="uq_truth_run_image"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    row_number: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str | None] = mapped_column(Text)
+    image_ref: Mapped[str | None] = mapped_column(Text)
+    brand: Mapped[str | None] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(Text)
+    price: Mapped[float | None] = mapped_column(Float)
+    currency: Mapped[str | None] = mapped_column(String(20))
+    size_prices: Mapped[dict | None] = mapped_column(JSONColumn)
+
+
+class FieldResultRow(Base):
+    """How one field of one prediction compares with the truth."""
+
+    __tablename__ = "field_results"
+    __table_args__ = (
+        Index("ix_field_results_run_field_outcome", "run_id", "field", "outcome"),
+        Index("ix_field_results_prediction", "prediction_id"),
+        Index("ix_field_results_image", "image_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id"))
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    field: Mapped[str] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(20))
+    predicted: Mapped[str | None] = mapped_column(Text)
+    expected: Mapped[str | None] = mapped_column(Text)
+    score: Mapped[float | None] = mapped_column(Float)
+
+    prediction: Mapped[Prediction] = relationship(back_populates="field_results")
+
+
+# Indexes for the queries the report and the data team run most (by run, by image across runs).
+Index("ix_predictions_image", Prediction.image_id)
+Index("ix_truth_image", TruthRow.image_id)

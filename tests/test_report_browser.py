@@ -1,0 +1,213 @@
+"""The report in a real headless Chromium (Debian's chromium + chromium-driver, driven by selenium).
+
+Skipped when selenium, chromium or chromedriver is missing; CI installs them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_report import BASE_MISMATCHES, XSS_BRAND, XSS_ERROR, XSS_PATH, XSS_RAW, build_demo_store
+
+from inspector.report import render_report
+
+pytestmark = pytest.mark.browser
+
+webdriver = pytest.importorskip(
+    "selenium.webdriver", reason="browser tests need selenium (pip install selenium)"
+)
+from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1000",
+)
+
+
+def find_browser() -> tuple[str, str]:
+    browser = next(
+        (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None
+    )
+    driver = shutil.which("chromedriver") or (
+        "/usr/lib/chromium/chromedriver" if os.path.exists("/usr/lib/chromium/chromedriver") else None
+    )
+    if not browser or not driver:
+        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+    return browser, driver
+
+
+def start_chromium() -> tuple[webdriver.Chrome, str]:
+    browser, driver = find_browser()
+    profile = tempfile.mkdtemp(prefix="inspector-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # An explicit driver path: selenium must not try to download one (CI has no internet).
+    service = webdriver.ChromeService(executable_path=driver)
+    return webdriver.Chrome(options=options, service=service), profile
+
+
+@pytest.fixture(scope="module")
+def chrome() -> Iterator[webdriver.Chrome]:
+    driver, profile = start_chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("reports")
+    store, base, tuned = build_demo_store(folder / "demo.db")
+    paths = {
+        "single": render_report(store, base, folder / "single.html"),
+        "compare": render_report(store, base, folder / "compare.html", compare_run_id=tuned),
+    }
+    store.close()
+    return paths
+
+
+def load(chrome, path: Path) -> None:
+    chrome.get_log("browser")  # drop messages of earlier pages
+    chrome.get(path.as_uri())
+    WebDriverWait(chrome, 20).until(
+        lambda d: d.execute_script("return document.documentElement.dataset.ready")
+    )
+
+
+def visible_paths(chrome) -> list[str]:
+    """The rows on screen, read in one go (a re-render cannot interleave)."""
+    return chrome.execute_script(
+        "return Array.from(document.querySelectorAll('#rows tbody tr.row'), row => row.dataset.path)"
+    )
+
+
+def assert_clean(chrome) -> None:
+    """No script from the data ran, no alert is open, and the console has no error (a CSP block is one)."""
+    assert chrome.execute_script("return window.__xss") is None
+    with pytest.raises(NoAlertPresentException):
+        chrome.switch_to.alert.text  # noqa: B018
+    errors = [entry for entry in chrome.get_log("browser") if entry["level"] == "SEVERE"]
+    assert not errors, errors
+
+
+def test_mismatch_filter_shows_exactly_the_mismatched_images(chrome, reports) -> None:
+    load(chrome, reports["single"])
+    everything = visible_paths(chrome)
+    assert len(everything) == 8 and everything == sorted(everything)
+    assert chrome.find_element(By.ID, "count").text == "8 images"
+
+    chrome.find_element(By.ID, "filter-mismatches").click()
+    assert set(visible_paths(chrome)) == BASE_MISMATCHES
+    assert chrome.find_element(By.ID, "count").text == "5 of 8 images match"
+
+    Select(chrome.find_element(By.ID, "filter-field")).select_by_value("price")
+    assert set(visible_paths(chrome)) == {"shoes/adidas-samba.jpg", "broken/truncated.jpg"}
+
+    chrome.find_element(By.ID, "filter-mismatches").click()  # off again: the field alone filters nothing
+    assert len(visible_paths(chrome)) == 8
+    assert_clean(chrome)
+
+
+def test_hostile_values_show_as_text(chrome, reports) -> None:
+    load(chrome, reports["single"])
+    row = chrome.find_element(By.CSS_SELECTOR, "#rows tbody tr.row[data-n='5']")
+    assert row.get_attribute("data-path") == XSS_PATH
+    assert row.find_element(By.CSS_SELECTOR, "td.file .path").text == XSS_PATH
+    assert XSS_BRAND in row.find_element(By.CSS_SELECTOR, "td.f-brand").text
+    assert not chrome.find_elements(By.CSS_SELECTOR, "#rows img:not(.thumb)")  # no <img> made from a value
+
+    row.find_element(By.CSS_SELECTOR, "button.raw-toggle").click()
+    raw = chrome.find_element(By.CSS_SELECTOR, "#rows tr.detail pre.raw")
+    assert raw.get_attribute("textContent") == XSS_RAW
+
+    failed = chrome.find_element(By.CSS_SELECTOR, "#rows tbody tr.row.failed")
+    assert XSS_ERROR in failed.find_element(By.CSS_SELECTOR, "td.error-cell").text
+    assert_clean(chrome)
+
+
+def test_search_sort_category_confusion_and_lightbox(chrome, reports) -> None:
+    load(chrome, reports["single"])
+    search = chrome.find_element(By.ID, "search")
+    search.send_keys("burberry")
+    WebDriverWait(chrome, 5).until(lambda d: len(visible_paths(d)) == 2)
+    assert set(visible_paths(chrome)) == {"bags/burberry-2.jpg", "bags/burberry-tote.jpg"}
+    search.clear()
+    search.send_keys("Samba")  # also finds values, not only file names
+    WebDriverWait(chrome, 5).until(lambda d: visible_paths(d) == ["shoes/adidas-samba.jpg"])
+    chrome.find_element(By.ID, "reset").click()
+    assert len(visible_paths(chrome)) == 8
+
+    price = chrome.find_element(By.CSS_SELECTOR, "th[data-sort='price']")
+    price.click()
+    order = visible_paths(chrome)
+    assert order[:2] == ["odd/<script>window.__xss=1</script>\"'.jpg", "tees/acme-shirt.jpg"]  # 25.00 each
+    assert order[-1] == "broken/truncated.jpg"  # no price: last either way
+    price.click()
+    assert visible_paths(chrome)[:2] == ["bags/burberry-2.jpg", "bags/burberry-tote.jpg"]  # 1290.00
+    assert price.get_attribute("aria-sort") == "descending"
+
+    Select(chrome.find_element(By.ID, "filter-category")).select_by_value("hats")
+    assert visible_paths(chrome) == ["extra/no-row.jpg"]
+    chrome.find_element(By.ID, "reset").click()
+
+    chrome.find_element(
+        By.CSS_SELECTOR, "table.confusion td[data-truth='t shirts'][data-pred='shirts']"
+    ).click()
+    assert visible_paths(chrome) == ["tees/acme-shirt.jpg"]
+    chip = chrome.find_element(By.ID, "confusion-chip")
+    assert chip.is_displayed() and "T-Shirts → Shirts" in chip.text
+    chip.find_element(By.TAG_NAME, "button").click()
+    assert len(visible_paths(chrome)) == 8
+
+    chrome.find_element(By.CSS_SELECTOR, "#rows tr.row[data-path='shoes/nike-dunk.jpg'] img.thumb").click()
+    lightbox = chrome.find_element(By.ID, "lightbox")
+    assert lightbox.is_displayed() and "shoes/nike-dunk.jpg" in lightbox.text
+    assert chrome.execute_script("return document.querySelector('#lightbox img').naturalWidth") == 96
+    lightbox.click()
+    assert not lightbox.is_displayed()
+    assert_clean(chrome)
+
+
+def test_compare_report(chrome, reports) -> None:
+    load(chrome, reports["compare"])
+    assert len(visible_paths(chrome)) == 8
+    tote = chrome.find_element(By.CSS_SELECTOR, "#rows tr.row[data-path='bags/burberry-tote.jpg'] td.f-brand")
+    lines = [line.text for line in tote.find_elements(By.CSS_SELECTOR, ".val")]
+    assert lines[0].startswith("A") and "MISSED" in lines[0].upper()
+    assert lines[1].replace("\n", " ") == "B Burberry"
+
+    Select(chrome.find_element(By.ID, "filter-change")).select_by_value("better")
+    assert set(visible_paths(chrome)) == {
+        "bags/burberry-tote.jpg",
+        XSS_PATH,
+        "tees/acme-shirt.jpg",
+        "shoes/adidas-samba.jpg",
+    }
+    Select(chrome.find_element(By.ID, "filter-change")).select_by_value("worse")
+    assert visible_paths(chrome) == []
+    assert "No image matches" in chrome.find_element(By.CSS_SELECTOR, "#rows tbody").text
+    chrome.find_element(By.ID, "reset").click()
+
+    chrome.find_element(By.ID, "filter-mismatches").click()  # a mismatch in either run counts
+    assert set(visible_paths(chrome)) == BASE_MISMATCHES
+    assert_clean(chrome)
