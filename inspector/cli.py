@@ -398,6 +398,11 @@ def samples(folder, count, seed):
         click.echo(f"{count} sample images and {csv_path} written")
 
 
+from inspector.train_cli import train_command  # noqa: E402  (it uses friendly_errors, defined above)
+
+cli.add_command(train_command)
+
+
 def main() -> None:
     cli(prog_name="inspector")
 

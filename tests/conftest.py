@@ -13,6 +13,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config) -> None:
+    # One thread per test process: tiny models gain nothing from more, and CI has 2 cores shared with subprocesses.
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
 SAMPLE_IMAGES = Path(os.environ.get("INSPECTOR_SAMPLE_IMAGES", REPO / "sample_images"))
 
 

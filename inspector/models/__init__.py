@@ -8,13 +8,26 @@ the model type is known locally).
 
 from __future__ import annotations
 
+import sys
+
 _registered = False
 
 
-def register() -> None:
-    """Register the native model families with transformers' Auto classes. Safe to call any number of times."""
+def _importing(module_name: str) -> bool:
+    module = sys.modules.get(module_name)
+    return module is not None and bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
+def register(*, package_ready: bool = False) -> None:
+    """Register the native model families with transformers' Auto classes. Safe to call any number of times.
+
+    `package_ready`: called from the end of `inspector.models.phi3v`'s own import, whose classes now exist."""
     global _registered
     if _registered:
+        return
+    if not package_ready and _importing("inspector.models.phi3v"):
+        # transformers was first imported from inside our own model package (whose import triggered this
+        # registration): that package calls register() again once its classes exist.
         return
     from transformers import (
         AutoConfig,

@@ -1,0 +1,359 @@
+"""`inspector train`: the command line over `inspector.training`. Options map one to one to TrainConfig fields.
+
+The lead attaches it with ``cli.add_command(train_command)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from inspector.cli import friendly_errors
+from inspector.training.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig
+
+_DEFAULTS = TrainConfig()
+_FIELD_LABELS = {"size_price": "size prices"}
+
+
+class RichTrainProgress:
+    """Progress bar (steps, loss, learning rate, ETA) on stderr when it is a terminal; evaluation lines always."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("lr {task.fields[lr]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        )
+        self.task = None
+
+    def __enter__(self) -> RichTrainProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def start(self, total_steps: int, first_step: int) -> None:
+        self.task = self.progress.add_task("train", total=total_steps, completed=first_step, loss="-", lr="-")
+        if first_step:
+            self.message(f"resuming at step {first_step} of {total_steps}")
+
+    def advance(self, step: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=step)
+
+    def log(self, step: int, figures: dict) -> None:
+        if self.task is not None and "loss" in figures:
+            self.progress.update(
+                self.task, loss=f"{figures['loss']:.4f}", lr=f"{figures.get('learning_rate', 0.0):.2e}"
+            )
+        if "eval_field_accuracy" in figures:
+            self.message(f"step {step}: {_accuracy_line(figures)}")
+        elif "eval_loss" in figures:
+            self.message(f"step {step}: validation loss {figures['eval_loss']:.4f}")
+
+    def message(self, text: str) -> None:
+        self.console.print(text, style="dim", markup=False, highlight=False)
+
+
+def _measured(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _pct(value: float | None) -> str:
+    return f"{100 * value:.1f}%" if _measured(value) else "-"
+
+
+def _accuracy_line(figures: dict) -> str:
+    """Field accuracies that were measured (a NaN means there was nothing to compare, e.g. no size prices)."""
+    parts = [f"field accuracy {_pct(figures.get('eval_field_accuracy'))}"]
+    for name in ("brand", "title", "category", "price", "currency", "size_price"):
+        if _measured(figures.get(f"eval_{name}_accuracy")):
+            parts.append(f"{_FIELD_LABELS.get(name, name)} {_pct(figures[f'eval_{name}_accuracy'])}")
+    if _measured(figures.get("eval_price_mae")):
+        parts.append(f"price MAE {figures['eval_price_mae']:.2f}")
+    return ", ".join(parts)
+
+
+def _float_or_none(value: float | None) -> str:
+    return f"{value:.4f}" if _measured(value) else "-"
+
+
+def print_summary(result, console: Console) -> None:
+    """The end-of-run summary: what was trained, how it scored, where the models are."""
+    data = result.data
+    rate = f"{result.samples_per_second:.2f} samples/s" if result.samples_per_second else "- samples/s"
+    resumed = f" (resumed at step {result.first_step})" if result.first_step else ""
+    console.print(
+        f"Trained to step {result.steps}{resumed} ({result.epochs:.2f} epochs) on {data.train_examples} images in "
+        f"{result.train_seconds:.1f} s ({rate}); mean training loss {_float_or_none(result.train_loss)}"
+    )
+    console.print(
+        f"Data: {data.rows} catalogue rows, {data.images_found} images found, {data.train_examples} for training, "
+        f"{data.val_examples} for validation; skipped {data.unmatched_images} without a row, "
+        f"{data.unreadable_images} unreadable, {data.duplicate_images} duplicates, {data.empty_rows} empty rows"
+    )
+    figures = result.eval_metrics
+    if figures:
+        line = f"Validation at step {result.steps}: loss {_float_or_none(figures.get('eval_loss'))}"
+        if "eval_field_accuracy" in figures:
+            line += f"; {_accuracy_line(figures)}"
+        console.print(line)
+    if result.best_dir:
+        console.print(
+            f"Best model ({result.best_metric} {_float_or_none(result.best_value)} at step {result.best_step}): "
+            f"{result.best_dir}"
+        )
+    console.print(f"Final model: {result.final_dir}")
+    console.print(f"Metrics: {result.metrics_file}")
+    if result.wandb_run:
+        console.print(
+            f"wandb run: {result.wandb_run} (offline runs upload with `wandb sync {result.wandb_run}`)"
+        )
+    console.print(
+        f"Check it: inspector scan IMAGES --truth CSV --model {result.best_dir or result.final_dir}"
+    )
+
+
+def _split_list(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+@click.command("train")
+@click.option(
+    "--truth", required=True, type=click.Path(dir_okay=False), help="Catalogue CSV with the right answers."
+)
+@click.option(
+    "--images", type=click.Path(file_okay=False), help="Folder of images.  [default: the CSV's folder]"
+)
+@click.option(
+    "--truth-columns", help='Map fields to CSV columns, as for scan: brand=Brand,title="Product Name".'
+)
+@click.option(
+    "--truth-key", help="CSV column whose value appears in the image file names (e.g. product_code)."
+)
+@click.option(
+    "--val-fraction",
+    default=_DEFAULTS.val_fraction,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Share of catalogue rows held out for validation.",
+)
+@click.option(
+    "--val-truth",
+    type=click.Path(dir_okay=False),
+    help="Validate on this catalogue CSV instead of a split of --truth.",
+)
+@click.option(
+    "--seed", default=_DEFAULTS.seed, show_default=True, help="Seed of the split, the data order and init."
+)
+@click.option("--model", "-m", required=True, help="Hugging Face model id or local folder to fine-tune.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model folder's own Python code to run.")
+@click.option("--prompt", help="Built-in prompt: extract (default, JSON answers) or original.")
+@click.option("--prompt-file", type=click.Path(dir_okay=False), help="File holding a custom prompt.")
+@click.option("--sizes", help="Also ask for (and teach) the prices in these sizes, e.g. 6.5,7.5,8")
+@click.option(
+    "--answer-style",
+    type=click.Choice(["json", "original", "free"]),
+    help="How target answers are written.  [default: the prompt's style]",
+)
+@click.option(
+    "--num-crops", type=click.IntRange(1), help="Phi-3.5-vision crops per image (checkpoint default: 4)."
+)
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for checkpoints and models.",
+)
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="latest",
+    default=None,
+    metavar="[CHECKPOINT]",
+    help="Continue from the newest checkpoint in --output, or from the checkpoint folder given.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default=_DEFAULTS.method,
+    show_default=True,
+    help="full, lora, or frozen-vision (vision tower and projector frozen).",
+)
+@click.option(
+    "--epochs", default=_DEFAULTS.epochs, show_default=True, type=click.FloatRange(0, min_open=True)
+)
+@click.option(
+    "--max-steps",
+    default=_DEFAULTS.max_steps,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Optimizer steps; 0 = run --epochs.",
+)
+@click.option(
+    "--max-minutes",
+    default=_DEFAULTS.max_minutes,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Stop after this much wall time (evaluating and saving there); 0 = no limit.",
+)
+@click.option(
+    "--lr",
+    default=_DEFAULTS.lr,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Peak learning rate (LoRA: try 2e-4).",
+)
+@click.option("--batch-size", default=_DEFAULTS.batch_size, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--grad-accum",
+    default=_DEFAULTS.grad_accum,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Batches per optimizer step.",
+)
+@click.option("--warmup-steps", default=_DEFAULTS.warmup_steps, show_default=True, type=click.IntRange(0))
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=_DEFAULTS.schedule, show_default=True)
+@click.option("--weight-decay", default=_DEFAULTS.weight_decay, show_default=True, type=click.FloatRange(0))
+@click.option(
+    "--adam-epsilon",
+    default=_DEFAULTS.adam_epsilon,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+)
+@click.option("--max-grad-norm", default=_DEFAULTS.max_grad_norm, show_default=True, type=click.FloatRange(0))
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=_DEFAULTS.precision,
+    show_default=True,
+    help="auto: fp32 on CPU; on GPU bf16 autocast, fp32 master weights when they fit.",
+)
+@click.option(
+    "--gradient-checkpointing/--no-gradient-checkpointing",
+    default=_DEFAULTS.gradient_checkpointing,
+    show_default=True,
+)
+@click.option("--lora-r", default=_DEFAULTS.lora_r, show_default=True, type=click.IntRange(1))
+@click.option("--lora-alpha", default=_DEFAULTS.lora_alpha, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--lora-dropout", default=_DEFAULTS.lora_dropout, show_default=True, type=click.FloatRange(0, 1)
+)
+@click.option(
+    "--lora-targets", help="Comma-separated module names to adapt.  [default: all language-model linears]"
+)
+@click.option(
+    "--keep-adapter", is_flag=True, help="LoRA: save the adapter instead of merging it into the weights."
+)
+@click.option(
+    "--eval-every",
+    default=_DEFAULTS.eval_every,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Optimizer steps between evaluations and checkpoints.",
+)
+@click.option(
+    "--eval-samples",
+    default=_DEFAULTS.eval_samples,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Validation images answered with generate() and scored at each evaluation.",
+)
+@click.option("--eval-at-start", is_flag=True, help="Also evaluate before training (the 'before' figures).")
+@click.option("--max-new-tokens", default=_DEFAULTS.max_new_tokens, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--best-metric",
+    default=_DEFAULTS.best_metric,
+    show_default=True,
+    help="field_accuracy, <field>_accuracy, price_mae or loss.",
+)
+@click.option(
+    "--price-tolerance",
+    default=_DEFAULTS.price_tolerance,
+    show_default=True,
+    help="Absolute (0.01) or relative (2%).",
+)
+@click.option(
+    "--title-threshold", default=_DEFAULTS.title_threshold, show_default=True, type=click.FloatRange(0, 1)
+)
+@click.option(
+    "--save-total-limit",
+    default=_DEFAULTS.save_total_limit,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Checkpoints kept besides the best (0 = all).",
+)
+@click.option(
+    "--workers",
+    default=_DEFAULTS.workers,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Data loading processes.",
+)
+@click.option("--logging-steps", default=_DEFAULTS.logging_steps, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--wandb/--no-wandb",
+    default=_DEFAULTS.wandb,
+    show_default=True,
+    help="Log to Weights & Biases (offline without an API key).",
+)
+@click.option("--wandb-project", default=_DEFAULTS.wandb_project, show_default=True)
+@click.option("--run-name", help="Run name in wandb.  [default: the output folder's name]")
+def train_command(**options):
+    """Fine-tune a vision-language model on your product images and catalogue CSV.
+
+    Images are matched to catalogue rows exactly as `inspector scan --truth` does. The model learns to give
+    the answer that scan's prompt asks for; every --eval-every steps it answers validation images with
+    generate() and is scored like a scan. The best model is saved to OUTPUT/best, ready for
+    `inspector scan --model OUTPUT/best`.
+    """
+    with friendly_errors():
+        from inspector.prompts import parse_sizes_option
+        from inspector.truth import parse_column_mapping
+
+        options["truth_columns"] = (
+            parse_column_mapping(options["truth_columns"]) if options["truth_columns"] else None
+        )
+        options["sizes"] = parse_sizes_option(options["sizes"]) if options["sizes"] else []
+        options["lora_targets"] = _split_list(options["lora_targets"])
+        config = TrainConfig(**options)
+        config.validate()
+
+        from inspector.training import train
+
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
+        console.print(f"training config:\n{config.describe()}", style="dim", markup=False)
+        with RichTrainProgress(console) as progress:
+            result = train(config, progress)
+        print_summary(result, Console(highlight=False, soft_wrap=True, markup=False))
+        return result
+
+
+def add_train_command(group: click.Group) -> None:
+    """Attach `train` to the `inspector` command group."""
+    group.add_command(train_command)
+
+
+__all__ = ["RichTrainProgress", "add_train_command", "print_summary", "train_command"]

@@ -1,0 +1,221 @@
+"""Training examples from a catalogue CSV and an image folder, found, matched and decoded exactly as a scan does.
+
+Each usable image becomes one example: the image, the question, and the canonical answer that `format_answer`
+writes from the image's catalogue row. The train/validation split is by catalogue row (several images of one
+product never straddle it) and depends only on the seed and the set of rows.
+"""
+
+from __future__ import annotations
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from inspector.discovery import ImageSource, discover, read_source
+from inspector.fields import ProductFields
+from inspector.images import ImageLoadError, decode_image, sha256_hex
+from inspector.prompts import Prompt, format_answer, get_prompt
+from inspector.training.config import TrainConfig
+from inspector.truth import load_truth
+
+
+@dataclass(frozen=True)
+class Example:
+    """One image with what the model should answer about it."""
+
+    #: Where the image is, as discovery found it.
+    location: str
+    path: Path
+    #: 1-based CSV data row the image matched; the split keeps each row on one side.
+    row_number: int
+    #: The catalogue's fields (restricted to the asked sizes when the prompt asks for some).
+    truth: ProductFields
+    #: The target answer: `format_answer(truth, style)`.
+    answer: str
+
+
+@dataclass
+class DataSummary:
+    """What was found, used and skipped; every skipped thing is counted, none is fatal."""
+
+    rows: int = 0
+    images_found: int = 0
+    matched_images: int = 0
+    #: Images with no catalogue row.
+    unmatched_images: int = 0
+    #: Catalogue rows with no image.
+    unmatched_rows: int = 0
+    #: Matched images that cannot be read or decoded (path -> reason in `unreadable`).
+    unreadable_images: int = 0
+    #: Byte-identical copies of an image already used.
+    duplicate_images: int = 0
+    #: Matched rows with no product value to learn (every field empty).
+    empty_rows: int = 0
+    unparseable_cells: int = 0
+    train_examples: int = 0
+    val_examples: int = 0
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["unreadable"] = dict(list(self.unreadable.items())[:50])
+        return data
+
+
+@dataclass
+class TrainingData:
+    train: list[Example]
+    val: list[Example]
+    prompt: Prompt
+    answer_style: str
+    summary: DataSummary
+    #: Fields that the catalogue gives for at least one example: the ones evaluation averages over.
+    scored_fields: list[str]
+
+
+def restrict_sizes(fields: ProductFields, sizes: list[str]) -> ProductFields:
+    """Only the asked sizes' prices: that is what a prompt with sizes asks the model for."""
+    if not sizes:
+        return fields
+    return replace(
+        fields, size_prices={s: p for s, p in (fields.size_prices or {}).items() if s in set(sizes)}
+    )
+
+
+def _check_image(source: ImageSource) -> tuple[str | None, str | None]:
+    """(sha256, None) for a usable image, (None, reason) otherwise."""
+    try:
+        data = read_source(source)
+        decode_image(data)
+    except ImageLoadError as error:
+        return None, str(error)
+    return sha256_hex(data), None
+
+
+def _scored_fields(examples: list[Example]) -> list[str]:
+    names = []
+    for name in ("brand", "title", "category", "price", "currency"):
+        if any(getattr(e.truth, name) not in (None, "") for e in examples):
+            names.append(name)
+    if any(e.truth.size_prices for e in examples):
+        names.append("size_price")
+    return names
+
+
+def split_examples(
+    examples: list[Example], val_fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Deterministic split by catalogue row: the rows are shuffled by `seed`, the first share is validation."""
+    rows = sorted({e.row_number for e in examples})
+    random.Random(f"inspector-split:{seed}").shuffle(rows)
+    n_val = round(len(rows) * val_fraction) if val_fraction > 0 else 0
+    if val_fraction > 0 and len(rows) >= 2:
+        n_val = min(max(n_val, 1), len(rows) - 1)
+    val_rows = set(rows[:n_val])
+    train = [e for e in examples if e.row_number not in val_rows]
+    val = [e for e in examples if e.row_number in val_rows]
+    return train, val
+
+
+def _read_examples(
+    csv_path: str,
+    image_root: Path,
+    config: TrainConfig,
+    style: str,
+    summary: DataSummary,
+    seen: set[str],
+    workers: int,
+) -> list[Example]:
+    """Examples from one catalogue CSV and its images; adds its counts to `summary`. Images whose bytes are in
+    `seen` (already used) are skipped as duplicates."""
+    table = load_truth(csv_path, config.truth_columns, config.truth_key)
+    sources = [s for s in discover([image_root]) if s.path is not None]
+    roots = sorted({s.root for s in sources if s.root is not None})
+    match = table.match([s.path for s in sources], roots)
+    summary.rows += match.total_rows
+    summary.images_found += len(sources)
+    summary.matched_images += len(match.records)
+    summary.unmatched_images += len(match.unmatched_images)
+    summary.unmatched_rows += len(match.unmatched_rows)
+    summary.unparseable_cells += len(match.unparseable_cells)
+
+    matched = [s for s in sources if s.path in match.records]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        checks = list(pool.map(_check_image, matched))
+    examples: list[Example] = []
+    for source, (sha, reason) in zip(matched, checks, strict=True):
+        if sha is None:
+            summary.unreadable_images += 1
+            summary.unreadable[source.location] = reason or "unreadable"
+            continue
+        if sha in seen:
+            summary.duplicate_images += 1
+            continue
+        seen.add(sha)
+        record = match.records[source.path]
+        truth = restrict_sizes(record.fields, config.sizes)
+        if truth.is_empty():
+            summary.empty_rows += 1
+            continue
+        examples.append(
+            Example(source.location, source.path, record.row_number, truth, format_answer(truth, style))
+        )
+    return examples
+
+
+def load_training_data(config: TrainConfig, workers: int = 4) -> TrainingData:
+    """Find images, match them to catalogue rows as scan does, drop what cannot be used, split train/val.
+
+    With `config.val_truth`, validation comes from that CSV instead of a split (its images are never trained
+    on, even when the training folder holds a copy). Raises ValueError when nothing is left to train on, with
+    the counts that say why.
+    """
+    prompt = get_prompt(config.prompt, config.prompt_file, config.sizes or None)
+    style = config.answer_style or prompt.answer_style
+    format_answer(ProductFields(), style)  # unknown style -> ValueError before any work
+
+    summary = DataSummary()
+    seen: set[str] = set()
+    image_root = Path(config.images) if config.images else Path(config.truth).resolve().parent
+    if config.val_truth:
+        val_root = Path(config.images) if config.images else Path(config.val_truth).resolve().parent
+        val = _read_examples(config.val_truth, val_root, config, style, summary, seen, workers)
+        train = _read_examples(config.truth, image_root, config, style, summary, seen, workers)
+        examples = train + val
+    else:
+        examples = _read_examples(config.truth, image_root, config, style, summary, seen, workers)
+        train, val = split_examples(examples, config.val_fraction, config.seed)
+    summary.train_examples, summary.val_examples = len(train), len(val)
+    if not train:
+        raise ValueError(
+            f"No training examples: {summary.images_found} images found under {image_root}, "
+            f"{summary.matched_images} matched a row of {config.truth} ({summary.rows} rows), "
+            f"{summary.unreadable_images} unreadable, {summary.empty_rows} rows with no product value. "
+            "Check --images and --truth (and --truth-columns / --truth-key for how rows name their images)"
+        )
+    return TrainingData(train, val, prompt, style, summary, _scored_fields(examples))
+
+
+class ExampleDataset:
+    """A map-style dataset of examples; items are {"image": PIL RGB image, "answer": str, "index": int}.
+
+    Images are decoded on access (in dataloader workers) by the same code as scan; they were all checked
+    readable when the data was loaded.
+    """
+
+    def __init__(self, examples: list[Example]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict:
+        example = self.examples[index]
+        try:
+            image = decode_image(read_source(ImageSource(example.location, path=example.path))).image
+        except ImageLoadError as error:
+            raise RuntimeError(
+                f"{example.location} became unreadable during training ({error}); restore it or remove its row"
+            ) from None
+        return {"image": image, "answer": example.answer, "index": index}
