@@ -55,6 +55,9 @@ def _shard_main(config: ScanConfig, events: mp.Queue) -> None:
 
     progress = _QueueProgress(events, config.shard[0])
     try:
+        import torch
+
+        torch.cuda.set_device(config.device)
         backend = load_backend(
             config.model,
             device=config.device,
@@ -65,6 +68,7 @@ def _shard_main(config: ScanConfig, events: mp.Queue) -> None:
         )
         summary = Scanner(config, backend, open_store(config.db), progress).run(finalize=False)
         events.put(("done", config.shard[0], summary.processed, summary.failed))
+        events.put(("skipped", config.shard[0], summary.already_done, summary.duplicates))
     except BaseException as error:  # report, don't hang the parent
         events.put(("error", config.shard[0], f"{type(error).__name__}: {error}", 0))
         raise
@@ -94,7 +98,7 @@ def scan_on_gpus(config: ScanConfig, gpus: str | int, console: Console) -> ScanS
         process.start()
         processes.append(process)
     errors: list[str] = []
-    totals = {"processed": 0, "failed": 0}
+    totals = {"processed": 0, "failed": 0, "already_done": 0, "duplicates": 0}
     with RichScanProgress(console) as progress:
         found = 0
         started_shards = 0
@@ -115,6 +119,9 @@ def scan_on_gpus(config: ScanConfig, gpus: str | int, console: Console) -> ScanS
                 progress.advance(a, b)
             elif kind == "message":
                 progress.message(f"GPU shard {shard}: {a}")
+            elif kind == "skipped":
+                totals["already_done"] += a
+                totals["duplicates"] += b
             elif kind == "done":
                 totals["processed"] += a
                 totals["failed"] += b
@@ -143,10 +150,10 @@ def scan_on_gpus(config: ScanConfig, gpus: str | int, console: Console) -> ScanS
         run_key=key,
         status=status,
         found=found,
-        already_done=0,
+        already_done=totals["already_done"],
         processed=totals["processed"],
         failed=totals["failed"],
-        duplicates=0,
+        duplicates=totals["duplicates"],
         elapsed_s=elapsed,
         images_per_s=stats["images_per_s"] or 0.0,
     )

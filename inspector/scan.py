@@ -1,9 +1,10 @@
 """The scan job: images → model answers in batches → parsed fields → scores against the catalogue → store.
 
-Stages overlap: a thread pool reads, hashes and decodes images ahead of the model; the model runs batches of images
-that share a batch key (Phi-3.5-vision's crop grid), largest first; each finished batch is committed in one
-transaction, so a scan killed at any moment loses at most the batch in flight, and a rerun of the same command
-resumes the same run and skips what is stored.
+Stages overlap: a thread pool reads, hashes and decodes images ahead of the model (and, for backends that can,
+also turns each into model inputs: Phi-3.5-vision's crops, tokens, pinned pixels); the model runs batches of images
+that share a batch key (Phi-3.5-vision's crop grid); each finished batch is committed in one transaction before the next one runs (12 ms
+per 64 images, under 1% of a GPU batch: BENCHMARKS.md), so a scan killed at any moment loses at most the batch in
+flight, and a rerun of the same command resumes the same run and skips what is stored.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -142,6 +144,22 @@ class _Pending:
     sha256: str
     loaded: LoadedImage
     thumbnail: bytes | None
+    #: Model inputs made in the loader thread (`backend.prepare_item`), when the backend supports it.
+    prepared: object | None = None
+
+
+def _load_and_prepare(
+    source: ImageSource, prepare: Callable[[object], object] | None
+) -> _Pending | ItemResult:
+    """`_load`, then the backend's per-image input preparation; a failure there leaves `prepared` unset, so the
+    image goes through the plain `generate` path, where an error is isolated to it and recorded as usual."""
+    loaded = _load(source)
+    if prepare is not None and isinstance(loaded, _Pending):
+        try:
+            loaded.prepared = prepare(loaded.loaded.image)
+        except Exception:  # noqa: BLE001 - the plain path reports the error per image
+            loaded.prepared = None
+    return loaded
 
 
 def _load(source: ImageSource) -> _Pending | ItemResult:
@@ -203,7 +221,14 @@ class Scanner:
         self.tolerance = PriceTolerance.parse(config.price_tolerance)
         self.truth_by_location: dict[str, TruthRecord] = {}
         self.truth_summary: dict | None = None
-        self.batch_size = config.batch_size or auto_batch_size(backend)
+        self.batch_size = config.batch_size or auto_batch_size(backend, self.settings)
+        #: Backends that can make each image's inputs alone (off the model's thread) and batch them later.
+        self.prepares_items = bool(getattr(backend, "prepares_items", False)) and hasattr(
+            backend, "generate_prepared"
+        )
+        #: Seconds the scan's thread spent inside the backend, and waiting for the loader threads' next image.
+        self.model_seconds = 0.0
+        self.input_wait_seconds = 0.0
 
     # -- set-up -----------------------------------------------------------------------------------------------
 
@@ -243,6 +268,7 @@ class Scanner:
         started = time.perf_counter()
         counts = {"processed": 0, "failed": 0, "duplicates": 0, "already_done": 0}
         status = "failed"
+        threads = _LoaderThreadsOnly(self.prepares_items and _on_gpu(self.backend))
         try:
             for items in self._batches(sources, done, counts):
                 self.store.add_batch(run_id, items)
@@ -255,6 +281,7 @@ class Scanner:
             status = "interrupted"
             raise
         finally:
+            threads.restore()
             elapsed = time.perf_counter() - started
             model_items = counts["processed"] - counts["failed"]
             stats = {
@@ -262,6 +289,8 @@ class Scanner:
                 "n_images": counts["processed"],
                 "n_failed": counts["failed"],
                 "images_per_s": round(model_items / elapsed, 3) if elapsed > 0 else None,
+                "model_s": round(self.model_seconds, 3),
+                "input_wait_s": round(self.input_wait_seconds, 3),
                 "duplicates": counts["duplicates"],
                 "already_done": counts["already_done"],
                 "truth": self.truth_summary,
@@ -282,13 +311,23 @@ class Scanner:
             truth=self.truth_summary,
         )
 
-    def _batches(self, sources: list[ImageSource], done: set[str], counts: dict) -> Iterator[list[ItemResult]]:
+    def _batches(
+        self, sources: list[ImageSource], done: set[str], counts: dict
+    ) -> Iterator[list[ItemResult]]:
         """Decoded images grouped by batch key; each group runs once it holds `batch_size` images."""
         seen: set[str] = set(done)
         buckets: dict[object, list[_Pending]] = {}
         failures: list[ItemResult] = []
+        prepare = partial(self.backend.prepare_item, prompt=self.prompt.text) if self.prepares_items else None
+        load = partial(_load_and_prepare, prepare=prepare)
         with ThreadPoolExecutor(max_workers=max(1, self.config.workers), thread_name_prefix="decode") as pool:
-            for loaded in _prefetch(pool, sources, ahead=max(2 * self.batch_size, 16)):
+            loads = _prefetch(pool, sources, ahead=max(2 * self.batch_size, 16), load=load)
+            while True:
+                waited = time.perf_counter()
+                loaded = next(loads, None)
+                self.input_wait_seconds += time.perf_counter() - waited
+                if loaded is None:
+                    break
                 sha = loaded.sha256
                 if sha in seen:
                     counts["already_done" if sha in done else "duplicates"] += 1
@@ -315,12 +354,16 @@ class Scanner:
     def _run_batch(self, batch: list[_Pending]) -> list[ItemResult]:
         """Answers for a batch; a batch that runs out of memory is split in halves, any other failure is isolated
         to the images that cause it (each retried alone), so one bad image never costs the others."""
+        started = time.perf_counter()
         try:
-            started = time.perf_counter()
-            answers = self.backend.generate(
-                [p.loaded.image for p in batch], [self.prompt.text] * len(batch), self.settings
-            )
+            if self.prepares_items and all(p.prepared is not None for p in batch):
+                answers = self.backend.generate_prepared([p.prepared for p in batch], self.settings)
+            else:
+                answers = self.backend.generate(
+                    [p.loaded.image for p in batch], [self.prompt.text] * len(batch), self.settings
+                )
             latency_ms = (time.perf_counter() - started) * 1000 / len(batch)
+            self.model_seconds += time.perf_counter() - started
         except Exception as error:  # noqa: BLE001 - every failure is recorded per image, never fatal
             if len(batch) == 1:
                 return [self._item(batch[0], None, None, _describe_error(error))]
@@ -331,7 +374,9 @@ class Scanner:
             return self._run_batch(batch[:half]) + self._run_batch(batch[half:])
         return [self._item(p, answer, latency_ms, None) for p, answer in zip(batch, answers, strict=True)]
 
-    def _item(self, pending: _Pending, answer: str | None, latency_ms: float | None, error: str | None) -> ItemResult:
+    def _item(
+        self, pending: _Pending, answer: str | None, latency_ms: float | None, error: str | None
+    ) -> ItemResult:
         truth = self.truth_by_location.get(pending.source.location)
         parsed = parse_answer(answer) if answer is not None else None
         field_results = []
@@ -355,9 +400,13 @@ class Scanner:
         )
 
 
-def start_run(store: Store, config: ScanConfig, prompt: Prompt, backend: Backend | None, batch_size: int) -> int:
+def start_run(
+    store: Store, config: ScanConfig, prompt: Prompt, backend: Backend | None, batch_size: int
+) -> int:
     """Create the run for this scan, or resume the run an identical earlier scan created."""
-    settings = {k: v for k, v in asdict(config).items() if k not in ("inputs", "db", "report", "truth", "run_name")}
+    settings = {
+        k: v for k, v in asdict(config).items() if k not in ("inputs", "db", "report", "truth", "run_name")
+    }
     settings["batch_size"] = batch_size
     return store.start_run(
         config.run_key(prompt),
@@ -373,20 +422,49 @@ def start_run(store: Store, config: ScanConfig, prompt: Prompt, backend: Backend
     )
 
 
-def _prefetch(pool: ThreadPoolExecutor, sources: Sequence[ImageSource], ahead: int) -> Iterator:
-    """Results of `_load` in order, with up to `ahead` images being read and decoded in the background."""
+def _prefetch(
+    pool: ThreadPoolExecutor, sources: Sequence[ImageSource], ahead: int, load: Callable = _load
+) -> Iterator:
+    """Results of `load` in order, with up to `ahead` images being read and decoded in the background."""
     pending = []
     iterator = iter(sources)
     for source in iterator:
-        pending.append(pool.submit(_load, source))
+        pending.append(pool.submit(load, source))
         if len(pending) >= ahead:
             break
     while pending:
         result = pending.pop(0).result()
         for source in iterator:
-            pending.append(pool.submit(_load, source))
+            pending.append(pool.submit(load, source))
             break
         yield result
+
+
+def _on_gpu(backend: Backend) -> bool:
+    try:
+        return str(backend.describe().get("device", "cpu")).startswith("cuda")
+    except Exception:  # noqa: BLE001 - a backend that cannot say is treated as CPU
+        return False
+
+
+class _LoaderThreadsOnly:
+    """While a GPU model runs, the CPU's work is the loader threads' preprocessing: give torch's CPU operations one
+    intra-op thread each, or N loader threads each fan out to every core and oversubscribe the machine."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.previous: int | None = None
+        if enabled:
+            import torch
+
+            self.previous = torch.get_num_threads()
+            torch.set_num_threads(1)
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            import torch
+
+            torch.set_num_threads(self.previous)
+            self.previous = None
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -415,18 +493,31 @@ def _describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"[:500] if text else type(error).__name__
 
 
-def auto_batch_size(backend: Backend) -> int:
-    """A batch size from free GPU memory: a model of P parameters gets room for ~1 GB of activations and cache
-    per image at Phi-3.5-vision scale, scaled down for smaller models; 8 on CPU."""
+#: Largest batch `--batch-size auto` picks: past it a Phi-3.5-vision scan gets no faster (BENCHMARKS.md).
+AUTO_BATCH_LIMIT = 64
+
+
+def auto_batch_size(backend: Backend, settings: GenerationSettings | None = None) -> int:
+    """A batch size from free GPU memory; 8 on CPU.
+
+    Backends that know their memory per image (`memory_per_image(settings)`: KV cache for the longest prompt and
+    answer plus prefill activations) are sized from it; otherwise a model of P parameters gets room for ~1 GB per
+    image at Phi-3.5-vision scale, scaled down for smaller models."""
     info = backend.describe()
-    if not str(info.get("device", "cpu")).startswith("cuda"):
+    device = str(info.get("device", "cpu"))
+    if not device.startswith("cuda"):
         return 8
     import torch
 
-    free, _total = torch.cuda.mem_get_info()
-    parameters = info.get("parameters") or 4_000_000_000
-    per_image = max(64 * 2**20, int(2**30 * parameters / 4.15e9))
-    return int(max(1, min(128, (free * 0.8) // per_image)))
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    per_image = None
+    estimate = getattr(backend, "memory_per_image", None)
+    if callable(estimate):
+        per_image = estimate(settings or GenerationSettings())
+    if not per_image:
+        parameters = info.get("parameters") or 4_000_000_000
+        per_image = max(64 * 2**20, int(2**30 * parameters / 4.15e9))
+    return int(max(1, min(AUTO_BATCH_LIMIT, (free * 0.85) // per_image)))
 
 
 def _versions(backend: Backend) -> dict:

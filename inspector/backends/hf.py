@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
+import os
+import queue
+import threading
 import time
 from pathlib import Path
 
@@ -70,7 +74,9 @@ def _unflag_pil_image_processor(module_type: str) -> bool:
     missing = getattr(package, "_object_missing_backend", None)
     if not isinstance(missing, dict):
         return False
-    names = [name for name in missing if name == module_name or (name.endswith("Pil") and hasattr(module, name))]
+    names = [
+        name for name in missing if name == module_name or (name.endswith("Pil") and hasattr(module, name))
+    ]
     for name in names:
         missing.pop(name)
         vars(package).pop(name, None)  # a placeholder cached by the failed attempt
@@ -89,6 +95,7 @@ class HFBackend:
         trust_remote_code: bool = False,
         attn_implementation: str | None = None,
         num_crops: int | None = None,
+        fast_decode: bool | None = None,
     ) -> None:
         self.model_name = model_name
         self.device = resolve_device(device)
@@ -98,6 +105,36 @@ class HFBackend:
         started = time.perf_counter()
         self.model, self.processor = self._load(attn_implementation)
         self.load_seconds = time.perf_counter() - started
+        self._setup(fast_decode)
+
+    @classmethod
+    def from_loaded(
+        cls,
+        model,
+        processor,
+        model_name: str,
+        *,
+        num_crops: int | None = None,
+        fast_decode: bool | None = None,
+    ) -> HFBackend:
+        """Wrap a model and processor already in memory (benchmarks build one model and time several paths)."""
+        import torch
+
+        backend = cls.__new__(cls)
+        backend.model_name = model_name
+        parameter = next(model.parameters())
+        backend.device = str(parameter.device)
+        backend.torch_dtype = parameter.dtype
+        backend.trust_remote_code = False
+        backend.num_crops = num_crops
+        backend.model, backend.processor = model.eval(), processor
+        backend.load_seconds = 0.0
+        torch.set_grad_enabled(False)
+        backend._setup(fast_decode)
+        return backend
+
+    def _setup(self, fast_decode: bool | None) -> None:
+        model_name = self.model_name
         self.tokenizer = getattr(self.processor, "tokenizer", None)
         if self.tokenizer is None:
             raise BackendError(f"{model_name}: its processor has no tokenizer, so it cannot answer in text")
@@ -111,6 +148,24 @@ class HFBackend:
                 "use an instruction-tuned checkpoint (its processor or tokenizer config carries `chat_template`)"
             )
         self.stop_token_ids = self._stop_token_ids()
+        self._spare_processors: queue.SimpleQueue = queue.SimpleQueue()
+        self._prompt_lock = threading.Lock()
+        self._prompt_cache: dict[str, str] = {}
+        self.fast_decoder = self._fast_decoder(fast_decode)
+
+    def _fast_decoder(self, wanted: bool | None):
+        """inspector.fastgen's greedy decoder where the model supports it (Phi-3.5-vision); None otherwise.
+
+        `fast_decode=None` means: use it when supported, unless the environment sets INSPECTOR_FAST_DECODE=0."""
+        if wanted is None:
+            wanted = os.environ.get("INSPECTOR_FAST_DECODE", "1") != "0"
+        if not wanted:
+            return None
+        from inspector.fastgen import GreedyDecoder, unsupported_reason
+
+        if unsupported_reason(self.model) is not None:
+            return None  # any other model: transformers' generate()
+        return GreedyDecoder(self.model)
 
     # -- loading -------------------------------------------------------------------------------------------
 
@@ -120,7 +175,9 @@ class HFBackend:
 
         name = self.model_name
         if _is_local(name) and not (Path(name).expanduser() / "config.json").is_file():
-            raise BackendError(f"{name}: not a model folder (it has no config.json); pass a checkpoint folder")
+            raise BackendError(
+                f"{name}: not a model folder (it has no config.json); pass a checkpoint folder"
+            )
         try:
             config = AutoConfig.from_pretrained(name, trust_remote_code=self.trust_remote_code)
         except OSError as error:
@@ -133,7 +190,9 @@ class HFBackend:
             ) from None
         except ValueError as error:
             hint = "" if self.trust_remote_code else "; if it ships its own code, add --trust-remote-code"
-            raise BackendError(f"{name}: transformers does not know this model type ({error}){hint}") from None
+            raise BackendError(
+                f"{name}: transformers does not know this model type ({error}){hint}"
+            ) from None
         kwargs: dict = {"dtype": self.torch_dtype, "trust_remote_code": self.trust_remote_code}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
@@ -187,6 +246,7 @@ class HFBackend:
             "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "load_seconds": round(self.load_seconds, 3),
+            "decoder": "fastgen" if self.fast_decoder is not None else "generate",
             "torch": torch.__version__,
             "transformers": transformers.__version__,
         }
@@ -199,38 +259,149 @@ class HFBackend:
         return grid(image.width, image.height, self.num_crops)
 
     def build_prompt(self, prompt: str) -> str:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = self._prompt_cache.get(prompt)
+        if text is None:
+            with self._prompt_lock:  # loader threads may ask at once; render on the shared processor once
+                messages = [
+                    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}
+                ]
+                text = self.processor.apply_chat_template(
+                    messages, add_generation_prompt=True, tokenize=False
+                )
+                self._prompt_cache[prompt] = text
+        return text
+
+    def _processor_kwargs(self) -> dict:
+        return {"num_crops": self.num_crops} if self.num_crops is not None else {}
 
     def prepare(self, images: list[Image.Image], prompts: list[str], padding_side: str = "left"):
         """Processor outputs for a batch, on the model's device and dtype."""
         texts = [self.build_prompt(p) for p in prompts]
-        kwargs = {}
-        if self.num_crops is not None:
-            kwargs["num_crops"] = self.num_crops
         self.tokenizer.padding_side = padding_side
         inputs = self.processor(
-            text=texts, images=[[image] for image in images], padding=True, return_tensors="pt", **kwargs
+            text=texts,
+            images=[[image] for image in images],
+            padding=True,
+            return_tensors="pt",
+            **self._processor_kwargs(),
         )
         inputs = inputs.to(self.device)
         if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
             inputs["pixel_values"] = inputs["pixel_values"].to(self.torch_dtype)
         return inputs
 
-    def generate(self, images: list[Image.Image], prompts: list[str], settings: GenerationSettings) -> list[str]:
+    # -- inputs prepared ahead, off the model's thread ---------------------------------------------------------
+
+    @property
+    def prepares_items(self) -> bool:
+        """Whether `prepare_item` + `generate_prepared` work for this processor: each image's inputs can be made
+        alone (in a loader thread) and stacked later. True for Phi-3.5-vision, whose images of any shape stack."""
+        image_processor = getattr(self.processor, "image_processor", None)
+        return hasattr(image_processor, "crop_grid")
+
+    def _borrow_processor(self):
+        """A processor copy no other thread is using (fast tokenizers must not be used from two threads at once).
+        Copies are kept for the next call and the next scan: a copy takes ~0.1-0.2 s, under the GIL."""
+        try:
+            return self._spare_processors.get_nowait()
+        except queue.Empty:
+            processor = copy.deepcopy(self.processor)
+            processor.tokenizer.padding_side = "left"
+            return processor
+
+    def prepare_item(self, image: Image.Image, prompt: str) -> dict:
+        """One image's model inputs on the CPU (pixels already in the model's dtype, in pinned memory when the
+        model is on a GPU, so the copy to it is asynchronous). Safe to call from several threads."""
         import torch
 
+        text = self.build_prompt(prompt)
+        processor = self._borrow_processor()
+        try:
+            inputs = processor(
+                text=[text], images=[[image]], padding=False, return_tensors="pt", **self._processor_kwargs()
+            )
+        finally:
+            self._spare_processors.put(processor)
+        item = dict(inputs)
+        pixels = item.get("pixel_values")
+        if pixels is not None and pixels.is_floating_point():
+            pixels = pixels.to(self.torch_dtype)
+            if self.device.startswith("cuda") and torch.cuda.is_available():
+                pixels = pixels.pin_memory()
+            item["pixel_values"] = pixels
+        return item
+
+    def collate(self, items: list[dict]):
+        """Stack `prepare_item` outputs into one left-padded batch on the model's device (what `prepare` gives)."""
+        import torch
+        from transformers import BatchFeature
+
+        lengths = [item["input_ids"].shape[-1] for item in items]
+        longest = max(lengths)
+        input_ids = torch.full((len(items), longest), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), longest), dtype=torch.long)
+        for row, (item, length) in enumerate(zip(items, lengths, strict=True)):
+            input_ids[row, longest - length :] = item["input_ids"][0]
+            attention_mask[row, longest - length :] = item["attention_mask"][0]
+        batch = {
+            "input_ids": input_ids.to(self.device, non_blocking=True),
+            "attention_mask": attention_mask.to(self.device, non_blocking=True),
+        }
+        for key in items[0]:
+            if key in batch:
+                continue
+            parts = [item[key] for item in items]
+            batch[key] = torch.cat([part.to(self.device, non_blocking=True) for part in parts])
+        return BatchFeature(batch)
+
+    def generate_prepared(self, items: list[dict], settings: GenerationSettings) -> list[str]:
+        """Answers for inputs made by `prepare_item` (in order)."""
+        return self._generate_inputs(self.collate(items), settings)
+
+    # -- answering ---------------------------------------------------------------------------------------------
+
+    def memory_per_image(self, settings: GenerationSettings) -> int | None:
+        """Rough GPU bytes one image of a batch needs (KV cache for the longest prompt plus the answer, and prefill
+        activations), for `--batch-size auto`; None when unknown."""
+        if self.fast_decoder is None:
+            return None
+        image_processor = self.processor.image_processor
+        num_crops = self.num_crops or image_processor.num_crops
+        grids = [
+            (h, w) for h in range(1, num_crops + 1) for w in range(1, num_crops + 1) if h * w <= num_crops
+        ]
+        image_tokens = max(image_processor._tokens_for_grid(h, w) for h, w in grids)
+        tokens = image_tokens + 256 + settings.max_new_tokens
+        activation_per_token = 40 * self.model.config.hidden_size
+        return tokens * (self.fast_decoder.kv_bytes_per_token() + activation_per_token) + 64 * 2**20
+
+    def generate(
+        self, images: list[Image.Image], prompts: list[str], settings: GenerationSettings
+    ) -> list[str]:
         if len(images) != len(prompts):
             raise ValueError("one prompt per image")
-        inputs = self.prepare(images, prompts)
-        with torch.inference_mode():
-            output = self.model.generate(
-                **inputs,
+        return self._generate_inputs(self.prepare(images, prompts), settings)
+
+    def _generate_inputs(self, inputs, settings: GenerationSettings) -> list[str]:
+        import torch
+
+        if self.fast_decoder is not None and not settings.do_sample:
+            new_tokens = self.fast_decoder.generate(
+                inputs,
                 max_new_tokens=settings.max_new_tokens,
-                min_new_tokens=settings.min_new_tokens or None,
-                do_sample=settings.do_sample,
-                eos_token_id=self.stop_token_ids,
+                min_new_tokens=settings.min_new_tokens,
+                stop_token_ids=self.stop_token_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        else:
+            with torch.inference_mode():
+                output = self.model.generate(
+                    **inputs,
+                    max_new_tokens=settings.max_new_tokens,
+                    min_new_tokens=settings.min_new_tokens or None,
+                    do_sample=settings.do_sample,
+                    eos_token_id=self.stop_token_ids,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+            new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
