@@ -67,8 +67,8 @@ def _shard_main(config: ScanConfig, events: mp.Queue) -> None:
             num_crops=config.num_crops,
         )
         summary = Scanner(config, backend, open_store(config.db), progress).run(finalize=False)
-        events.put(("done", config.shard[0], summary.processed, summary.failed))
         events.put(("skipped", config.shard[0], summary.already_done, summary.duplicates))
+        events.put(("done", config.shard[0], summary.processed, summary.failed))
     except BaseException as error:  # report, don't hang the parent
         events.put(("error", config.shard[0], f"{type(error).__name__}: {error}", 0))
         raise
