@@ -485,6 +485,16 @@ def test_lora_merges_on_save_and_keep_adapter_saves_the_adapter(cards, tiny_llav
     model = AutoModelForImageTextToText.from_pretrained(folder)  # transformers puts the adapter on its base
     assert any("lora_A" in name for name, _ in model.named_parameters())
 
+    # `inspector scan --model OUTPUT/best` works on an adapter folder too
+    from PIL import Image
+
+    from inspector.backends import GenerationSettings, load_backend
+
+    backend = load_backend(str(folder))
+    assert any("lora_A" in name for name, _ in backend.model.named_parameters())
+    answers = backend.generate([Image.new("RGB", (40, 30), "red")], ["What is shown?"], GenerationSettings(4))
+    assert len(answers) == 1 and isinstance(answers[0], str)
+
 
 @pytest.mark.slow
 def test_frozen_vision_training_leaves_the_vision_weights_unchanged(cards, tiny_idefics3, tmp_path):

@@ -83,6 +83,16 @@ def _unflag_pil_image_processor(module_type: str) -> bool:
     return bool(names)
 
 
+def _adapter_base_model(folder: Path) -> str | None:
+    """The base model a peft adapter folder was trained from, or None if `folder` holds no adapter."""
+    import json
+
+    try:
+        return json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class HFBackend:
     """Loads a VLM once and answers batches: chat template, left padding, greedy decoding, per-sequence stop."""
 
@@ -118,7 +128,6 @@ class HFBackend:
         fast_decode: bool | None = None,
     ) -> HFBackend:
         """Wrap a model and processor already in memory (benchmarks build one model and time several paths)."""
-        import torch
 
         backend = cls.__new__(cls)
         backend.model_name = model_name
@@ -129,7 +138,6 @@ class HFBackend:
         backend.num_crops = num_crops
         backend.model, backend.processor = model.eval(), processor
         backend.load_seconds = 0.0
-        torch.set_grad_enabled(False)
         backend._setup(fast_decode)
         return backend
 
@@ -170,16 +178,21 @@ class HFBackend:
     # -- loading -------------------------------------------------------------------------------------------
 
     def _load(self, attn_implementation: str | None):
-        import torch
         from transformers import AutoConfig, AutoModelForImageTextToText
 
         name = self.model_name
-        if _is_local(name) and not (Path(name).expanduser() / "config.json").is_file():
-            raise BackendError(
-                f"{name}: not a model folder (it has no config.json); pass a checkpoint folder"
-            )
+        folder = Path(name).expanduser()
+        config_source = name
+        if _is_local(name) and not (folder / "config.json").is_file():
+            config_source = _adapter_base_model(
+                folder
+            )  # `inspector train --keep-adapter` output: its base model
+            if config_source is None:
+                raise BackendError(
+                    f"{name}: not a model folder (it has no config.json); pass a checkpoint folder"
+                )
         try:
-            config = AutoConfig.from_pretrained(name, trust_remote_code=self.trust_remote_code)
+            config = AutoConfig.from_pretrained(config_source, trust_remote_code=self.trust_remote_code)
         except OSError as error:
             if _is_local(name):
                 raise BackendError(f"{name}: cannot read the model folder: {error}") from None
@@ -213,7 +226,6 @@ class HFBackend:
             processor = load_processor(name, trust_remote_code=self.trust_remote_code)
         except (OSError, ValueError) as error:
             raise BackendError(f"{name}: cannot load its processor: {error}") from None
-        torch.set_grad_enabled(False)
         return model, processor
 
     def _stop_token_ids(self) -> list[int]:
