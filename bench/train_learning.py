@@ -130,66 +130,29 @@ def build_initial_model(
 
 def build_llava(folder: Path, size: str, data: Path, seed: int) -> None:
     """A small LLaVA (CLIP tower + Llama decoder) with a byte-level BPE tokenizer trained on the answers."""
-    import torch
-    from transformers import AutoModelForImageTextToText, LlavaConfig, LlavaProcessor
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
     from inspector.prompts import BUILTIN_PROMPTS, format_answer
-    from inspector.tiny import train_tokenizer
+    from inspector.tiny import build_tiny_llava, train_tokenizer
     from inspector.truth import load_truth
 
     table = load_truth(data / "train.csv")
     corpus = [format_answer(record.fields, "json") for record in table.records]
     corpus += [prompt.text for prompt in BUILTIN_PROMPTS.values()]
     tokenizer = train_tokenizer(["<image>"], vocab_size=4000 if size == "small" else 800, corpus=corpus)
-    small = size == "small"
-    image_size, patch = (336, 14) if small else (56, 14)
-    config = LlavaConfig(
-        vision_config={
-            "model_type": "clip_vision_model",
-            "hidden_size": 256 if small else 32,
-            "intermediate_size": 1024 if small else 64,
-            "num_hidden_layers": 4 if small else 2,
-            "num_attention_heads": 4 if small else 2,
-            "image_size": image_size,
-            "patch_size": patch,
-            "projection_dim": 256 if small else 32,
-        },
-        text_config={
-            "model_type": "llama",
-            "hidden_size": 384 if small else 64,
-            "intermediate_size": 1536 if small else 128,
-            "num_hidden_layers": 6 if small else 2,
-            "num_attention_heads": 6 if small else 4,
-            "num_key_value_heads": 6 if small else 2,
-            "vocab_size": len(tokenizer),
-            "max_position_embeddings": 2048,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessorPil(
-            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-        ),
-        tokenizer=tokenizer,
-        patch_size=patch,
-        num_additional_image_tokens=1,
-        vision_feature_select_strategy="default",
-        chat_template=tokenizer.chat_template,
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    if size == "small":
+        build_tiny_llava(
+            folder,
+            seed,
+            tokenizer=tokenizer,
+            image_size=336,
+            patch=14,
+            max_positions=2048,
+            text={"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 6,
+                  "num_attention_heads": 6, "num_key_value_heads": 6},
+            vision={"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4,
+                    "num_attention_heads": 4, "projection_dim": 256},
+        )  # fmt: skip
+    else:
+        build_tiny_llava(folder, seed, tokenizer=tokenizer, image_size=56, patch=14, max_positions=2048)
 
 
 # ------------------------------------------------------------------------------------------------ runs

@@ -220,7 +220,6 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
 
 
 def _run_scan(config):
-    from inspector.backends import load_backend
     from inspector.discovery import discover
     from inspector.prompts import get_prompt
     from inspector.scan import Scanner
@@ -240,14 +239,7 @@ def _run_scan(config):
     if config.shard == (0, 1):
         console.print(f"[dim]inspector {__version__} · scan config: {_config_line(config)}")
         console.print(f"[dim]loading {config.model} …")
-    backend = load_backend(
-        config.model,
-        device=config.device,
-        dtype=config.dtype,
-        trust_remote_code=config.trust_remote_code,
-        attn_implementation=config.attn_implementation,
-        num_crops=config.num_crops,
-    )
+    backend = config.load_backend()
     with RichScanProgress(console) as progress:
         summary = Scanner(config, backend, store, progress, sources=sources).run()
     if config.report and config.shard == (0, 1):

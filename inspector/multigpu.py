@@ -49,7 +49,6 @@ class _QueueProgress:
 
 
 def _shard_main(config: ScanConfig, events: mp.Queue) -> None:
-    from inspector.backends import load_backend
     from inspector.scan import Scanner
     from inspector.store import open_store
 
@@ -58,14 +57,7 @@ def _shard_main(config: ScanConfig, events: mp.Queue) -> None:
         import torch
 
         torch.cuda.set_device(config.device)
-        backend = load_backend(
-            config.model,
-            device=config.device,
-            dtype=config.dtype,
-            trust_remote_code=config.trust_remote_code,
-            attn_implementation=config.attn_implementation,
-            num_crops=config.num_crops,
-        )
+        backend = config.load_backend()
         summary = Scanner(config, backend, open_store(config.db), progress).run(finalize=False)
         events.put(("skipped", config.shard[0], summary.already_done, summary.duplicates))
         events.put(("done", config.shard[0], summary.processed, summary.failed))

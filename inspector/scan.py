@@ -73,6 +73,19 @@ class ScanConfig:
     #: Process shard `index` of `count` (one process per GPU); all shards write into the same run.
     shard: tuple[int, int] = (0, 1)
 
+    def load_backend(self) -> Backend:
+        """The model this scan runs, loaded once."""
+        from inspector.backends import load_backend
+
+        return load_backend(
+            self.model,
+            device=self.device,
+            dtype=self.dtype,
+            trust_remote_code=self.trust_remote_code,
+            attn_implementation=self.attn_implementation,
+            num_crops=self.num_crops,
+        )
+
     def generation_settings(self) -> GenerationSettings:
         return GenerationSettings(max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens)
 

@@ -85,8 +85,37 @@ def train_tokenizer(
     return fast
 
 
-def build_tiny_llava(folder: Path, seed: int = 0) -> Path:
-    """A 2-layer LLaVA (CLIP tower + Llama decoder) with its processor, saved to `folder`."""
+def _llama_text_config(tokenizer, max_positions: int, **overrides) -> dict:
+    """A 2-layer Llama decoder config for `tokenizer` (the text half of the tiny LLaVA and Idefics3)."""
+    return {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": max_positions,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        **overrides,
+    }
+
+
+def build_tiny_llava(
+    folder: Path,
+    seed: int = 0,
+    *,
+    tokenizer=None,
+    image_size: int = 28,
+    patch: int = 7,
+    text: dict | None = None,
+    vision: dict | None = None,
+    max_positions: int = 512,
+) -> Path:
+    """A LLaVA (CLIP tower + Llama decoder) with its processor, saved to `folder`: 2 layers each by default;
+    `text`/`vision` override the decoder's and the tower's sizes (benchmarks build bigger ones)."""
     import torch
     from transformers import (
         AutoModelForImageTextToText,
@@ -95,8 +124,7 @@ def build_tiny_llava(folder: Path, seed: int = 0) -> Path:
     )
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    tokenizer = train_tokenizer(["<image>"])
-    image_size, patch = 28, 7
+    tokenizer = tokenizer or train_tokenizer(["<image>"])
     config = LlavaConfig(
         vision_config={
             "model_type": "clip_vision_model",
@@ -107,20 +135,9 @@ def build_tiny_llava(folder: Path, seed: int = 0) -> Path:
             "image_size": image_size,
             "patch_size": patch,
             "projection_dim": 32,
+            **(vision or {}),
         },
-        text_config={
-            "model_type": "llama",
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "vocab_size": len(tokenizer),
-            "max_position_embeddings": 512,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
+        text_config=_llama_text_config(tokenizer, max_positions, **(text or {})),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
@@ -166,19 +183,7 @@ def build_tiny_idefics3(folder: Path, seed: int = 0) -> Path:
             "image_size": image_size,
             "patch_size": patch,
         },
-        text_config={
-            "model_type": "llama",
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "vocab_size": len(tokenizer),
-            "max_position_embeddings": 1024,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
+        text_config=_llama_text_config(tokenizer, 1024),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         scale_factor=scale,
         pad_token_id=tokenizer.pad_token_id,
