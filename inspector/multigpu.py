@@ -54,9 +54,10 @@ def _shard_main(config: ScanConfig, events: mp.Queue) -> None:
 
     progress = _QueueProgress(events, config.shard[0])
     try:
-        import torch
+        if config.device.startswith("cuda"):
+            import torch
 
-        torch.cuda.set_device(config.device)
+            torch.cuda.set_device(config.device)
         backend = config.load_backend()
         summary = Scanner(config, backend, open_store(config.db), progress).run(finalize=False)
         events.put(("skipped", config.shard[0], summary.already_done, summary.duplicates))
@@ -70,12 +71,18 @@ def scan_on_gpus(config: ScanConfig, gpus: str | int, console: Console) -> ScanS
     """Run one shard per GPU in spawned processes, then close the run and write the report once."""
     import torch
 
+    devices = parse_gpus(gpus, torch.cuda.device_count())
+    return scan_on_devices(config, [f"cuda:{device}" for device in devices], console)
+
+
+def scan_on_devices(config: ScanConfig, devices: list[str], console: Console) -> ScanSummary:
+    """One spawned process per entry of `devices` ("cuda:0", "cuda:1", … — or "cpu", which tests use), each
+    scanning shard i/N of the images into one run that this process creates first and closes last."""
     from inspector.cli import RichScanProgress
     from inspector.prompts import get_prompt
     from inspector.scan import start_run
     from inspector.store import open_store
 
-    devices = parse_gpus(gpus, torch.cuda.device_count())
     prompt = get_prompt(config.prompt, config.prompt_file, config.sizes or None)
     store = open_store(config.db)
     # Created here, before the shards start, so that they all resume this one run instead of racing to create it.
@@ -85,15 +92,14 @@ def scan_on_gpus(config: ScanConfig, gpus: str | int, console: Console) -> ScanS
     events = context.Queue()
     processes = []
     for index, device in enumerate(devices):
-        shard = replace(config, device=f"cuda:{device}", shard=(index, len(devices)), report=None)
-        process = context.Process(target=_shard_main, args=(shard, events), name=f"inspector-gpu{device}")
+        shard = replace(config, device=device, shard=(index, len(devices)), report=None)
+        process = context.Process(target=_shard_main, args=(shard, events), name=f"inspector-shard{index}")
         process.start()
         processes.append(process)
     errors: list[str] = []
     totals = {"processed": 0, "failed": 0, "already_done": 0, "duplicates": 0}
     with RichScanProgress(console) as progress:
         found = 0
-        started_shards = 0
         finished = 0
         while finished < len(processes):
             try:
@@ -104,13 +110,14 @@ def scan_on_gpus(config: ScanConfig, gpus: str | int, console: Console) -> ScanS
                 continue
             if kind == "start":
                 found += a
-                started_shards += 1
-                if started_shards == len(processes):
+                if progress.task is None:
                     progress.start(found, 0)
+                else:
+                    progress.progress.update(progress.task, total=found)
             elif kind == "advance" and progress.task is not None:
                 progress.advance(a, b)
             elif kind == "message":
-                progress.message(f"GPU shard {shard}: {a}")
+                progress.message(f"shard {shard}: {a}")
             elif kind == "skipped":
                 totals["already_done"] += a
                 totals["duplicates"] += b

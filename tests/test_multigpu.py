@@ -1,0 +1,54 @@
+"""One process per device scanning shards into one run (what `--gpus` does), exercised on CPU processes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from rich.console import Console
+
+from inspector.discovery import discover
+from inspector.multigpu import parse_gpus, scan_on_devices
+from inspector.scan import ScanConfig
+from inspector.store import open_store
+
+
+def test_shards_in_spawned_processes_fill_one_run_without_duplicates(tmp_path, sample_dir):
+    n_images = len(discover([sample_dir]))
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps(['{"brand": "Acme", "price": 12.5}'] * n_images))
+    db = tmp_path / "multi.db"
+    config = ScanConfig(
+        inputs=[str(sample_dir)], model=f"fake:{answers}", db=str(db), report=str(tmp_path / "r.html"),
+        truth=str(sample_dir / "truth.csv"), batch_size=4,
+    )  # fmt: skip
+    summary = scan_on_devices(config, ["cpu", "cpu"], Console(quiet=True))
+    assert (summary.processed, summary.failed, summary.status) == (n_images, 0, "completed")
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("select run_id, image_id from predictions").fetchall()
+        truth_rows = connection.execute("select count(*) from truth").fetchone()[0]
+    assert len(rows) == len(set(rows)) == n_images
+    assert {run_id for run_id, _ in rows} == {summary.run_id}
+    assert truth_rows == n_images
+    store = open_store(db)
+    run = store.get_run(summary.run_id)
+    assert (run.status, run.n_images) == ("completed", n_images)
+    assert len(store.list_runs()) == 1
+    assert (tmp_path / "r.html").is_file()
+
+    # the same scan again, now on one process: it resumes that run and finds nothing left to do
+    again = scan_on_devices(config, ["cpu"], Console(quiet=True))
+    assert (again.run_id, again.processed, again.already_done) == (summary.run_id, 0, n_images)
+
+
+def test_parse_gpus():
+    assert parse_gpus("all", 4) == [0, 1, 2, 3]
+    assert parse_gpus("2", 4) == [0, 1]
+    assert parse_gpus("1,3", 4) == [1, 3]
+    with pytest.raises(ValueError, match="only 2 GPU"):
+        parse_gpus("3", 2)
+    with pytest.raises(ValueError, match="none is visible"):
+        parse_gpus("all", 0)
+    with pytest.raises(ValueError, match="takes 'all'"):
+        parse_gpus("many", 2)
