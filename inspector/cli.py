@@ -57,6 +57,13 @@ def friendly_errors() -> Iterator[None]:
         raise click.ClickException(message) from None
 
 
+def _quiet_transformers() -> None:
+    """Our progress bar is the one that counts: hide transformers' per-file loading and saving bars."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
@@ -239,6 +246,8 @@ def _run_scan(config):
     if config.shard == (0, 1):
         console.print(f"[dim]inspector {__version__} · scan config: {_config_line(config)}")
         console.print(f"[dim]loading {config.model} …")
+    if not config.model.startswith("fake:"):
+        _quiet_transformers()
     backend = config.load_backend()
     with RichScanProgress(console) as progress:
         summary = Scanner(config, backend, store, progress, sources=sources).run()
@@ -372,6 +381,7 @@ def tiny_model(folder, family, seed, tokenizer_dir):
     with friendly_errors():
         from inspector.tiny import build_tiny_model
 
+        _quiet_transformers()
         kwargs = {"tokenizer_dir": Path(tokenizer_dir)} if tokenizer_dir and family == "phi3v" else {}
         path = build_tiny_model(family, Path(folder), seed=seed, **kwargs)
         click.echo(f"Tiny {family} model (random weights) written to {path}")
