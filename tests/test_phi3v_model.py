@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import shared_phi35v_dir
 
 import inspector  # noqa: F401  (registers the Auto classes)
 from inspector.models.phi3v import IMAGE_TOKEN_ID, STOP_TOKEN_IDS, Phi3VConfig, Phi3VForConditionalGeneration
 from inspector.models.phi3v.tiny import save_tiny_phi3v, tiny_phi3v_config, tiny_phi3v_config_dict
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "phi35v"
-needs_shared = pytest.mark.skipif(not (SHARED / "config.json").is_file(), reason="../shared/phi35v is absent")
+SHARED = shared_phi35v_dir() or Path("absent")
+needs_shared = pytest.mark.skipif(shared_phi35v_dir() is None, reason="../shared/phi35v is absent")
 CROP = 336
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import shared_phi35v_dir
 from PIL import Image
 
 from inspector.models.phi3v.image_processing_phi3_v import CROP_SIZE, Phi3VImageProcessor
@@ -22,15 +23,6 @@ CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])
 WHITE = (1.0 - CLIP_MEAN) / CLIP_STD
 IMAGE_TOKEN_ID = 32044
-
-
-def shared_phi35v_dir() -> Path | None:
-    """The checkpoint's processor/tokenizer files in `shared/phi35v` beside the repo (or /work/shared), if present."""
-    for root in (Path(__file__).resolve().parents[2] / "shared", Path("/work/shared")):
-        candidate = root / "phi35v"
-        if (candidate / "tokenizer.json").is_file() and (candidate / "preprocessor_config.json").is_file():
-            return candidate
-    return None
 
 
 needs_shared = pytest.mark.skipif(
