@@ -12,6 +12,7 @@ import base64
 import hashlib
 import math
 import os
+import re
 import statistics
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
@@ -84,7 +85,8 @@ def render_report(store: Store, run_id: int, out_path: Path, compare_run_id: int
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(html, encoding="utf-8", newline="\n")
+        # Lone surrogates (undecodable file names in older databases) are not UTF-8: show them as U+FFFD.
+        tmp.write_text(re.sub("[\ud800-\udfff]", "\ufffd", html), encoding="utf-8", newline="\n")
         os.replace(tmp, out_path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -582,6 +582,8 @@ class _Matcher:
                     self.by_name.setdefault(folded[-1], []).append((folded, record))
                     stem = PurePosixPath(folded[-1]).stem
                     self.by_stem.setdefault(stem, []).append((folded, record))
+                    if stem != folded[-1]:  # "nike.dunk" may be a stem itself: nike.dunk.jpg
+                        self.by_stem.setdefault(folded[-1], []).append((folded, record))
             key = table.keys.get(record.row_number)
             if key:
                 seen_keys.setdefault(key.casefold(), []).append(record.row_number)

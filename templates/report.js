@@ -111,7 +111,7 @@
     var fields = scopedFields();
     if (state.mismatches && !row.runs.some(function (run) { return runMismatch(run, fields); })) return false;
     if (state.outcome && !row.runs.some(function (run) { return runHasOutcome(run, fields, state.outcome); })) return false;
-    if (state.category && row.cat !== state.category) return false;
+    if (state.category && categoryValue(row.cat) !== state.category) return false;
     if (state.confusion) {
       var run = row.runs[state.confusion.run];
       if (!run || row.ct !== state.confusion.truth || run.cp !== state.confusion.pred) return false;
@@ -422,10 +422,13 @@
     render();
   }
 
+  // The "no category" key is "", the value of "all" too: give it a value no normalised category can have.
+  function categoryValue(key) { return key === "" ? "(none)" : key; }
+
   var categorySelect = $("filter-category");
   data.categories.forEach(function (c) {
     var option = el("option", null, c[1] + " (" + c[2] + ")");
-    option.value = c[0];
+    option.value = categoryValue(c[0]);
     categorySelect.appendChild(option);
   });
 

@@ -328,3 +328,17 @@ def test_runs_without_truth_images_or_finite_numbers(tmp_path: Path) -> None:
         assert values["a.jpg"]["price"] is None and values["a.jpg"]["size_prices"] == {"8": None}
         with pytest.raises(LookupError):
             render_report_html(store, 99)
+
+
+def test_database_with_undecodable_file_names_still_reports(tmp_path: Path) -> None:
+    """A run started before such names were cleaned has them in its JSON: the report is still written."""
+    import sqlite3
+
+    db = tmp_path / "db.sqlite"
+    with open_store(db) as store:
+        run = store.start_run("k", name=None, **RUN_ARGS)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET inputs = ?", ['["folder caf\\udce9/"]'])
+    with open_store(db) as store:
+        out = render_report(store, run, tmp_path / "report.html")
+    assert "folder caf\ufffd/" in out.read_text(encoding="utf-8")

@@ -12,9 +12,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_report import BASE_MISMATCHES, XSS_BRAND, XSS_ERROR, XSS_PATH, XSS_RAW, build_demo_store
+from test_report import (
+    BAG,
+    BASE_MISMATCHES,
+    RUN_ARGS,
+    SHOE,
+    XSS_BRAND,
+    XSS_ERROR,
+    XSS_PATH,
+    XSS_RAW,
+    build_demo_store,
+    item,
+)
 
+from inspector.fields import ProductFields
 from inspector.report import render_report
+from inspector.store import open_store
 
 pytestmark = pytest.mark.browser
 
@@ -210,4 +223,31 @@ def test_compare_report(chrome, reports) -> None:
 
     chrome.find_element(By.ID, "filter-mismatches").click()  # a mismatch in either run counts
     assert set(visible_paths(chrome)) == BASE_MISMATCHES
+    assert_clean(chrome)
+
+
+def test_category_filter_can_pick_images_without_a_category(chrome, tmp_path: Path) -> None:
+    """The "(none)" category must filter, not act like "all" (both used to have the value "")."""
+    no_category = ProductFields("Acme", "Mystery Box", None, 10.0, "USD")
+    with open_store(tmp_path / "r.db") as store:
+        run = store.start_run("k", name=None, **RUN_ARGS)
+        store.add_batch(
+            run,
+            [
+                item(0, "shoes/nike-dunk.jpg", SHOE, SHOE),
+                item(1, "misc/box.jpg", no_category, no_category),
+                item(2, "bags/burberry-2.jpg", BAG, BAG),
+            ],
+        )
+        report = render_report(store, run, tmp_path / "report.html")
+    load(chrome, report)
+    assert len(visible_paths(chrome)) == 3
+    select = Select(chrome.find_element(By.ID, "filter-category"))
+    (none,) = [o for o in select.options if o.text.startswith("(none)")]
+    none.click()
+    assert visible_paths(chrome) == ["misc/box.jpg"]
+    select.select_by_value("shoes")
+    assert visible_paths(chrome) == ["shoes/nike-dunk.jpg"]
+    chrome.find_element(By.ID, "reset").click()
+    assert len(visible_paths(chrome)) == 3 and select.first_selected_option.text == "all"
     assert_clean(chrome)

@@ -232,6 +232,24 @@ def test_duplicates_in_one_batch_and_late_image_facts(db: Path) -> None:
     assert count(db, "SELECT count(*) FROM images") == 1
 
 
+def check_unencodable_text(store) -> None:
+    """A file name that is not UTF-8 (Python decodes it with surrogateescape) must not lose the batch or the run."""
+    odd = "latin1 caf\udce9.png"
+    run_id = store.start_run(
+        "k-odd", **{**RUN_ARGS, "inputs": [f"dir\udcff/{odd}"], "truth_path": "cat\udce9.csv"}
+    )
+    store.add_batch(run_id, [make_item(7, path=f"img/{odd}")])
+    (row,) = store.run_rows(run_id)
+    assert row["path"] == "img/latin1 caf\ufffd.png" and row["first_path"] == row["path"]
+    info = store.get_run(run_id)
+    assert info.inputs == ["dir\ufffd/latin1 caf\ufffd.png"] and info.truth_path == "cat\ufffd.csv"
+
+
+def test_file_names_that_are_not_utf8_are_stored(db: Path) -> None:
+    with open_store(db) as store:
+        check_unencodable_text(store)
+
+
 def test_run_metrics_uses_stored_results(db: Path) -> None:
     scoring = pytest.importorskip("inspector.scoring")
     with open_store(db) as store:
@@ -534,6 +552,24 @@ def test_round_trip_postgres(postgres_url: str) -> None:
     with open_store(postgres_url) as store:
         assert store.engine.dialect.name == "postgresql"
         check_round_trip(store)
+
+
+def test_file_names_that_are_not_utf8_are_stored_on_postgres(postgres_url: str) -> None:
+    with open_store(postgres_url) as store:
+        check_unencodable_text(store)
+
+
+def test_long_size_labels_fit_the_field_column_on_postgres(postgres_url: str) -> None:
+    """A model may invent a size label of any length; field_results.field is VARCHAR(100)."""
+    with open_store(postgres_url) as store:
+        run_id = store.start_run("k", **RUN_ARGS)
+        item = make_item(3)
+        item.field_results.append(FieldResult("size_price:" + "AB " * 60, Outcome.SPURIOUS, "5.00", None))
+        store.add_batch(run_id, [item])
+        (row,) = store.run_rows(run_id)
+        assert len(row["field_results"]) == 4 and row["field_results"][-1]["field"].startswith(
+            "size_price:AB"
+        )
 
 
 def test_two_processes_on_postgres(postgres_url: str) -> None:

@@ -311,6 +311,18 @@ def test_match_by_name_and_stem_ignoring_case(tmp_path: Path) -> None:
     assert [match.matched_by[image] for image in images] == ["name", "stem", "stem"]
 
 
+def test_stem_with_a_dot_matches_the_file_named_after_it(tmp_path: Path) -> None:
+    """A path cell without extension may itself contain a dot ("nike.dunk" for nike.dunk.jpg)."""
+    csv_path = write(tmp_path / "c.csv", "image,title\nnike.dunk,dotted stem\nDD1503.101,code\n")
+    images = [Path("/data/nike.dunk.jpg"), Path("/data/dd1503.101.png")]
+    match = load_truth(csv_path).match(images)
+    assert [match.records.get(image) and match.records[image].fields.title for image in images] == [
+        "dotted stem",
+        "code",
+    ]
+    assert [match.matched_by[image] for image in images] == ["stem", "stem"]
+
+
 def test_match_by_key_in_file_name_longest_key_wins(tmp_path: Path) -> None:
     csv_path = write(
         tmp_path / "c.csv",

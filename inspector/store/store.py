@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,8 +119,10 @@ def _jsonable(value: Any) -> Any:
 def _finite_floats(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return _text(value)
     if isinstance(value, dict):
-        return {k: _finite_floats(v) for k, v in value.items()}
+        return {_text(k): _finite_floats(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_finite_floats(v) for v in value]
     return value
@@ -193,19 +196,19 @@ class Store:
                         run.status = RUNNING
                         run.finished_at = None
                         if name:
-                            run.name = name
+                            run.name = _text(name)
                         return run.id
                     run = Run(
                         key=key,
-                        name=name,
-                        model=model,
-                        backend=backend,
-                        prompt_name=prompt_name,
-                        prompt_text=prompt_text,
+                        name=_text(name),
+                        model=_text(model),
+                        backend=_text(backend),
+                        prompt_name=_text(prompt_name),
+                        prompt_text=_text(prompt_text),
                         settings=_jsonable(settings),
                         versions=_jsonable(versions),
                         inputs=_jsonable(list(inputs)),
-                        truth_path=truth_path,
+                        truth_path=_text(truth_path),
                         status=RUNNING,
                         started_at=utc_now(),
                     )
@@ -457,8 +460,17 @@ class Store:
 
 
 def _text(value: str | None) -> str | None:
-    """NUL cannot be stored in Postgres text; a model that emits one must not lose the whole batch."""
-    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+    """NUL cannot be stored in Postgres text; a model that emits one must not lose the whole batch. Lone
+    surrogates (a file name that is not UTF-8, decoded by Python with surrogateescape) cannot be encoded as
+    UTF-8 by any driver: both become U+FFFD."""
+    if not isinstance(value, str):
+        return value
+    return _UNSTORABLE.sub("\ufffd", value)
+
+
+_FIELD_LENGTH = FieldResultRow.__table__.c.field.type.length
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _image_values(item: ItemResult) -> dict:
@@ -510,7 +522,8 @@ def _insert_items(session: Session, run_id: int, todo: list[tuple[int, ItemResul
             "prediction_id": prediction_ids[image_id],
             "run_id": run_id,
             "image_id": image_id,
-            "field": result.field,
+            # A size label is whatever the model wrote: keep it within the column (VARCHAR on Postgres).
+            "field": _text(result.field)[:_FIELD_LENGTH],
             "outcome": result.outcome,
             "predicted": _text(result.predicted),
             "expected": _text(result.expected),
