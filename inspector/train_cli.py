@@ -18,7 +18,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from inspector.cli import friendly_errors
 from inspector.training.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig
 
 _DEFAULTS = TrainConfig()
@@ -106,10 +105,12 @@ def print_summary(result, console: Console) -> None:
         f"Trained to step {result.steps}{resumed} ({result.epochs:.2f} epochs) on {data.train_examples} images in "
         f"{result.train_seconds:.1f} s ({rate}); mean training loss {_float_or_none(result.train_loss)}"
     )
+    bad_rows = f", {data.bad_rows} with unreadable catalogue cells" if data.bad_rows else ""
     console.print(
         f"Data: {data.rows} catalogue rows, {data.images_found} images found, {data.train_examples} for training, "
         f"{data.val_examples} for validation; skipped {data.unmatched_images} without a row, "
         f"{data.unreadable_images} unreadable, {data.duplicate_images} duplicates, {data.empty_rows} empty rows"
+        f"{bad_rows}"
     )
     figures = result.eval_metrics
     if figures:
@@ -329,6 +330,10 @@ def train_command(**options):
     generate() and is scored like a scan. The best model is saved to OUTPUT/best, ready for
     `inspector scan --model OUTPUT/best`.
     """
+    # Imported here, not at the top: inspector.cli imports this module, so `import inspector.train_cli` on its own
+    # would otherwise hit a circular import.
+    from inspector.cli import friendly_errors
+
     with friendly_errors():
         from inspector.prompts import parse_sizes_option
         from inspector.truth import parse_column_mapping

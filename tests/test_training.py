@@ -122,6 +122,22 @@ def test_data_skips_and_counts_what_cannot_be_used(tmp_path):
     assert data.scored_fields == ["title", "price", "currency"]
 
 
+def test_rows_with_unreadable_cells_are_skipped_and_counted(tmp_path):
+    """A price that cannot be read would make the target say "price": null for an image that shows one."""
+    for name, colour in (("a.png", "red"), ("b.png", "blue"), ("c.png", "green")):
+        Image.new("RGB", (64, 64), colour).save(tmp_path / name)
+    rows = [
+        {"file": "a.png", "title": "Alpha Tee", "price": "$10.00"},
+        {"file": "b.png", "title": "Beta Cap", "price": "TBD"},
+        {"file": "c.png", "title": "Gamma Bag", "price": "$30.00"},
+    ]
+    config = TrainConfig(truth=str(_write_csv(tmp_path / "truth.csv", rows)), val_fraction=0)
+    data = load_training_data(config)
+    assert sorted(Path(e.location).name for e in data.train) == ["a.png", "c.png"]
+    assert (data.summary.bad_rows, data.summary.unparseable_cells) == (1, 1)
+    assert all(e.truth.price is not None for e in data.train)
+
+
 def test_empty_training_set_is_a_clear_error(tmp_path):
     Image.new("RGB", (64, 64)).save(tmp_path / "x.png")
     csv_path = _write_csv(tmp_path / "truth.csv", [{"file": "other.png", "title": "T", "price": "1"}])
@@ -352,6 +368,53 @@ def test_frozen_vision_freezes_tower_and_projector_only(family, request):
         assert suffixes == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
+def test_frozen_vision_freezes_bare_vision_parameters_too():
+    """LLaVA-NeXT's image_newline is a bare parameter of the model, not a module: it is part of the vision side."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    from inspector.training.methods import freeze_vision
+
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=28, patch_size=14)  # fmt: skip
+    text = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       vocab_size=100)  # fmt: skip
+    config = LlavaNextConfig(
+        vision_config=vision.to_dict(), text_config=text.to_dict(), image_grid_pinpoints=[[28, 28]]
+    )
+    with torch.device("meta"):
+        model = LlavaNextForConditionalGeneration(config)
+    freeze_vision(model)
+    parameters = dict(model.named_parameters())
+    assert not parameters["model.image_newline"].requires_grad
+    assert parameters["lm_head.weight"].requires_grad
+
+
+def test_wandb_predictions_table_is_not_dropped(tmp_path, monkeypatch):
+    """The Trainer logs to wandb without a step (so wandb's step runs ahead of the global step): a table logged
+    at step=global_step would be dropped as out of order."""
+    wandb = pytest.importorskip("wandb")
+    from inspector.training.data import Example
+    from inspector.training.evaluation import AnswerRecord, EvaluationOutcome
+    from inspector.training.trainer import _log_wandb_table
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "a.png")
+    truth = ProductFields(title="Alpha Tee", price=10.0)
+    example = Example(str(tmp_path / "a.png"), tmp_path / "a.png", 1, truth, format_answer(truth))
+    run = wandb.init(project="inspector-test", dir=str(tmp_path))
+    try:
+        wandb.define_metric("train/global_step")
+        wandb.define_metric("*", step_metric="train/global_step", step_sync=True)
+        for _ in range(3):  # as WandbCallback.on_log does: loss, eval loss, generated figures
+            wandb.log({"train/loss": 1.0, "train/global_step": 2})
+        _log_wandb_table(EvaluationOutcome({}, [AnswerRecord(example, example.answer, [])]), 2)
+        assert "eval/predictions" in dict(run.summary)
+    finally:
+        wandb.finish()
+        wandb.teardown()  # the process-wide wandb settings would otherwise carry over to later runs
+
+
 # ------------------------------------------------------------------------------------------------ training runs
 
 
@@ -546,6 +609,15 @@ def test_time_limit_stops_evaluates_and_saves(cards, tiny_llava, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ CLI
+
+
+def test_train_cli_imports_on_its_own():
+    """inspector.cli imports inspector.train_cli; importing train_cli first must not be a circular ImportError."""
+    import subprocess
+    import sys
+
+    code = "import inspector.train_cli, inspector.cli; assert 'train' in inspector.cli.cli.commands"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
 def test_cli_options_map_one_to_one_to_config_fields():

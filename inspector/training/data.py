@@ -53,6 +53,9 @@ class DataSummary:
     #: Matched rows with no product value to learn (every field empty).
     empty_rows: int = 0
     unparseable_cells: int = 0
+    #: Matched images whose row has a cell that cannot be read (e.g. price "TBD"): the answer built from it
+    #: would teach a wrong value (null), so the image is not used.
+    bad_rows: int = 0
     train_examples: int = 0
     val_examples: int = 0
     unreadable: dict[str, str] = field(default_factory=dict)
@@ -140,6 +143,7 @@ def _read_examples(
     summary.unmatched_rows += len(match.unmatched_rows)
     summary.unparseable_cells += len(match.unparseable_cells)
 
+    bad_rows = {problem.row_number for problem in match.unparseable_cells}
     matched = [s for s in sources if s.path in match.records]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         checks = list(pool.map(_check_image, matched))
@@ -154,6 +158,9 @@ def _read_examples(
             continue
         seen.add(sha)
         record = match.records[source.path]
+        if record.row_number in bad_rows:
+            summary.bad_rows += 1
+            continue
         truth = restrict_sizes(record.fields, config.sizes)
         if truth.is_empty():
             summary.empty_rows += 1
@@ -191,7 +198,8 @@ def load_training_data(config: TrainConfig, workers: int = 4) -> TrainingData:
         raise ValueError(
             f"No training examples: {summary.images_found} images found under {image_root}, "
             f"{summary.matched_images} matched a row of {config.truth} ({summary.rows} rows), "
-            f"{summary.unreadable_images} unreadable, {summary.empty_rows} rows with no product value. "
+            f"{summary.unreadable_images} unreadable, {summary.empty_rows} rows with no product value, "
+            f"{summary.bad_rows} with unreadable cells. "
             "Check --images and --truth (and --truth-columns / --truth-key for how rows name their images)"
         )
     return TrainingData(train, val, prompt, style, summary, _scored_fields(examples))

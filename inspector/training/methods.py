@@ -41,7 +41,9 @@ def vision_parameters(model) -> dict[str, object]:
     return {
         name: parameter
         for name, parameter in model.named_parameters()
-        if name.startswith(tuple(p + "." for p in prefixes)) or name in prefixes
+        if name.startswith(tuple(p + "." for p in prefixes))
+        or name in prefixes
+        or name.rsplit(".", 1)[-1] in VISION_MODULE_NAMES  # a bare parameter: named_modules() misses it
     }
 
 

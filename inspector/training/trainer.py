@@ -245,7 +245,9 @@ def _log_wandb_table(outcome: EvaluationOutcome, step: int) -> None:
         image = decode_image(read_source(ImageSource(example.location, path=example.path))).image
         image.thumbnail((336, 336))
         table.add_data(wandb.Image(image), example.answer, record.answer)
-    wandb.log({"eval/predictions": table}, step=step)
+    # No `step=`: the Trainer's WandbCallback logs without one (its x axis is train/global_step), so wandb's own
+    # step is past the global step and wandb would drop a row logged at step=global_step.
+    wandb.log({"eval/predictions": table, "train/global_step": step})
 
 
 class BestExporter:
@@ -476,7 +478,8 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
         progress.message(
             f"{data.summary.train_examples} training and {data.summary.val_examples} validation images "
             f"({data.summary.unmatched_images} without a catalogue row, {data.summary.unreadable_images} "
-            f"unreadable, {data.summary.duplicate_images} duplicates skipped)"
+            f"unreadable, {data.summary.duplicate_images} duplicates, {data.summary.bad_rows} with unreadable catalogue "
+            "cells skipped)"
         )
     precision, dtype, bf16 = resolve_run_precision(config)
 
