@@ -23,18 +23,21 @@ from rich.table import Table
 from inspector import __version__
 
 #: Library exceptions whose message is already a one-line, actionable error for the user.
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, LookupError, FileNotFoundError, PermissionError)
+_USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, LookupError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError
+)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from inspector.backends import BackendError
     from inspector.discovery import DiscoveryError
     from inspector.images import ImageLoadError
+    from inspector.multigpu import ShardError
     from inspector.store import StoreError
     from inspector.truth import TruthError
 
     errors: list[type[BaseException]] = [
-        BackendError, DiscoveryError, ImageLoadError, StoreError, TruthError, *_USER_ERRORS
+        BackendError, DiscoveryError, ImageLoadError, ShardError, StoreError, TruthError, *_USER_ERRORS
     ]
     try:
         from sqlalchemy.exc import ArgumentError, OperationalError
@@ -220,6 +223,7 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
         if gpus:
             from inspector.multigpu import scan_on_gpus
 
+            _check_scan_inputs(config)  # in this process: a bad input is one error, not one traceback per shard
             summary = scan_on_gpus(config, gpus, _stderr_console())
         else:
             summary = _run_scan(config)
@@ -227,21 +231,12 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
 
 
 def _run_scan(config):
-    from inspector.discovery import discover
-    from inspector.prompts import get_prompt
     from inspector.scan import Scanner
-    from inspector.scoring import PriceTolerance
     from inspector.store import open_store
 
     console = _stderr_console()
     # Everything about the inputs is checked before the (slow) model load.
-    get_prompt(config.prompt, config.prompt_file, config.sizes or None)
-    PriceTolerance.parse(config.price_tolerance)
-    sources = discover(config.inputs)
-    if config.truth:
-        from inspector.truth import load_truth
-
-        load_truth(config.truth, config.truth_columns, config.truth_key)
+    sources = _check_scan_inputs(config)
     store = open_store(config.db)
     if config.shard == (0, 1):
         console.print(f"[dim]inspector {__version__} · scan config: {_config_line(config)}")
@@ -257,6 +252,29 @@ def _run_scan(config):
         summary.report_path = str(render_report(store, summary.run_id, Path(config.report)))
     summary.metrics = {name: m.to_dict() for name, m in store.run_metrics(summary.run_id).items()}
     return summary
+
+
+def _check_scan_inputs(config) -> list:
+    """Check prompt, tolerance, images, truth CSV and report path; the images found."""
+    from inspector.discovery import discover
+    from inspector.prompts import get_prompt
+    from inspector.scoring import PriceTolerance
+
+    get_prompt(config.prompt, config.prompt_file, config.sizes or None)
+    PriceTolerance.parse(config.price_tolerance)
+    if config.report:
+        _check_report_path(config.report)
+    sources = discover(config.inputs)
+    if config.truth:
+        from inspector.truth import load_truth
+
+        load_truth(config.truth, config.truth_columns, config.truth_key)
+    return sources
+
+
+def _check_report_path(path: str) -> None:
+    if Path(path).is_dir():
+        raise click.ClickException(f"{path} is a folder; pass a file name for the HTML report, e.g. {path}/report.html")
 
 
 def _config_line(config) -> str:
@@ -321,6 +339,7 @@ def report(run, db, out, compare):
         from inspector.store import open_store
 
         _require_existing_db(db)
+        _check_report_path(out)
         store = open_store(db)
         run_info = store.get_run(_run_ref(run))
         compare_info = store.get_run(_run_ref(compare)) if compare else None
@@ -381,6 +400,14 @@ def tiny_model(folder, family, seed, tokenizer_dir):
     with friendly_errors():
         from inspector.tiny import build_tiny_model
 
+        if family == "phi3v" and not all(
+            tokenizer_dir and (Path(tokenizer_dir) / name).is_file()
+            for name in ("tokenizer.json", "preprocessor_config.json")
+        ):  # without them the folder has no processor, and `scan --model FOLDER` cannot load it
+            raise click.ClickException(
+                "--family phi3v needs --tokenizer-dir: a folder with Phi-3.5-vision's tokenizer and processor files "
+                "(tokenizer.json, preprocessor_config.json, ...), e.g. the official checkpoint's folder"
+            )
         _quiet_transformers()
         kwargs = {"tokenizer_dir": Path(tokenizer_dir)} if tokenizer_dir and family == "phi3v" else {}
         path = build_tiny_model(family, Path(folder), seed=seed, **kwargs)

@@ -103,8 +103,11 @@ def discover(inputs: Sequence[str | Path]) -> list[ImageSource]:
 
 
 def _check_url(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if not parts.hostname:
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # e.g. an unclosed [IPv6 address
+        parts = None
+    if parts is None or not parts.hostname:
         raise DiscoveryError(f"{url}: not a valid URL (expected http://host/path or https://host/path)")
     return url
 

@@ -54,6 +54,10 @@ def unsupported_reason(model: torch.nn.Module) -> str | None:
             ("forced_bos_token_id", None),
             ("forced_eos_token_id", None),
             ("num_beams", 1),
+            ("min_length", 0),
+            ("min_new_tokens", 0),
+            ("sequence_bias", None),
+            ("exponential_decay_length_penalty", None),
         ):
             value = getattr(generation, name, None)
             if value not in (None, neutral):

@@ -89,7 +89,7 @@ def _decode(data: bytes, *, max_pixels: int, min_side: int) -> LoadedImage:
         im = _apply_exif_orientation(im)
         width, height = im.size
         rgb = _to_rgb(im)
-    rgb = _ensure_min_side(rgb, min_side)
+    rgb = _ensure_min_side(rgb, min_side, max_pixels)
     return LoadedImage(image=rgb, width=width, height=height, format=image_format, n_bytes=len(data))
 
 
@@ -208,7 +208,7 @@ def _high_depth_to_l(im: Image.Image) -> Image.Image:
     return im.point(lambda value: value * scale + offset + 0.5).convert("L")
 
 
-def _ensure_min_side(im: Image.Image, min_side: int) -> Image.Image:
+def _ensure_min_side(im: Image.Image, min_side: int, max_pixels: int | None = None) -> Image.Image:
     """Upscale so neither side is below min_side, keeping the aspect ratio where the result stays reasonable.
 
     Hugging Face image processors guess the channel axis from the array shape and misread a 3-pixel-wide image
@@ -221,6 +221,11 @@ def _ensure_min_side(im: Image.Image, min_side: int) -> Image.Image:
     long_cap = max(width, height, _MAX_UPSCALED_SIDE)
     new_width = min(max(min_side, round(width * scale)), long_cap)
     new_height = min(max(min_side, round(height * scale)), long_cap)
+    if max_pixels is not None and new_width * new_height > max_pixels:  # a 1 x 40M px strip would take GBs
+        raise ImageLoadError(
+            f"image too large (decompression bomb): {width}x{height} px, {new_width}x{new_height} px once "
+            f"upscaled to the {min_side} px minimum side"
+        )
     return im.resize((new_width, new_height), Image.Resampling.BICUBIC)
 
 

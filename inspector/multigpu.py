@@ -12,6 +12,10 @@ from rich.console import Console
 from inspector.scan import ScanConfig, ScanSummary
 
 
+class ShardError(RuntimeError):
+    """A shard's process failed; the message names each shard and its error."""
+
+
 def parse_gpus(value: str | int, available: int) -> list[int]:
     """'all' → every visible GPU; N → the first N; '0,2' → those devices."""
     text = str(value).strip().lower()
@@ -64,6 +68,10 @@ def _shard_main(config: ScanConfig, events: mp.Queue) -> None:
         events.put(("done", config.shard[0], summary.processed, summary.failed))
     except BaseException as error:  # report, don't hang the parent
         events.put(("error", config.shard[0], f"{type(error).__name__}: {error}", 0))
+        from inspector.cli import _user_errors
+
+        if isinstance(error, _user_errors()):  # the parent prints it as one line: no traceback per shard
+            raise SystemExit(1) from None
         raise
 
 
@@ -97,16 +105,20 @@ def scan_on_devices(config: ScanConfig, devices: list[str], console: Console) ->
         process.start()
         processes.append(process)
     errors: list[str] = []
+    reported: set[int] = set()
     totals = {"processed": 0, "failed": 0, "already_done": 0, "duplicates": 0}
     with RichScanProgress(console) as progress:
         found = 0
         finished = 0
+        all_dead = False
         while finished < len(processes):
             try:
                 kind, shard, a, b = events.get(timeout=1.0)
             except queue.Empty:
                 if all(not p.is_alive() for p in processes):
-                    break
+                    if all_dead:
+                        break
+                    all_dead = True  # one more look: a shard's last events may still be in the pipe
                 continue
             if kind == "start":
                 found += a
@@ -125,11 +137,15 @@ def scan_on_devices(config: ScanConfig, devices: list[str], console: Console) ->
                 totals["processed"] += a
                 totals["failed"] += b
                 finished += 1
+                reported.add(shard)
             elif kind == "error":
                 errors.append(f"shard {shard}: {a}")
                 finished += 1
-    for process in processes:
+                reported.add(shard)
+    for index, process in enumerate(processes):
         process.join()
+        if index not in reported:  # killed (out of memory, a signal) before it could say so
+            errors.append(f"shard {index}: its process died (exit code {process.exitcode}) before finishing")
     elapsed = time.perf_counter() - started
     key = config.run_key(prompt)
     answered = totals["processed"] - totals["failed"]
@@ -143,7 +159,7 @@ def scan_on_devices(config: ScanConfig, devices: list[str], console: Console) ->
     }
     store.finish_run(run_id, status, stats)
     if errors:
-        raise RuntimeError("; ".join(errors))
+        raise ShardError("; ".join(errors))
     summary = ScanSummary(
         run_id=run_id,
         run_key=key,

@@ -77,6 +77,8 @@ def test_scan_prints_summary_and_writes_db_and_report(runner, tmp_path, sample_d
         (["scan", "{samples}", "--model", "fake:{answers}", "--prompt", "nope"], "nope"),
         (["scan", "{samples}", "--model", "fake:{answers}", "--price-tolerance", "cheap"], "cheap"),
         (["report", "--db", "{tmp}/missing.db"], "no database at {tmp}/missing.db; run `inspector scan` first"),
+        # a report path that is a folder: refused before the scan runs, not a traceback after it
+        (["scan", "{samples}", "--model", "fake:{answers}", "--report", "{tmp}"], "{tmp}"),
     ],
 )
 def test_bad_input_is_a_one_line_error(runner, tmp_path, sample_dir, args, message):
@@ -91,6 +93,30 @@ def test_bad_input_is_a_one_line_error(runner, tmp_path, sample_dir, args, messa
     assert len(error_lines) == 1, result.output
     assert message.format(**values) in error_lines[0]
     assert "Traceback" not in result.output
+
+
+def test_report_to_a_folder_is_a_one_line_error(runner, tmp_path, sample_dir):
+    answers = tmp_path / "answers.json"
+    answers.write_text("[]")
+    db = tmp_path / "r.db"
+    scanned = runner.invoke(cli, ["scan", str(sample_dir), "--model", f"fake:{answers}", "--db", str(db), "--no-report"])
+    assert scanned.exit_code == 0, scanned.output
+    result = runner.invoke(cli, ["report", "--db", str(db), "--out", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.output.startswith("Error:") and len(result.output.splitlines()) == 1, result.output
+
+
+@pytest.mark.parametrize("tokenizer_args", [[], ["--tokenizer-dir", "{tmp}/nowhere"], ["--tokenizer-dir", "{tmp}"]])
+def test_tiny_phi3v_without_tokenizer_files_is_a_one_line_error(runner, tmp_path, tokenizer_args):
+    """Without the tokenizer and processor files the folder could not be scanned: refuse instead of writing it."""
+    folder = tmp_path / "tiny"
+    args = [a.format(tmp=tmp_path) for a in tokenizer_args]
+    result = runner.invoke(cli, ["tiny-model", str(folder), "--family", "phi3v", *args])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.output.startswith("Error: --family phi3v needs --tokenizer-dir"), result.output
+    assert not folder.exists()
 
 
 def test_truth_with_missing_mapped_column_lists_the_columns(runner, tmp_path, sample_dir):

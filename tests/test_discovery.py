@@ -165,7 +165,7 @@ def test_a_missing_path_is_a_clear_error(tmp_path):
     assert "nope" in message and "no such file or folder" in message and "http(s) URLs" in message
 
 
-@pytest.mark.parametrize("bad", ["http://", "https:///path-only"])
+@pytest.mark.parametrize("bad", ["http://", "https:///path-only", "http://[::1/x.png"])
 def test_a_url_without_host_is_a_clear_error(bad):
     with pytest.raises(DiscoveryError, match="not a valid URL"):
         discover([bad])

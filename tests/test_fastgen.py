@@ -173,3 +173,32 @@ def test_scan_uses_prepared_inputs(model, phi35v_dir, tmp_path, sample_dir):
     summary = Scanner(config, backend, open_store(config.db)).run()
     assert (summary.processed, summary.failed) == (5, 0)
     assert sum(calls) == 5
+
+
+def test_answers_past_the_fast_decoders_length_fall_back_to_generate(phi35v_dir):
+    """Prompt + answer longer than long-rope's original length: the fast decoder declines, generate() answers."""
+    from inspector.backends.hf import HFBackend
+    from inspector.models.phi3v.processing_phi3_v import Phi3VProcessor
+
+    torch.manual_seed(0)
+    model = Phi3VForConditionalGeneration(tiny_phi3v_config()).eval()
+    processor = Phi3VProcessor.from_pretrained(phi35v_dir)
+    fast = HFBackend.from_loaded(model, processor, "tiny", num_crops=4)
+    plain = HFBackend.from_loaded(model, processor, "tiny", num_crops=4, fast_decode=False)
+    images, prompts = [Image.new("RGB", (400, 300), "red")], ["Give the price as JSON."]
+    prompt_len = fast.prepare(images, prompts)["input_ids"].shape[1]
+    model.config.original_max_position_embeddings = prompt_len + 4  # what the fast decoder checks against
+    settings = GenerationSettings(max_new_tokens=8, min_new_tokens=8)
+    assert fast.generate(images, prompts, settings) == plain.generate(images, prompts, settings)
+
+
+@pytest.mark.parametrize(("name", "value"), [("min_new_tokens", 3), ("min_length", 2000)])
+def test_generation_config_rules_generate_applies_make_it_decline(model, name, value):
+    """generate() applies these from the checkpoint's generation config; the fast decoder does not, so it declines."""
+    assert unsupported_reason(model) is None
+    setattr(model.generation_config, name, value)
+    try:
+        assert name in unsupported_reason(model)
+    finally:
+        setattr(model.generation_config, name, None)
+    assert unsupported_reason(model) is None

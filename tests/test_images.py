@@ -244,3 +244,10 @@ def test_thumbnail_accepts_any_mode_and_never_upscales():
     decoded = Image.open(io.BytesIO(make_thumbnail(rgba)))
     assert decoded.size == (10, 6)
     assert close(decoded.getpixel((5, 3)), (255, 255, 255), tolerance=3)
+
+
+def test_long_thin_strips_past_max_pixels_once_upscaled_are_bombs():
+    strip = hostile.encode(Image.new("L", (1, 400_000), 128), "PNG")  # a few KB; 28 x 400,000 px once upscaled
+    with pytest.raises(ImageLoadError, match="decompression bomb"):
+        decode_image(strip, max_pixels=1_000_000)
+    assert decode_image(strip, max_pixels=20_000_000).image.size == (28, 400_000)

@@ -52,3 +52,41 @@ def test_parse_gpus():
         parse_gpus("all", 0)
     with pytest.raises(ValueError, match="takes 'all'"):
         parse_gpus("many", 2)
+
+
+def test_a_shard_that_cannot_start_is_one_error_without_tracebacks(tmp_path, sample_dir, capfd):
+    from inspector.cli import _user_errors
+    from inspector.multigpu import ShardError
+
+    config = ScanConfig(
+        inputs=[str(sample_dir)], model=f"fake:{tmp_path / 'missing.json'}", db=str(tmp_path / "m.db"), report=None
+    )
+    with pytest.raises(ShardError, match="fake model answers file") as raised:
+        scan_on_devices(config, ["cpu", "cpu"], Console(quiet=True))
+    assert isinstance(raised.value, _user_errors())  # the CLI prints it as one `Error:` line
+    assert "Traceback" not in capfd.readouterr().err
+
+
+class _DiesInShardOne(ScanConfig):
+    """A shard whose process is killed outright (like the OOM killer does): no error event ever reaches the parent."""
+
+    def load_backend(self):
+        if self.shard[0] == 1:
+            import os
+
+            os._exit(9)
+        return super().load_backend()
+
+
+def test_a_shard_killed_outright_fails_the_run(tmp_path, sample_dir):
+    from inspector.multigpu import ShardError
+
+    answers = tmp_path / "answers.json"
+    answers.write_text("[]")
+    config = _DiesInShardOne(
+        inputs=[str(sample_dir)], model=f"fake:{answers}", db=str(tmp_path / "k.db"), report=None, limit=4
+    )
+    with pytest.raises(ShardError, match="shard 1: .*exit code 9"):
+        scan_on_devices(config, ["cpu", "cpu"], Console(quiet=True))
+    store = open_store(tmp_path / "k.db")
+    assert store.list_runs()[0].status == "failed"

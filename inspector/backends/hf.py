@@ -394,10 +394,15 @@ class HFBackend:
             raise ValueError("one prompt per image")
         return self._generate_inputs(self.prepare(images, prompts), settings)
 
+    def _fast_decoder_fits(self, inputs, settings: GenerationSettings) -> bool:
+        """The fast decoder declines sequences past long-rope's original length (its factors switch there)."""
+        limit = getattr(self.model.config, "original_max_position_embeddings", None)
+        return not limit or inputs["input_ids"].shape[-1] + settings.max_new_tokens + 1 <= limit
+
     def _generate_inputs(self, inputs, settings: GenerationSettings) -> list[str]:
         import torch
 
-        if self.fast_decoder is not None and not settings.do_sample:
+        if self.fast_decoder is not None and not settings.do_sample and self._fast_decoder_fits(inputs, settings):
             new_tokens = self.fast_decoder.generate(
                 inputs,
                 max_new_tokens=settings.max_new_tokens,
