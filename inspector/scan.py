@@ -21,7 +21,7 @@ from typing import Protocol
 
 from inspector.backends import Backend, GenerationSettings
 from inspector.discovery import ImageSource, discover, read_source
-from inspector.fields import TruthRecord
+from inspector.fields import FieldResult, ProductFields, TruthRecord
 from inspector.images import ImageLoadError, LoadedImage, decode_image, make_thumbnail, sha256_hex
 from inspector.parsing import parse_answer
 from inspector.prompts import Prompt, get_prompt
@@ -348,7 +348,7 @@ class Scanner:
                     continue
                 seen.add(sha)
                 if isinstance(loaded, ItemResult):
-                    failures.append(loaded)
+                    failures.append(self._with_truth(loaded))
                     if len(failures) >= self.batch_size:
                         yield failures
                         failures = []
@@ -392,9 +392,6 @@ class Scanner:
     ) -> ItemResult:
         truth = self.truth_by_location.get(pending.source.location)
         parsed = parse_answer(answer) if answer is not None else None
-        field_results = []
-        if truth is not None and parsed is not None:
-            field_results = score_answer(parsed, truth.fields, self.tolerance, self.config.title_threshold)
         loaded = pending.loaded
         return ItemResult(
             sha256=pending.sha256,
@@ -409,8 +406,21 @@ class Scanner:
             latency_ms=latency_ms,
             error=error,
             truth=truth,
-            field_results=field_results,
+            field_results=self._score(parsed, truth),
         )
+
+    def _score(self, parsed: ProductFields | None, truth: TruthRecord | None) -> list[FieldResult]:
+        """Per-field outcomes against the catalogue row; an image that got no answer (it could not be read or the
+        model failed on it) counts as having said nothing, so its catalogue values are "missed", not ignored."""
+        if truth is None:
+            return []
+        return score_answer(parsed or ProductFields(), truth.fields, self.tolerance, self.config.title_threshold)
+
+    def _with_truth(self, item: ItemResult) -> ItemResult:
+        """A failed image's catalogue row and its (all missed) outcomes."""
+        item.truth = self.truth_by_location.get(item.path)
+        item.field_results = self._score(None, item.truth)
+        return item
 
 
 def start_run(

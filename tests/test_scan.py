@@ -291,3 +291,31 @@ def test_scan_cli_runs_native_phi3v_batched(tmp_path, tiny_phi3v, sample_dir):
     backend = load_backend(str(tiny_phi3v))
     grids = {backend.batch_key(decode_image(read_source(s)).image) for s in discover([sample_dir])[:6]}
     assert len(grids) > 1  # the sample images span several crop grids, so batches were grouped
+
+
+def test_images_without_an_answer_count_as_missed_fields(tmp_path, sample_dir):
+    """A catalogue row whose image failed (unreadable, or the model failed on it) is scored, as all "missed"."""
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    names = sorted(p.name for p in sample_dir.iterdir() if p.suffix in (".jpg", ".png", ".webp"))[:3]
+    for name in names:
+        shutil.copy(sample_dir / name, folder / name)
+    (folder / names[0]).write_bytes(b"not an image at all")  # unreadable, but the catalogue has its row
+    lines = (sample_dir / "truth.csv").read_text().splitlines()
+    (folder / "truth.csv").write_text("\n".join([lines[0]] + [row for row in lines[1:] if row.split(",")[0] in names]))
+    broken = pixel_key(decode_image((folder / names[1]).read_bytes()).image)
+
+    def fail_on(image, prompt):
+        return RuntimeError("vision tower failed") if pixel_key(image) == broken else None
+
+    backend = answering(truth_answers(sample_dir, sample_dir / "truth.csv"))
+    backend.fail_on = fail_on
+    summary, store = scan(tmp_path, backend, [folder], truth=str(folder / "truth.csv"))
+    assert summary.failed == 2
+    rows = {Path(row["path"]).name: row for row in store.run_rows(summary.run_id)}
+    for name in names[:2]:
+        outcomes = {r["outcome"] for r in rows[name]["field_results"]}
+        assert rows[name]["error"] and outcomes <= {"missed", "both_empty"} and "missed" in outcomes, name
+    assert {r["outcome"] for r in rows[names[2]]["field_results"]} <= {"correct", "both_empty"}
+    metrics = store.run_metrics(summary.run_id)
+    assert metrics["brand"].missed == 2 and metrics["brand"].correct == 1
