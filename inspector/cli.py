@@ -79,22 +79,28 @@ def _stdout_console() -> Console:
     return console
 
 
+def progress_bar(console: Console, label: str, *fields: str) -> Progress:
+    """A bar with count, the given task-field columns, elapsed time and ETA; silent when not on a terminal."""
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *(TextColumn(text) for text in fields),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+
+
 class RichScanProgress:
     """Progress bar with images/s and ETA on stderr; silent when stderr is not a terminal."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.progress = Progress(
-            TextColumn("[bold]scanning"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} img/s"),
-            TextColumn("[red]{task.fields[failed]} failed"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not console.is_terminal,
+        self.progress = progress_bar(
+            console, "scanning", "{task.fields[rate]} img/s", "[red]{task.fields[failed]} failed"
         )
         self.task = None
         self.failed = 0

@@ -9,14 +9,6 @@ import math
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from inspector.training.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig
 
@@ -29,18 +21,9 @@ class RichTrainProgress:
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.progress = Progress(
-            TextColumn("[bold]training"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("lr {task.fields[lr]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not console.is_terminal,
-        )
+        from inspector.cli import progress_bar
+
+        self.progress = progress_bar(console, "training", "loss {task.fields[loss]}", "lr {task.fields[lr]}")
         self.task = None
 
     def __enter__(self) -> RichTrainProgress:
