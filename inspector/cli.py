@@ -242,7 +242,7 @@ def _run_scan(config):
 
     console = _stderr_console()
     # Everything about the inputs is checked before the (slow) model load.
-    sources = _check_scan_inputs(config)
+    inputs = _check_scan_inputs(config)
     store = open_store(config.db)
     if config.shard == (0, 1):
         console.print(f"[dim]inspector {__version__} · scan config: {_config_line(config)}")
@@ -251,7 +251,7 @@ def _run_scan(config):
         _quiet_transformers()
     backend = config.load_backend()
     with RichScanProgress(console) as progress:
-        summary = Scanner(config, backend, store, progress, sources=sources).run()
+        summary = Scanner(config, backend, store, progress, inputs=inputs).run()
     if config.report and config.shard == (0, 1):
         from inspector.report import render_report
 
@@ -260,22 +260,13 @@ def _run_scan(config):
     return summary
 
 
-def _check_scan_inputs(config) -> list:
-    """Check prompt, tolerance, images, truth CSV and report path; the images found."""
-    from inspector.discovery import discover
-    from inspector.prompts import get_prompt
-    from inspector.scoring import PriceTolerance
+def _check_scan_inputs(config):
+    """The scan's inputs, read and checked (see `read_scan_inputs`), and the report path."""
+    from inspector.scan import read_scan_inputs
 
-    get_prompt(config.prompt, config.prompt_file, config.sizes or None)
-    PriceTolerance.parse(config.price_tolerance)
     if config.report:
         _check_report_path(config.report)
-    sources = discover(config.inputs)
-    if config.truth:
-        from inspector.truth import load_truth
-
-        load_truth(config.truth, config.truth_columns, config.truth_key)
-    return sources
+    return read_scan_inputs(config)
 
 
 def _check_report_path(path: str) -> None:

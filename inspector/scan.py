@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from inspector.backends import Backend, GenerationSettings
 from inspector.discovery import ImageSource, discover, read_source
@@ -27,6 +27,9 @@ from inspector.parsing import parse_answer
 from inspector.prompts import Prompt, get_prompt
 from inspector.scoring import PriceTolerance, score_answer
 from inspector.store import ItemResult, Store
+
+if TYPE_CHECKING:  # pandas is only imported when a scan has a catalogue
+    from inspector.truth import TruthTable
 
 DEFAULT_MODEL = "microsoft/Phi-3.5-vision-instruct"
 
@@ -212,6 +215,28 @@ def _failed_item(source: ImageSource, sha: str, error: str, n_bytes: int | None 
     )
 
 
+@dataclass
+class ScanInputs:
+    """What a scan reads before its model loads: the images found and the catalogue (None without --truth)."""
+
+    sources: list[ImageSource]
+    truth: TruthTable | None
+
+
+def read_scan_inputs(config: ScanConfig) -> ScanInputs:
+    """Check everything about a scan's inputs that can fail (prompt, tolerance, paths, truth CSV) and read them,
+    so that bad input is reported before the slow model load and nothing is read twice."""
+    get_prompt(config.prompt, config.prompt_file, config.sizes or None)
+    PriceTolerance.parse(config.price_tolerance)
+    sources = discover(config.inputs)
+    truth = None
+    if config.truth:
+        from inspector.truth import load_truth
+
+        truth = load_truth(config.truth, config.truth_columns, config.truth_key)
+    return ScanInputs(sources, truth)
+
+
 class Scanner:
     """Runs one scan. Library entry point: `Scanner(config, backend, store).run()`."""
 
@@ -221,11 +246,11 @@ class Scanner:
         backend: Backend,
         store: Store,
         progress: ScanProgress | None = None,
-        sources: list[ImageSource] | None = None,
+        inputs: ScanInputs | None = None,
     ) -> None:
-        """`sources`: the images `discover(config.inputs)` found, when the caller already walked them."""
+        """`inputs`: what `read_scan_inputs(config)` returned, when the caller already read it."""
         self.config = config
-        self._discovered = sources
+        self._inputs = inputs
         self.backend = backend
         self.store = store
         self.progress = progress or _SilentProgress()
@@ -246,18 +271,21 @@ class Scanner:
     # -- set-up -----------------------------------------------------------------------------------------------
 
     def _sources(self) -> list[ImageSource]:
-        sources = self._discovered if self._discovered is not None else discover(self.config.inputs)
+        sources = self._read_inputs().sources
         if self.config.limit is not None:
             sources = sources[: self.config.limit]
         index, count = self.config.shard
         return sources[index::count]
 
-    def _match_truth(self, sources: list[ImageSource]) -> None:
-        if not self.config.truth:
-            return
-        from inspector.truth import load_truth
+    def _read_inputs(self) -> ScanInputs:
+        if self._inputs is None:
+            self._inputs = read_scan_inputs(self.config)
+        return self._inputs
 
-        table = load_truth(self.config.truth, self.config.truth_columns, self.config.truth_key)
+    def _match_truth(self, sources: list[ImageSource]) -> None:
+        table = self._read_inputs().truth
+        if table is None:
+            return
         with_paths = [s for s in sources if s.path is not None]
         roots = sorted({s.root for s in with_paths if s.root is not None})
         match = table.match([s.path for s in with_paths], roots)
