@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inspector import __version__
+from inspector.errors import DiscoveryError  # noqa: F401 - part of this module's API
 from inspector.images import ImageLoadError
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,6 @@ class ImageSource:
     def is_url(self) -> bool:
         return self.url is not None
 
-
-class DiscoveryError(Exception):
-    """An input can't be used at all (it does not exist, is not a file or folder, is a malformed URL)."""
 
 
 def has_image_extension(name: str) -> bool:

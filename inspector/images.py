@@ -14,12 +14,11 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
+from inspector.errors import ImageLoadError  # noqa: F401 - part of this module's API
+
 #: Upscaled tiny images never get a long side beyond this (unless the original was already longer).
 _MAX_UPSCALED_SIDE = 1024
 
-
-class ImageLoadError(Exception):
-    """One image cannot be read or decoded. The message is a short reason fit for a report cell."""
 
 
 def sha256_hex(data: bytes) -> str:

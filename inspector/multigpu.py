@@ -9,11 +9,8 @@ from dataclasses import replace
 
 from rich.console import Console
 
+from inspector.errors import ShardError  # noqa: F401 - part of this module's API
 from inspector.scan import ScanConfig, ScanSummary
-
-
-class ShardError(RuntimeError):
-    """A shard's process failed; the message names each shard and its error."""
 
 
 def parse_gpus(value: str | int, available: int) -> list[int]:

@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
+from inspector.errors import TruthError  # noqa: F401 - part of this module's API
 from inspector.fields import ProductFields, TruthRecord
 from inspector.parsing import clean_text, normalise_currency, normalise_size, parse_price, parse_size_prices
 
@@ -45,9 +46,6 @@ __all__ = [
     "parse_column_mapping",
 ]
 
-
-class TruthError(Exception):
-    """The truth CSV cannot be used (missing file or column, no way to match rows to images)."""
 
 
 #: Keys accepted by `parse_column_mapping`, besides "size:<size>" for a column holding one size's price.

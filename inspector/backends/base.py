@@ -7,9 +7,7 @@ from typing import Protocol, runtime_checkable
 
 from PIL import Image
 
-
-class BackendError(Exception):
-    """The model cannot be loaded or run (bad id, not a vision-language model, ...). Message says how to fix it."""
+from inspector.errors import BackendError  # noqa: F401 - part of this module's API
 
 
 @dataclass(frozen=True)

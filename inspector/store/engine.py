@@ -8,6 +8,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from inspector.errors import StoreError  # noqa: F401 - part of this module's API
+
 #: How long a SQLite writer waits for another process's transaction before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
@@ -16,9 +18,6 @@ _DRIVER_HINTS = {
     "mysql": "pip install pymysql and use a mysql+pymysql://user:password@host/dbname URL",
 }
 
-
-class StoreError(Exception):
-    """The results database cannot be opened or used; the message says how to fix it."""
 
 
 def database_url(url_or_path: str | Path) -> URL:

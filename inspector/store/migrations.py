@@ -32,6 +32,8 @@ from sqlalchemy import (
     text,
 )
 
+from inspector.errors import SchemaTooNewError  # noqa: F401 - part of this module's API
+
 Migration = Callable[[Connection], None]
 
 _migrations_table = Table(
@@ -168,9 +170,6 @@ def m002_query_indexes(conn: Connection) -> None:
 #: Every migration, in the order they are applied. Append only.
 MIGRATIONS: list[Migration] = [m001_initial, m002_query_indexes]
 
-
-class SchemaTooNewError(RuntimeError):
-    """The database has migrations this version of inspector does not know."""
 
 
 def applied_migrations(conn: Connection) -> set[str]:

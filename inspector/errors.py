@@ -1,0 +1,44 @@
+"""The library's one exception family.
+
+Every error the library raises on purpose — bad input, a file it cannot use, a model it cannot load — is an
+`InspectorError` whose message is one line that says what to fix. The CLI turns exactly these into `Error: ...`
+lines; anything else that escapes is a bug and shows as one (a traceback), never as a user mistake.
+"""
+
+from __future__ import annotations
+
+
+class InspectorError(Exception):
+    """Base class: a problem the user can fix, with a one-line message saying how."""
+
+
+class InputError(InspectorError):
+    """An input, option or file the user gave cannot be used."""
+
+
+class DiscoveryError(InputError):
+    """An input can't be used at all (it does not exist, is not a file or folder, is a malformed URL)."""
+
+
+class ImageLoadError(InspectorError):
+    """One image cannot be read or decoded. The message is a short reason fit for a report cell."""
+
+
+class TruthError(InputError):
+    """The truth CSV cannot be used (missing file or column, no way to match rows to images)."""
+
+
+class StoreError(InspectorError):
+    """The results database cannot be opened or used; the message says how to fix it."""
+
+
+class SchemaTooNewError(StoreError):
+    """The database has migrations this version of inspector does not know."""
+
+
+class BackendError(InspectorError):
+    """The model cannot be loaded or run (bad id, not a vision-language model, ...). Message says how to fix it."""
+
+
+class ShardError(InspectorError):
+    """A shard's process failed; the message names each shard and its error."""
