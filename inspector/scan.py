@@ -153,7 +153,7 @@ class ScanSummary:
 
 
 @dataclass
-class _Pending:
+class PendingImage:
     """An image read and decoded, waiting for the model."""
 
     source: ImageSource
@@ -164,13 +164,14 @@ class _Pending:
     prepared: object | None = None
 
 
-def _load_and_prepare(
-    source: ImageSource, prepare: Callable[[object], object] | None
-) -> _Pending | ItemResult:
-    """`_load`, then the backend's per-image input preparation; a failure there leaves `prepared` unset, so the
-    image goes through the plain `generate` path, where an error is isolated to it and recorded as usual."""
+def load_image(
+    source: ImageSource, prepare: Callable[[object], object] | None = None
+) -> PendingImage | ItemResult:
+    """Stage 1 of a scan (local loader threads and Ray's CPU stage alike): `_load`, then the backend's per-image
+    input preparation; a failure there leaves `prepared` unset, so the image goes through the plain `generate`
+    path, where an error is isolated to it and recorded as usual."""
     loaded = _load(source)
-    if prepare is not None and isinstance(loaded, _Pending):
+    if prepare is not None and isinstance(loaded, PendingImage):
         try:
             loaded.prepared = prepare(loaded.loaded.image)
         except Exception:  # noqa: BLE001 - the plain path reports the error per image
@@ -178,7 +179,7 @@ def _load_and_prepare(
     return loaded
 
 
-def _load(source: ImageSource) -> _Pending | ItemResult:
+def _load(source: ImageSource) -> PendingImage | ItemResult:
     """Read, hash and decode one image; a failure becomes a finished ItemResult carrying the error."""
     try:
         data = read_source(source)
@@ -194,7 +195,7 @@ def _load(source: ImageSource) -> _Pending | ItemResult:
         thumbnail = make_thumbnail(loaded.image)
     except Exception:  # a thumbnail is a nicety; never lose the image over it
         thumbnail = None
-    return _Pending(source, sha, loaded, thumbnail)
+    return PendingImage(source, sha, loaded, thumbnail)
 
 
 def _failed_item(source: ImageSource, sha: str, error: str, n_bytes: int | None = None) -> ItemResult:
@@ -260,13 +261,16 @@ class Scanner:
         self.truth_by_location: dict[str, TruthRecord] = {}
         self.truth_summary: dict | None = None
         self.batch_size = config.batch_size or auto_batch_size(backend, self.settings)
-        #: Backends that can make each image's inputs alone (off the model's thread) and batch them later.
-        self.prepares_items = bool(getattr(backend, "prepares_items", False)) and hasattr(
-            backend, "generate_prepared"
-        )
-        #: Seconds the scan's thread spent inside the backend, and waiting for the loader threads' next image.
-        self.model_seconds = 0.0
+        self.answerer = BatchAnswerer(backend, self.prompt, self.settings, self.progress.message)
+        self.finisher = ItemFinisher(self.tolerance, config.title_threshold)
+        self.prepares_items = self.answerer.prepares_items
+        #: Seconds the scan's thread spent waiting for the loader threads' next image.
         self.input_wait_seconds = 0.0
+
+    @property
+    def model_seconds(self) -> float:
+        """Seconds the scan's thread spent inside the backend."""
+        return self.answerer.model_seconds
 
     # -- set-up -----------------------------------------------------------------------------------------------
 
@@ -312,11 +316,7 @@ class Scanner:
         threads = _LoaderThreadsOnly(self.prepares_items and _on_gpu(self.backend))
         try:
             for items in self._batches(sources, done, counts):
-                self.store.add_batch(run_id, items)
-                failed = sum(1 for item in items if item.error)
-                counts["processed"] += len(items)
-                counts["failed"] += failed
-                self.progress.advance(len(items), failed)
+                commit_batch(self.store, run_id, items, counts, self.progress)
             status = "completed"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -357,10 +357,9 @@ class Scanner:
     ) -> Iterator[list[ItemResult]]:
         """Decoded images grouped by batch key; each group runs once it holds `batch_size` images."""
         seen: set[str] = set(done)
-        buckets: dict[object, list[_Pending]] = {}
+        buckets: dict[object, list[PendingImage]] = {}
         failures: list[ItemResult] = []
-        prepare = partial(self.backend.prepare_item, prompt=self.prompt.text) if self.prepares_items else None
-        load = partial(_load_and_prepare, prepare=prepare)
+        load = partial(load_image, prepare=self.answerer.prepare())
         with ThreadPoolExecutor(max_workers=max(1, self.config.workers), thread_name_prefix="decode") as pool:
             loads = _prefetch(pool, sources, ahead=max(2 * self.batch_size, 16), load=load)
             while True:
@@ -392,34 +391,88 @@ class Scanner:
             if bucket:
                 yield self._run_batch(bucket)
 
-    def _run_batch(self, batch: list[_Pending]) -> list[ItemResult]:
+    def _run_batch(self, batch: list[PendingImage]) -> list[ItemResult]:
+        """Answers for a batch, parsed and scored."""
+        return [
+            self.finisher.item(answer, self.truth_by_location.get(answer.pending.source.location))
+            for answer in self.answerer.answer(batch)
+        ]
+
+    def _with_truth(self, item: ItemResult) -> ItemResult:
+        """A failed image's catalogue row and its (all missed) outcomes."""
+        return self.finisher.failure(item, self.truth_by_location.get(item.path))
+
+
+@dataclass
+class Answer:
+    """What the model said about one image (or why it said nothing)."""
+
+    pending: PendingImage
+    text: str | None
+    latency_ms: float | None
+    error: str | None
+
+
+class BatchAnswerer:
+    """Stage 2 of a scan (the local Scanner's thread and each Ray GPU actor alike): one backend answering
+    batches of decoded images."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        prompt: Prompt,
+        settings: GenerationSettings,
+        message: Callable[[str], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.prompt = prompt
+        self.settings = settings
+        self.message = message or (lambda _text: None)
+        #: Backends that can make each image's inputs alone (off the model's thread) and batch them later.
+        self.prepares_items = bool(getattr(backend, "prepares_items", False)) and hasattr(
+            backend, "generate_prepared"
+        )
+        #: Seconds spent inside the backend.
+        self.model_seconds = 0.0
+
+    def prepare(self) -> Callable[[object], object] | None:
+        """What `load_image` calls to make one image's model inputs, when the backend can."""
+        return partial(self.backend.prepare_item, prompt=self.prompt.text) if self.prepares_items else None
+
+    def answer(self, batch: list[PendingImage]) -> list[Answer]:
         """Answers for a batch; a batch that runs out of memory is split in halves, any other failure is isolated
         to the images that cause it (each retried alone), so one bad image never costs the others."""
         started = time.perf_counter()
         try:
             if self.prepares_items and all(p.prepared is not None for p in batch):
-                answers = self.backend.generate_prepared([p.prepared for p in batch], self.settings)
+                texts = self.backend.generate_prepared([p.prepared for p in batch], self.settings)
             else:
-                answers = self.backend.generate(
+                texts = self.backend.generate(
                     [p.loaded.image for p in batch], [self.prompt.text] * len(batch), self.settings
                 )
             latency_ms = (time.perf_counter() - started) * 1000 / len(batch)
             self.model_seconds += time.perf_counter() - started
         except Exception as error:  # noqa: BLE001 - every failure is recorded per image, never fatal
             if len(batch) == 1:
-                return [self._item(batch[0], None, None, _describe_error(error))]
+                return [Answer(batch[0], None, None, _describe_error(error))]
             if _is_out_of_memory(error):
                 _free_memory()
-                self.progress.message(f"out of memory on a batch of {len(batch)}; retrying in halves")
+                self.message(f"out of memory on a batch of {len(batch)}; retrying in halves")
             half = len(batch) // 2
-            return self._run_batch(batch[:half]) + self._run_batch(batch[half:])
-        return [self._item(p, answer, latency_ms, None) for p, answer in zip(batch, answers, strict=True)]
+            return self.answer(batch[:half]) + self.answer(batch[half:])
+        return [Answer(p, text, latency_ms, None) for p, text in zip(batch, texts, strict=True)]
 
-    def _item(
-        self, pending: _Pending, answer: str | None, latency_ms: float | None, error: str | None
-    ) -> ItemResult:
-        truth = self.truth_by_location.get(pending.source.location)
-        parsed = parse_answer(answer) if answer is not None else None
+
+class ItemFinisher:
+    """Stage 3 of a scan (local and Ray alike): parse an answer and score it against the image's catalogue row."""
+
+    def __init__(self, tolerance: PriceTolerance, title_threshold: float) -> None:
+        self.tolerance = tolerance
+        self.title_threshold = title_threshold
+
+    def item(self, answer: Answer, truth: TruthRecord | None) -> ItemResult:
+        pending = answer.pending
+        parsed = parse_answer(answer.text) if answer.text is not None else None
         loaded = pending.loaded
         return ItemResult(
             sha256=pending.sha256,
@@ -429,26 +482,37 @@ class Scanner:
             format=loaded.format,
             n_bytes=loaded.n_bytes,
             thumbnail=pending.thumbnail,
-            raw_output=answer,
+            raw_output=answer.text,
             parsed=parsed,
-            latency_ms=latency_ms,
-            error=error,
+            latency_ms=answer.latency_ms,
+            error=answer.error,
             truth=truth,
-            field_results=self._score(parsed, truth),
+            field_results=self.score(parsed, truth),
         )
 
-    def _score(self, parsed: ProductFields | None, truth: TruthRecord | None) -> list[FieldResult]:
+    def failure(self, item: ItemResult, truth: TruthRecord | None) -> ItemResult:
+        """An image that could not be read, with its catalogue row and its (all missed) outcomes."""
+        item.truth = truth
+        item.field_results = self.score(None, truth)
+        return item
+
+    def score(self, parsed: ProductFields | None, truth: TruthRecord | None) -> list[FieldResult]:
         """Per-field outcomes against the catalogue row; an image that got no answer (it could not be read or the
         model failed on it) counts as having said nothing, so its catalogue values are "missed", not ignored."""
         if truth is None:
             return []
-        return score_answer(parsed or ProductFields(), truth.fields, self.tolerance, self.config.title_threshold)
+        return score_answer(parsed or ProductFields(), truth.fields, self.tolerance, self.title_threshold)
 
-    def _with_truth(self, item: ItemResult) -> ItemResult:
-        """A failed image's catalogue row and its (all missed) outcomes."""
-        item.truth = self.truth_by_location.get(item.path)
-        item.field_results = self._score(None, item.truth)
-        return item
+
+def commit_batch(
+    store: Store, run_id: int, items: list[ItemResult], counts: dict, progress: ScanProgress
+) -> None:
+    """Stage 4 of a scan (local and Ray alike): store a finished batch in one transaction, then count it."""
+    store.add_batch(run_id, items)
+    failed = sum(1 for item in items if item.error)
+    counts["processed"] += len(items)
+    counts["failed"] += failed
+    progress.advance(len(items), failed)
 
 
 def start_run(
@@ -474,7 +538,7 @@ def start_run(
 
 
 def _prefetch(
-    pool: ThreadPoolExecutor, sources: Sequence[ImageSource], ahead: int, load: Callable = _load
+    pool: ThreadPoolExecutor, sources: Sequence[ImageSource], ahead: int, load: Callable = load_image
 ) -> Iterator:
     """Results of `load` in order, with up to `ahead` images being read and decoded in the background."""
     pending = []
