@@ -101,6 +101,8 @@ class _DecodeState:
     unfinished: torch.Tensor
     #: (B, max_new_tokens) chosen tokens, pad where a row had already stopped.
     out: torch.Tensor
+    #: (B, max_new_tokens) float32 log-probability of each chosen token (0 where a row had already stopped).
+    logprobs: torch.Tensor
     graph: torch.cuda.CUDAGraph | None = None
 
 
@@ -195,9 +197,13 @@ class GreedyDecoder:
         if min_new > 0:
             logits = torch.where(stop_mask & (state.step < min_new), float("-inf"), logits)
         chosen = logits.argmax(-1)
+        # log_softmax at the chosen token, on the device inside the step (captured with it): no extra sync.
+        logprob = logits.gather(-1, chosen[:, None]) - logits.logsumexp(-1, keepdim=True)
+        logprob = torch.where(state.unfinished[:, None], logprob, torch.zeros_like(logprob))
         chosen = torch.where(state.unfinished, chosen, torch.full_like(chosen, pad))
         state.unfinished &= ~stop_mask[chosen]
         state.out.index_copy_(1, state.step, chosen[:, None])
+        state.logprobs.index_copy_(1, state.step, logprob)
         state.tokens.copy_(chosen)
         state.step += 1
         state.positions += 1
@@ -245,16 +251,27 @@ class GreedyDecoder:
         min_new_tokens: int = 0,
         stop_token_ids: Sequence[int] = (),
         pad_token_id: int,
-    ) -> torch.Tensor:
-        """New tokens (B, n <= max_new_tokens) for a left-padded batch; rows that stopped early are padded."""
-        if self.device.type != "cuda":
-            return self._generate(inputs, max_new_tokens, min_new_tokens, stop_token_ids, pad_token_id)
-        # Streams, graph capture and synchronisation follow the current device: make it the model's (a shard of
-        # `--gpus` runs its model on cuda:N without changing the process's current device).
-        with torch.cuda.device(self.device):
-            return self._generate(inputs, max_new_tokens, min_new_tokens, stop_token_ids, pad_token_id)
+        return_logprobs: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """New tokens (B, n <= max_new_tokens) for a left-padded batch; rows that stopped early are padded.
 
-    def _generate(self, inputs, max_new_tokens, min_new_tokens, stop_token_ids, pad_token_id) -> torch.Tensor:
+        `return_logprobs=True` also returns each new token's log-probability (B, n; float32, 0 after a row's stop):
+        log_softmax of the step's logits at the chosen token, the same numbers `compute_transition_scores` gives
+        for `generate()` (after its logits processors, i.e. with `min_new_tokens`' masking)."""
+        if self.device.type != "cuda":
+            tokens, logprobs = self._generate(inputs, max_new_tokens, min_new_tokens, stop_token_ids, pad_token_id)
+        else:
+            # Streams, graph capture and synchronisation follow the current device: make it the model's (a shard
+            # of `--gpus` runs its model on cuda:N without changing the process's current device).
+            with torch.cuda.device(self.device):
+                tokens, logprobs = self._generate(
+                    inputs, max_new_tokens, min_new_tokens, stop_token_ids, pad_token_id
+                )
+        return (tokens, logprobs) if return_logprobs else tokens
+
+    def _generate(
+        self, inputs, max_new_tokens, min_new_tokens, stop_token_ids, pad_token_id
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         import time
 
         input_ids = inputs["input_ids"]
@@ -263,7 +280,7 @@ class GreedyDecoder:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if max_new_tokens < 1:
-            return input_ids.new_empty(batch, 0).cpu()
+            return input_ids.new_empty(batch, 0).cpu(), torch.zeros(batch, 0)
         if not isinstance(pad_token_id, int):
             raise ValueError("pad_token_id must be an int (the tokenizer's pad token)")
         if bool((attention_mask[:, -1] == 0).any()):
@@ -305,6 +322,7 @@ class GreedyDecoder:
         state.step.zero_()
         state.unfinished.fill_(True)
         state.out.fill_(pad_token_id)
+        state.logprobs.zero_()
         self._choose(logits, state, stop_mask, min_new, pad_token_id)
         synchronize()
         prefilled = time.perf_counter()
@@ -321,6 +339,7 @@ class GreedyDecoder:
             if can_stop and steps >= min_new and check and not bool(state.unfinished.any()):
                 break
         out = state.out.cpu()
+        logprobs = state.logprobs.cpu()
         finished = time.perf_counter()
         lengths = _answer_lengths(out, set(stop_token_ids), steps)
         self.last_timing = {
@@ -337,7 +356,8 @@ class GreedyDecoder:
         totals["prefill_s"] += prefilled - started
         totals["decode_s"] += finished - prefilled
         totals["steps"] += steps
-        return out[:, : max(lengths, default=0)]
+        width = max(lengths, default=0)
+        return out[:, :width], logprobs[:, :width]
 
     def _prepare_state(
         self, batch: int, max_len: int, max_new: int, min_new: int, pad: int, stop_mask: torch.Tensor
@@ -357,6 +377,7 @@ class GreedyDecoder:
             mask=torch.zeros(batch, 1, 1, max_len + 1, dtype=torch.bool, device=device),
             unfinished=torch.ones(batch, dtype=torch.bool, device=device),
             out=torch.full((batch, max_new), pad, dtype=torch.long, device=device),
+            logprobs=torch.zeros(batch, max_new, dtype=torch.float32, device=device),
         )
         self._states[key] = state
         if not self.cuda_graphs or max_new < 2:

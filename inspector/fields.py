@@ -70,3 +70,6 @@ class FieldResult:
     expected: str | None
     #: Title similarity (0..1) or absolute price error; None where it means nothing.
     score: float | None = None
+    #: How sure the model was of its value (0..1, see `inspector.confidence`); None without a value or token
+    #: log-probabilities.
+    confidence: float | None = None

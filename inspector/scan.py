@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from inspector.backends import Backend, GenerationSettings
+from inspector.backends.base import Generation
+from inspector.confidence import field_confidences, with_confidence
 from inspector.discovery import ImageSource, discover, read_source
 from inspector.fields import FieldResult, ProductFields, TruthRecord
 from inspector.images import ImageLoadError, LoadedImage, decode_image, make_thumbnail, sha256_hex
@@ -411,6 +413,8 @@ class Answer:
     text: str | None
     latency_ms: float | None
     error: str | None
+    #: The backend's answer with its tokens' log-probabilities, where it gave them (for per-field confidence).
+    generation: Generation | None = None
 
 
 class BatchAnswerer:
@@ -460,7 +464,8 @@ class BatchAnswerer:
                 self.message(f"out of memory on a batch of {len(batch)}; retrying in halves")
             half = len(batch) // 2
             return self.answer(batch[:half]) + self.answer(batch[half:])
-        return [Answer(p, text, latency_ms, None) for p, text in zip(batch, texts, strict=True)]
+        generations = [Generation.of(text) for text in texts]
+        return [Answer(p, g.text, latency_ms, None, g) for p, g in zip(batch, generations, strict=True)]
 
 
 class ItemFinisher:
@@ -473,6 +478,9 @@ class ItemFinisher:
     def item(self, answer: Answer, truth: TruthRecord | None) -> ItemResult:
         pending = answer.pending
         parsed = parse_answer(answer.text) if answer.text is not None else None
+        results = self.score(parsed, truth)
+        if answer.generation is not None and parsed is not None and results:
+            with_confidence(results, field_confidences(answer.generation, parsed))
         loaded = pending.loaded
         return ItemResult(
             sha256=pending.sha256,
@@ -487,7 +495,7 @@ class ItemFinisher:
             latency_ms=answer.latency_ms,
             error=answer.error,
             truth=truth,
-            field_results=self.score(parsed, truth),
+            field_results=results,
         )
 
     def failure(self, item: ItemResult, truth: TruthRecord | None) -> ItemResult:

@@ -74,3 +74,38 @@ def tiny_phi3v(tmp_path_factory, phi35v_dir) -> Path:
     from inspector.tiny import build_tiny_model
 
     return build_tiny_model("phi3v", tmp_path_factory.mktemp("tiny-phi3v"), tokenizer_dir=phi35v_dir)
+
+
+@pytest.fixture()
+def confident_scan(tmp_path, sample_dir) -> dict:
+    """A scan of the first 4 sample images by the fake model, with known per-field confidences: image 1 agrees
+    with its catalogue row, images 2-4 disagree on category (the model 0.97, 0.55 and 0.2 sure) and image 4
+    also on price (0.9 sure). Returns the database path, the run id and the images' catalogue rows."""
+    import csv
+    import json
+
+    from click.testing import CliRunner
+
+    from inspector.cli import cli
+    from inspector.discovery import discover
+
+    rows = {row["local_image_path"]: row for row in csv.DictReader((sample_dir / "truth.csv").open())}
+    sources = discover([sample_dir])[:4]
+    catalogue = [rows[source.path.name] for source in sources]
+    categories = [(catalogue[0]["category3_code"], 0.99), ("coat", 0.97), ("dress", 0.55), ("watch", 0.2)]
+    entries = []
+    for index, (row, (category, sure)) in enumerate(zip(catalogue, categories, strict=True)):
+        price = float(row["full_price"]) + (100 if index == 3 else 0)
+        answer = {"brand": row["brand"], "category": category, "price": price, "currency": row["currency_code"]}
+        confidence = {"brand": 0.8, "category": sure, "price": 0.9 if index == 3 else 0.6}
+        entries.append({"answer": answer, "confidence": confidence})
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({"answers": entries}))
+    db = tmp_path / "results.db"
+    result = CliRunner().invoke(
+        cli,
+        ["scan", str(sample_dir), "--truth", str(sample_dir / "truth.csv"), "--model", f"fake:{answers}",
+         "--db", str(db), "--no-report", "--limit", "4"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return {"db": db, "run_id": 1, "catalogue": catalogue, "sources": sources}

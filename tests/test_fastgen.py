@@ -144,10 +144,10 @@ def test_backend_prepared_inputs_equal_plain_path(model, phi35v_dir):
     for key in batched:
         assert torch.equal(batched[key], collated[key]), key
     settings = GenerationSettings(max_new_tokens=8, min_new_tokens=3)
-    answers = plain.generate(images, prompts, settings)
-    assert fast.generate(images, prompts, settings) == answers
+    answers = [a.text for a in plain.generate(images, prompts, settings)]
+    assert [a.text for a in fast.generate(images, prompts, settings)] == answers
     items = [fast.prepare_item(i, p) for i, p in zip(images, prompts, strict=True)]
-    assert fast.generate_prepared(items, settings) == answers
+    assert [a.text for a in fast.generate_prepared(items, settings)] == answers
 
 
 def test_scan_uses_prepared_inputs(model, phi35v_dir, tmp_path, sample_dir):
@@ -189,7 +189,8 @@ def test_answers_past_the_fast_decoders_length_fall_back_to_generate(phi35v_dir)
     prompt_len = fast.prepare(images, prompts)["input_ids"].shape[1]
     model.config.original_max_position_embeddings = prompt_len + 4  # what the fast decoder checks against
     settings = GenerationSettings(max_new_tokens=8, min_new_tokens=8)
-    assert fast.generate(images, prompts, settings) == plain.generate(images, prompts, settings)
+    texts = [[a.text for a in b.generate(images, prompts, settings)] for b in (fast, plain)]
+    assert texts[0] == texts[1]
 
 
 @pytest.mark.parametrize(("name", "value"), [("min_new_tokens", 3), ("min_length", 2000)])
@@ -202,3 +203,61 @@ def test_generation_config_rules_generate_applies_make_it_decline(model, name, v
     finally:
         setattr(model.generation_config, name, None)
     assert unsupported_reason(model) is None
+
+
+def logprobs_by_hand(model, inputs: dict, row: int, new_tokens: list[int]) -> list[float]:
+    """log_softmax of the logits of one forward pass over row's prompt (padding removed) + its new tokens."""
+    keep = inputs["attention_mask"][row].bool()
+    ids = torch.cat([inputs["input_ids"][row, keep], torch.tensor(new_tokens)])[None]
+    with torch.inference_mode():
+        logits = model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            pixel_values=inputs["pixel_values"][row : row + 1],
+            image_sizes=inputs["image_sizes"][row : row + 1],
+        ).logits[0]
+    prompt_len = int(keep.sum())
+    steps = torch.log_softmax(logits[prompt_len - 1 : prompt_len - 1 + len(new_tokens)].float(), -1)
+    return steps.gather(-1, torch.tensor(new_tokens)[:, None])[:, 0].tolist()
+
+
+def test_fast_decoder_log_probs_equal_log_softmax_of_a_forward_pass(model):
+    """Batched, left padded, one row stopping early: each new token's log-probability is what a plain forward pass
+    over prompt + answer gives, and rows past their stop get 0."""
+    inputs = batch(model, [(2, 2), (1, 3), (1, 1)])
+    free = reference(model, inputs, 8, 0, ())
+    stops = (int(free[1, 3]),)
+    tokens, logprobs = GreedyDecoder(model).generate(
+        inputs, max_new_tokens=8, stop_token_ids=stops, pad_token_id=PAD, return_logprobs=True
+    )
+    assert torch.equal(tokens, reference(model, inputs, 8, 0, stops))
+    assert logprobs.shape == tokens.shape and logprobs.dtype == torch.float32
+    for row in range(3):
+        row_tokens = tokens[row].tolist()
+        length = next((i + 1 for i, t in enumerate(row_tokens) if t in stops), len(row_tokens))
+        expected = logprobs_by_hand(model, inputs, row, row_tokens[:length])
+        assert logprobs[row, :length].tolist() == pytest.approx(expected, abs=2e-4)
+        assert (logprobs[row, length:] == 0).all()
+        assert all(value <= 0 for value in expected)
+    assert (tokens == PAD).any(), "a row must stop early for this test to mean anything"
+
+
+@pytest.mark.slow
+def test_backend_answers_carry_token_pieces_and_the_same_log_probs_on_both_paths(model, phi35v_dir):
+    """Real Phi-3.5 tokenizer: the pieces add up to the answer text; fast decoder and generate() agree."""
+    from inspector.backends.hf import HFBackend
+    from inspector.models.phi3v.processing_phi3_v import Phi3VProcessor
+
+    processor = Phi3VProcessor.from_pretrained(phi35v_dir)
+    fast = HFBackend.from_loaded(model, processor, "tiny", num_crops=4)
+    plain = HFBackend.from_loaded(model, processor, "tiny", num_crops=4, fast_decode=False)
+    images = [Image.new("RGB", (800, 800), "red"), Image.new("RGB", (90, 300), "green")]
+    prompts = ["Give the price as JSON.", "What brand is it, and what does it cost in euros?"]
+    settings = GenerationSettings(max_new_tokens=10)
+    fast_answers = fast.generate(images, prompts, settings)
+    plain_answers = plain.generate(images, prompts, settings)
+    for ours, theirs in zip(fast_answers, plain_answers, strict=True):
+        assert ours.text == theirs.text and ours.token_ids == theirs.token_ids
+        assert ours.has_tokens and len(ours.pieces) == len(ours.token_ids)
+        assert "".join(ours.pieces).strip() == ours.text
+        assert ours.logprobs == pytest.approx(theirs.logprobs, abs=2e-4)

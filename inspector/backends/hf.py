@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from inspector.backends.base import BackendError, GenerationSettings
+from inspector.backends.base import BackendError, Generation, GenerationSettings
 
 #: Tokens that end an assistant turn in common chat formats; whichever exist in the vocabulary stop generation.
 END_OF_TURN_TOKENS = ("<|end|>", "<|endoftext|>", "<end_of_utterance>", "<|im_end|>", "<|eot_id|>", "</s>")
@@ -366,7 +366,7 @@ class HFBackend:
             batch[key] = torch.cat([part.to(self.device, non_blocking=True) for part in parts])
         return BatchFeature(batch)
 
-    def generate_prepared(self, items: list[dict], settings: GenerationSettings) -> list[str]:
+    def generate_prepared(self, items: list[dict], settings: GenerationSettings) -> list[Generation]:
         """Answers for inputs made by `prepare_item` (in order)."""
         return self._generate_inputs(self.collate(items), settings)
 
@@ -389,7 +389,7 @@ class HFBackend:
 
     def generate(
         self, images: list[Image.Image], prompts: list[str], settings: GenerationSettings
-    ) -> list[str]:
+    ) -> list[Generation]:
         if len(images) != len(prompts):
             raise ValueError("one prompt per image")
         return self._generate_inputs(self.prepare(images, prompts), settings)
@@ -399,18 +399,22 @@ class HFBackend:
         limit = getattr(self.model.config, "original_max_position_embeddings", None)
         return not limit or inputs["input_ids"].shape[-1] + settings.max_new_tokens + 1 <= limit
 
-    def _generate_inputs(self, inputs, settings: GenerationSettings) -> list[str]:
+    def _generate_inputs(self, inputs, settings: GenerationSettings) -> list[Generation]:
         import torch
+        from transformers import LogitsProcessorList
 
+        logprobs = None
         if self.fast_decoder is not None and not settings.do_sample and self._fast_decoder_fits(inputs, settings):
-            new_tokens = self.fast_decoder.generate(
+            new_tokens, logprobs = self.fast_decoder.generate(
                 inputs,
                 max_new_tokens=settings.max_new_tokens,
                 min_new_tokens=settings.min_new_tokens,
                 stop_token_ids=self.stop_token_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
+                return_logprobs=True,
             )
         else:
+            recorder = None if settings.do_sample else GreedyLogprobRecorder()
             with torch.inference_mode():
                 output = self.model.generate(
                     **inputs,
@@ -419,6 +423,72 @@ class HFBackend:
                     do_sample=settings.do_sample,
                     eos_token_id=self.stop_token_ids,
                     pad_token_id=self.tokenizer.pad_token_id,
+                    logits_processor=LogitsProcessorList([recorder] if recorder else []),
                 )
             new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+            if recorder is not None:
+                logprobs = recorder.logprobs(new_tokens.shape[1])
+        return self._answers(new_tokens.cpu(), None if logprobs is None else logprobs.cpu())
+
+    def _answers(self, new_tokens, logprobs) -> list[Generation]:
+        """Decoded answers with each token's text piece and log-probability (pieces only where they add up to
+        exactly the decoded text; otherwise the answer carries no token information, and no confidence)."""
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        if logprobs is None:
+            return [Generation(text.strip()) for text in texts]
+        stops = set(self.stop_token_ids)
+        answers = []
+        for row, text in enumerate(texts):
+            ids = new_tokens[row].tolist()
+            length = next((i + 1 for i, token in enumerate(ids) if token in stops), len(ids))
+            pieces = token_pieces(self.tokenizer, ids[:length])
+            if "".join(pieces) != text:
+                answers.append(Generation(text.strip()))
+                continue
+            answers.append(
+                Generation(text.strip(), tuple(pieces), tuple(logprobs[row, :length].tolist()), tuple(ids[:length]))
+            )
+        return answers
+
+
+class GreedyLogprobRecorder:
+    """A logits processor, run last, that records the log-probability of the token greedy search picks at each
+    step: the picked token is the arg-max of the processed scores, so its log-probability is max - logsumexp.
+    Keeps (B,) floats per step instead of `output_scores`' (B, vocabulary) tensors."""
+
+    def __init__(self) -> None:
+        self._steps: list = []
+
+    def __call__(self, input_ids, scores):
+        scores32 = scores.float()
+        self._steps.append(scores32.max(-1).values - scores32.logsumexp(-1))
+        return scores
+
+    def logprobs(self, width: int):
+        """(B, width) log-probabilities of the generated tokens (steps past the recorded ones are 0)."""
+        import torch
+
+        if not self._steps:
+            return None
+        values = torch.stack(self._steps[:width], dim=1)
+        if values.shape[1] < width:
+            values = torch.nn.functional.pad(values, (0, width - values.shape[1]))
+        return values
+
+
+def token_pieces(tokenizer, ids: list[int]) -> list[str]:
+    """The text each token adds to the decoded answer (`skip_special_tokens=True`), so that the pieces joined
+    equal the decoded text. Decodes a sliding window of a few tokens (SentencePiece drops the first token's
+    leading space and multi-byte characters span several byte tokens, so tokens cannot be decoded one by one); a
+    token that ends inside a character gets an empty piece and the token completing it gets the character."""
+    pieces: list[str] = []
+    start, prefix = 0, ""
+    for index in range(len(ids)):
+        text = tokenizer.decode(ids[start : index + 1], skip_special_tokens=True)
+        if text.endswith("\ufffd") or not text.startswith(prefix):
+            pieces.append("")
+            continue
+        pieces.append(text[len(prefix) :])
+        start = max(start, index - 3)
+        prefix = tokenizer.decode(ids[start : index + 1], skip_special_tokens=True)
+    return pieces

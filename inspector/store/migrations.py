@@ -167,8 +167,13 @@ def m002_query_indexes(conn: Connection) -> None:
         index.create(conn)
 
 
+def m003_field_result_confidence(conn: Connection) -> None:
+    """field_results.confidence: how sure the model was of its value (0..1; NULL without a value)."""
+    conn.execute(text("ALTER TABLE field_results ADD COLUMN confidence FLOAT"))
+
+
 #: Every migration, in the order they are applied. Append only.
-MIGRATIONS: list[Migration] = [m001_initial, m002_query_indexes]
+MIGRATIONS: list[Migration] = [m001_initial, m002_query_indexes, m003_field_result_confidence]
 
 
 

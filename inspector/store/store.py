@@ -371,6 +371,7 @@ class Store:
                     FieldResultRow.predicted,
                     FieldResultRow.expected,
                     FieldResultRow.score,
+                    FieldResultRow.confidence,
                 )
                 .where(FieldResultRow.run_id == run_id)
                 .order_by(FieldResultRow.id)
@@ -389,7 +390,7 @@ class Store:
         Keys: image_id, sha256, path (as seen in this run), first_path, width, height, format, n_bytes,
         thumbnail (bytes; None if absent or not asked for), prediction_id, raw_output, error, latency_ms, created_at, predicted
         (ProductFields as a dict), truth (None or dict with row_number, key, image_ref, fields),
-        field_results (list of dicts with field, outcome, predicted, expected, score).
+        field_results (list of dicts with field, outcome, predicted, expected, score, confidence).
         """
         with self._transaction(write=False) as session:
             self._run_row(session, run_id)
@@ -421,13 +422,14 @@ class Store:
                     FieldResultRow.predicted,
                     FieldResultRow.expected,
                     FieldResultRow.score,
+                    FieldResultRow.confidence,
                 )
                 .where(FieldResultRow.run_id == run_id)
                 .order_by(FieldResultRow.id)
             )
             for prediction_id, *values in session.execute(result_query):
                 results[prediction_id].append(
-                    dict(zip(("field", "outcome", "predicted", "expected", "score"), values, strict=True))
+                    dict(zip(_RESULT_KEYS, values, strict=True))
                 )
             rows = []
             for prediction, *facts in session.execute(query):
@@ -467,6 +469,9 @@ def _text(value: str | None) -> str | None:
         return value
     return _UNSTORABLE.sub("\ufffd", value)
 
+
+#: Keys of each field result dict in `run_rows`.
+_RESULT_KEYS = ("field", "outcome", "predicted", "expected", "score", "confidence")
 
 _FIELD_LENGTH = FieldResultRow.__table__.c.field.type.length
 
@@ -528,6 +533,7 @@ def _insert_items(session: Session, run_id: int, todo: list[tuple[int, ItemResul
             "predicted": _text(result.predicted),
             "expected": _text(result.expected),
             "score": _finite_floats(result.score),
+            "confidence": _finite_floats(result.confidence),
         }
         for image_id, item in todo
         for result in item.field_results

@@ -150,6 +150,8 @@ class FieldResultRow(Base):
     predicted: Mapped[str | None] = mapped_column(Text)
     expected: Mapped[str | None] = mapped_column(Text)
     score: Mapped[float | None] = mapped_column(Float)
+    #: How sure the model was of `predicted` (0..1, inspector.confidence); NULL without a value or log-probs.
+    confidence: Mapped[float | None] = mapped_column(Float)
 
     prediction: Mapped[Prediction] = relationship(back_populates="field_results")
 
