@@ -206,7 +206,7 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
             db=db,
             report=None if no_report else report_path,
             truth=truth,
-            truth_columns=parse_column_mapping(truth_columns) if truth_columns else None,
+            truth_columns=None if truth_columns is None else parse_column_mapping(truth_columns),
             truth_key=truth_key,
             prompt=prompt_name,
             prompt_file=prompt_file,
@@ -299,6 +299,9 @@ def _print_scan_summary(config, summary) -> None:
             f"{t['unmatched_rows']} of {t['rows']} rows matched no image"
         )
         problems = [f"{t[k]} {k.replace('_', ' ')}" for k in ("duplicate_keys", "unparseable_cells") if t.get(k)]
+        if t.get("malformed_rows"):
+            lines = ", ".join(t["malformed_at_lines"]) + (", …" if t["malformed_rows"] > len(t["malformed_at_lines"]) else "")
+            problems.append(f"{t['malformed_rows']} malformed rows skipped: line {lines}")
         console.print(line + (f" ({', '.join(problems)})" if problems else ""))
     if summary.metrics:
         table = Table(title="Per-field results")

@@ -322,7 +322,7 @@ def train_command(**options):
         from inspector.truth import parse_column_mapping
 
         options["truth_columns"] = (
-            parse_column_mapping(options["truth_columns"]) if options["truth_columns"] else None
+            None if options["truth_columns"] is None else parse_column_mapping(options["truth_columns"])
         )
         options["sizes"] = parse_sizes_option(options["sizes"]) if options["sizes"] else []
         options["lora_targets"] = _split_list(options["lora_targets"])

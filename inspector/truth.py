@@ -14,22 +14,29 @@ Rows are matched to images, for each image in this order:
    but "12" not in "123.jpg"), the longest key winning; a key column found automatically only matches a file
    stem exactly.
 
-Nothing here is fatal once the CSV is read: unparseable cells, duplicate keys, images without a row and rows
-without an image are counted in the `TruthMatch`.
+Reading (`load_truth`): the encoding is detected (UTF-8 with or without BOM, UTF-16 LE/BE as Excel's "Unicode
+Text" writes it, else Windows-1252; anything else is refused), and so is the separator (, ; tab or |, by the
+standard library's csv.Sniffer with a fallback on the header). A record with more or fewer cells than the header
+is skipped and counted with its line numbers: it never moves another row's columns.
+
+Nothing here is fatal once the CSV is read: malformed rows, unparseable cells, duplicate keys, images without a
+row and rows without an image are counted in the `TruthMatch`. Rows are indexed by the columns that name images
+and read in full only when an image matches them, so a catalogue of millions of rows matches quickly.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
 import re
 import shlex
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
-
-import pandas as pd
 
 from inspector.errors import TruthError  # noqa: F401 - part of this module's API
 from inspector.fields import ProductFields, TruthRecord
@@ -39,13 +46,13 @@ __all__ = [
     "COLUMN_CANDIDATES",
     "MAPPING_KEYS",
     "CellProblem",
+    "MalformedRow",
     "TruthError",
     "TruthMatch",
     "TruthTable",
     "load_truth",
     "parse_column_mapping",
 ]
-
 
 
 #: Keys accepted by `parse_column_mapping`, besides "size:<size>" for a column holding one size's price.
@@ -165,6 +172,32 @@ class CellProblem:
     problem: str
 
 
+@dataclass(frozen=True)
+class MalformedRow:
+    """A CSV record with more or fewer cells than the header (an unquoted comma, a lost separator, a quote left
+    open). It is skipped, because which value belongs to which column cannot be known; other rows are unaffected."""
+
+    #: 1-based data row number (header excluded); later rows keep their own numbers.
+    row_number: int
+    #: 1-based lines of the file the record spans (a quote left open can swallow several lines).
+    first_line: int
+    last_line: int
+    cells: int
+    expected: int
+
+    def lines(self) -> str:
+        """The line or lines it spans ("12" or "12-40"), for messages."""
+        return (
+            str(self.first_line)
+            if self.last_line == self.first_line
+            else f"{self.first_line}-{self.last_line}"
+        )
+
+
+#: How many malformed rows a summary lists by line (all are counted).
+MAX_LISTED_ROWS = 10
+
+
 @dataclass
 class TruthMatch:
     """Which catalogue row each image got, and everything that did not fit."""
@@ -174,12 +207,14 @@ class TruthMatch:
     #: How each matched image was matched: "path", "name", "stem" or "key".
     matched_by: dict[Path, str]
     unmatched_images: list[Path]
-    unmatched_rows: list[TruthRecord]
+    #: How many rows no image matched.
+    unmatched_rows: int
     #: Path or key values found in more than one row -> their row numbers (the first row is used).
     duplicate_keys: dict[str, list[int]]
+    #: Cells of the matched rows that could not be read (other rows are never read: see `TruthTable`).
     unparseable_cells: list[CellProblem]
-    #: Lines of the CSV with more fields than the header (extra fields dropped).
-    malformed_lines: int = 0
+    #: Records of the CSV skipped because their cell count differs from the header's.
+    malformed_rows: list[MalformedRow] = field(default_factory=list)
     total_rows: int = 0
 
     def summary(self) -> dict:
@@ -187,64 +222,20 @@ class TruthMatch:
         by_method: dict[str, int] = {"path": 0, "name": 0, "stem": 0, "key": 0}
         for method in self.matched_by.values():
             by_method[method] = by_method.get(method, 0) + 1
-        return {
+        summary = {
             "rows": self.total_rows,
             "images": len(self.records) + len(self.unmatched_images),
             "matched_images": len(self.records),
             "unmatched_images": len(self.unmatched_images),
-            "unmatched_rows": len(self.unmatched_rows),
+            "unmatched_rows": self.unmatched_rows,
             "duplicate_keys": len(self.duplicate_keys),
             "unparseable_cells": len(self.unparseable_cells),
-            "malformed_lines": self.malformed_lines,
+            "malformed_rows": len(self.malformed_rows),
             "matched_by": by_method,
         }
-
-
-@dataclass
-class TruthTable:
-    """The rows of a truth CSV, read into TruthRecords."""
-
-    csv_path: Path
-    #: Field -> CSV column used ("path", "key", brand/title/…, "sizes", and "size:<size>" per size column).
-    columns: dict[str, str]
-    records: list[TruthRecord]
-    #: Value of each row's key column (None where the CSV has none), by row number.
-    keys: dict[int, str | None]
-    #: True when the key column was named by the user (substring matching), False when found automatically.
-    key_explicit: bool
-    unparseable_cells: list[CellProblem] = field(default_factory=list)
-    malformed_lines: int = 0
-    column_names: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def match(self, images: list[Path], roots: list[Path] | None = None) -> TruthMatch:
-        """Each image's row (see the module docstring for the order); rows may serve several images."""
-        matcher = _Matcher(self, list(roots or []))
-        records: dict[Path, TruthRecord] = {}
-        matched_by: dict[Path, str] = {}
-        unmatched: list[Path] = []
-        used_rows: set[int] = set()
-        for image in images:
-            found = matcher.find(image)
-            if found is None:
-                unmatched.append(image)
-                continue
-            record, method = found
-            records[image] = record
-            matched_by[image] = method
-            used_rows.add(record.row_number)
-        return TruthMatch(
-            records=records,
-            matched_by=matched_by,
-            unmatched_images=unmatched,
-            unmatched_rows=[record for record in self.records if record.row_number not in used_rows],
-            duplicate_keys=matcher.duplicates,
-            unparseable_cells=list(self.unparseable_cells),
-            malformed_lines=self.malformed_lines,
-            total_rows=len(self.records),
-        )
+        if self.malformed_rows:
+            summary["malformed_at_lines"] = [row.lines() for row in self.malformed_rows[:MAX_LISTED_ROWS]]
+        return summary
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -300,67 +291,160 @@ def parse_column_mapping(text: str) -> dict[str, str]:
 # Reading
 # --------------------------------------------------------------------------------------------------------------
 
+#: Byte-order marks, longest first (a UTF-32 LE mark starts like a UTF-16 LE one), and the codec that reads them.
+_BOMS: tuple[tuple[bytes, str, str], ...] = (
+    (codecs.BOM_UTF32_LE, "utf-32", "UTF-32"),
+    (codecs.BOM_UTF32_BE, "utf-32", "UTF-32"),
+    (codecs.BOM_UTF8, "utf-8-sig", "UTF-8"),
+    (codecs.BOM_UTF16_LE, "utf-16", "UTF-16"),
+    (codecs.BOM_UTF16_BE, "utf-16", "UTF-16"),
+)
+#: Field separators tried, in the order that wins a tie.
+_DELIMITERS = ",;\t|"
+#: How much of the file the delimiter sniffer reads.
+_SNIFF_CHARS = 64 * 1024
 
-def _read_text(path: Path) -> str:
+
+def _read_bytes(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise TruthError(f"Truth CSV {path} does not exist; check the --truth path.") from None
     except IsADirectoryError:
         raise TruthError(f"Truth CSV {path} is a folder; pass the CSV file itself to --truth.") from None
     except OSError as error:
         raise TruthError(f"Cannot read truth CSV {path}: {error.strerror or error}.") from None
-    for encoding in ("utf-8-sig", "cp1252"):
+
+
+def _utf16_without_bom(sample: bytes) -> str | None:
+    """The UTF-16 codec ("utf-16-le" or "-be") when the zero bytes sit at every other position, as in mostly-ASCII UTF-16."""
+    even, odd = sample[0::2], sample[1::2]
+    even_zeros, odd_zeros = even.count(0) / max(1, len(even)), odd.count(0) / max(1, len(odd))
+    if odd_zeros > 0.3 and even_zeros < 0.05:
+        return "utf-16-le"
+    if even_zeros > 0.3 and odd_zeros < 0.05:
+        return "utf-16-be"
+    return None
+
+
+def _decode(data: bytes, path: Path) -> tuple[str, str]:
+    """The text of a CSV file and the codec that read it.
+
+    A byte-order mark decides (UTF-8, UTF-16 LE/BE as in Excel's "Unicode Text" export, UTF-32); without one,
+    UTF-16 is recognised by its zero bytes, then UTF-8 is tried, then Windows-1252 (what Excel writes for
+    "CSV" on Western-European systems). Anything else is refused: guessing would garble every name silently.
+    """
+    for bom, codec, name in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(codec), codec
+            except UnicodeDecodeError:
+                raise TruthError(
+                    f"Truth CSV {path} starts with a {name} byte-order mark but is not {name} text; "
+                    "save it again as CSV UTF-8."
+                ) from None
+    if b"\x00" in data[:4096]:
+        codec = _utf16_without_bom(data[:4096])
         try:
-            return data.decode(encoding)
+            if codec is None:
+                raise UnicodeDecodeError("binary", b"", 0, 1, "zero bytes")
+            return data.decode(codec), codec
+        except UnicodeDecodeError:
+            raise TruthError(
+                f"Truth CSV {path} is not a text file (an Excel workbook?); save it as CSV UTF-8."
+            ) from None
+    for codec in ("utf-8", "cp1252"):
+        try:
+            return data.decode(codec), codec
         except UnicodeDecodeError:
             continue
-    return data.decode("latin-1")
+    raise TruthError(
+        f"Truth CSV {path} is neither UTF-8, UTF-16 nor Windows-1252 text; save it as CSV UTF-8."
+    )
+
+
+def _first_record(text: str, delimiter: str) -> list[str]:
+    """The first non-blank record of `text` split with `delimiter` (quotes respected)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True)
+    try:
+        return next((cells for cells in reader if any(cell.strip() for cell in cells)), [])
+    except csv.Error:
+        return []
 
 
 def _delimiter(text: str) -> str:
-    """The field separator: whichever of , ; tab | the header line uses most (commas when none)."""
-    header = next((line for line in text.splitlines() if line.strip()), "")
-    counts = {sep: header.count(sep) for sep in (",", ";", "\t", "|")}
-    best = max(counts, key=lambda sep: counts[sep])
-    return best if counts[best] else ","
-
-
-def _read_frame(path: Path) -> tuple[pd.DataFrame, int]:
-    text = _read_text(path)
-    if not text.strip():
-        raise TruthError(f"Truth CSV {path} is empty; it needs a header line and one row per product.")
-    malformed = 0
-
-    def keep_known_fields(fields: list[str]) -> list[str]:
-        nonlocal malformed
-        malformed += 1
-        return fields[:expected]
-
-    header_fields = next(csv.reader(io.StringIO(text.lstrip("\n")), delimiter=_delimiter(text)), [])
-    expected = len(header_fields)
+    """The field separator among , ; tab |: the standard library's sniffer decides (it looks at how quotes and
+    separators sit across lines: ``"Name, full";"Price"`` is two columns split by ";"), as long as it splits the
+    header; otherwise the separator that splits the header into the most cells (quotes respected), commas on a
+    tie or when none does (a one-column file)."""
+    sample = text[:_SNIFF_CHARS]
+    if len(text) > _SNIFF_CHARS and "\n" in sample:
+        sample = sample[: sample.rfind("\n") + 1]
+    header_cells = {delimiter: len(_first_record(sample, delimiter)) for delimiter in _DELIMITERS}
     try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            sep=_delimiter(text),
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            engine="python",
-            on_bad_lines=keep_known_fields,
-            skipinitialspace=True,
-        )
-    except pd.errors.EmptyDataError:
-        raise TruthError(
-            f"Truth CSV {path} has no header line; the first line must name the columns."
-        ) from None
-    except (pd.errors.ParserError, csv.Error, ValueError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise TruthError(
-            f"Cannot read truth CSV {path}: {first_line}. Check that it is a CSV file."
-        ) from None
-    frame.columns = [str(column).strip() for column in frame.columns]
-    return frame, malformed
+        sniffed = csv.Sniffer().sniff(sample, delimiters=_DELIMITERS).delimiter
+    except csv.Error:
+        sniffed = None
+    if sniffed in header_cells and header_cells[sniffed] > 1:
+        return sniffed
+    best = max(_DELIMITERS, key=lambda delimiter: header_cells[delimiter])
+    return best if header_cells[best] > 1 else ","
+
+
+class _Rows:
+    """The data records of a CSV text: where each well-formed row starts and ends in the text, so that a row is
+    split into cells only when it is needed (a million-row catalogue matched to a few images reads a few rows)."""
+
+    def __init__(self, text: str, delimiter: str):
+        self.text = text
+        self.delimiter = delimiter
+        self.starts = array("q")
+        self.ends = array("q")
+        self.row_numbers = array("q")
+
+    def reader(self, text: str) -> Iterator[list[str]]:
+        return csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter, skipinitialspace=True)
+
+    def cells(self, index: int) -> list[str]:
+        return next(self.reader(self.text[self.starts[index] : self.ends[index]]))
+
+    def __len__(self) -> int:
+        return len(self.row_numbers)
+
+
+def _records(text: str, delimiter: str, path: Path) -> Iterator[tuple[list[str], int, int, int, int]]:
+    """(cells, start offset, end offset, first line, last line) of each non-blank record, header included.
+
+    csv.reader pulls one line at a time and never reads ahead, so the offsets of the lines it pulled for a
+    record are that record's span."""
+    position = 0
+    line_number = 0
+
+    def lines() -> Iterator[str]:
+        nonlocal position, line_number
+        for line in io.StringIO(text, newline=""):
+            position += len(line)
+            line_number += 1
+            yield line
+
+    reader = csv.reader(lines(), delimiter=delimiter, skipinitialspace=True)
+    start, first_line = 0, 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            if first_line == 1:
+                raise TruthError(
+                    f"Truth CSV {path} has no header line; the first line must name the columns."
+                ) from None
+            return
+        except csv.Error as error:
+            raise TruthError(
+                f"Cannot read truth CSV {path} from line {first_line}: {error} (a quote left open?)."
+            ) from None
+        if cells and (len(cells) > 1 or cells[0].strip()):
+            yield cells, start, position, first_line, line_number
+        start, first_line = position, line_number + 1
 
 
 def _find_column(columns: list[str], wanted: str) -> str | None:
@@ -437,38 +521,65 @@ def load_truth(
     csv_path: str | Path, columns: dict[str, str] | None = None, key_column: str | None = None
 ) -> TruthTable:
     """Reads a truth CSV. `columns` maps fields to column names (from `parse_column_mapping`); the others are
-    found by name. `key_column` names a column whose values appear in image file names (``--truth-key``)."""
+    found by name. `key_column` names a column whose values appear in image file names (``--truth-key``).
+
+    The encoding and the delimiter are detected (`_decode`, `_delimiter`). A record whose cell count differs
+    from the header's is skipped and listed in `malformed_rows`; it never moves another row's cells. Rows are
+    indexed by the columns that name images here, and read in full only when matched (see `TruthTable`).
+    """
     path = Path(csv_path)
-    frame, malformed = _read_frame(path)
-    frame_columns = list(frame.columns)
+    text, encoding = _decode(_read_bytes(path), path)
+    if not text.strip():
+        raise TruthError(f"Truth CSV {path} is empty; it needs a header line and one row per product.")
+    delimiter = _delimiter(text)
+    records = _records(text, delimiter, path)
+    header, *_ = next(records)
+    column_names = [name.strip() for name in header]
+
     mapping = dict(columns or {})
     for key in list(mapping):
         canonical = _MAPPING_ALIASES.get(key, key)
         if canonical not in MAPPING_KEYS and not canonical.startswith("size:"):
             raise TruthError(f"Unknown truth field {key!r}; use {', '.join(MAPPING_KEYS)} or size:<size>.")
         mapping[canonical] = mapping.pop(key)
-    used_columns, key_explicit = _detect_columns(frame_columns, mapping, key_column, path)
+    used_columns, key_explicit = _detect_columns(column_names, mapping, key_column, path)
 
-    problems: list[CellProblem] = []
-    records: list[TruthRecord] = []
-    keys: dict[int, str | None] = {}
-    rows = frame.to_dict("records")
-    for row_number, row in enumerate(rows, start=1):
-        fields, image_ref, key = _read_row(row, row_number, used_columns, problems)
-        keys[row_number] = key
-        records.append(
-            TruthRecord(row_number=row_number, key=key or image_ref, fields=fields, image_ref=image_ref)
-        )
-    return TruthTable(
-        csv_path=path,
-        columns=used_columns,
-        records=records,
-        keys=keys,
-        key_explicit=key_explicit,
-        unparseable_cells=problems,
-        malformed_lines=malformed,
-        column_names=frame_columns,
-    )
+    rows = _Rows(text, delimiter)
+    malformed: list[MalformedRow] = []
+    table = TruthTable(path, used_columns, key_explicit, column_names, rows, malformed, encoding)
+    path_at = column_names.index(used_columns["path"]) if "path" in used_columns else None
+    key_at = column_names.index(used_columns["key"]) if "key" in used_columns else None
+    expected = len(column_names)
+    for row_number, (cells, start, end, first_line, last_line) in enumerate(records, start=1):
+        if len(cells) != expected or (last_line > first_line and not _well_quoted(text[start:end], delimiter)):
+            malformed.append(MalformedRow(row_number, first_line, last_line, len(cells), expected))
+            continue
+        index = len(rows.row_numbers)
+        rows.starts.append(start)
+        rows.ends.append(end)
+        rows.row_numbers.append(row_number)
+        image_ref = _clean_cell(cells[path_at]) if path_at is not None else None
+        key = _clean_cell(cells[key_at]) if key_at is not None else None
+        table._index(index, image_ref, key)
+    return table
+
+
+def _well_quoted(record: str, delimiter: str) -> bool:
+    """Whether a record spanning several lines closes every quote it opens. A quote left open swallows the
+    lines after it into one cell, which can leave the cell count right: read strictly, the record fails."""
+    try:
+        list(csv.reader(io.StringIO(record, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True))
+    except csv.Error:
+        return False
+    return True
+
+
+def _clean_cell(value: str) -> str | None:
+    """`clean_text` of a cell, with the common case (a value needing no change) fast."""
+    stripped = value.strip()
+    if not stripped:
+        return None
+    return clean_text(stripped)
 
 
 def _cell(row: dict, column: str | None) -> str | None:
@@ -552,52 +663,192 @@ def _boundaries(text: str) -> list[int]:
     return [0] + [i for i in range(1, len(text)) if kind(text[i - 1]) != kind(text[i])] + [len(text)]
 
 
+class _MultiIndex:
+    """Row indexes by a text value: the first row of each value in one dict, later rows (rare) in another, so that
+    a million unique values cost one dict entry each."""
+
+    __slots__ = ("first", "more")
+
+    def __init__(self) -> None:
+        self.first: dict[str, int] = {}
+        self.more: dict[str, list[int]] = {}
+
+    def add(self, value: str, index: int) -> None:
+        if self.first.setdefault(value, index) != index:
+            self.more.setdefault(value, []).append(index)
+
+    def get(self, value: str) -> list[int]:
+        first = self.first.get(value)
+        return [] if first is None else [first, *self.more.get(value, ())]
+
+
+def _ref_name(ref: str) -> str | None:
+    """The file name an image reference ends with, case-folded: `_ref_parts(ref)[-1]`, fast for plain paths."""
+    if "://" in ref:
+        parts = _ref_parts(ref)
+        return parts[-1].casefold() if parts else None
+    for part in reversed(ref.replace("\\", "/").split("/")):
+        if part not in ("", "."):
+            return part.casefold()
+    return None
+
+
+def _stem(name: str) -> str:
+    """`PurePosixPath(name).stem`, without building a path object per row."""
+    dot = name.rfind(".")
+    return name[:dot] if 0 < dot < len(name) - 1 else name
+
+
+class TruthTable:
+    """A truth CSV: its columns, its rows indexed by the columns that name images (path, file name, stem, key),
+    and its malformed records.
+
+    Rows are read into TruthRecords (prices parsed, cells checked) only when asked for: `match` reads only the
+    rows it matched, so matching a million-row catalogue to a few images reads a few rows. `records` and
+    `unparseable_cells` read every row.
+    """
+
+    def __init__(
+        self,
+        csv_path: Path,
+        columns: dict[str, str],
+        key_explicit: bool,
+        column_names: list[str],
+        rows: _Rows,
+        malformed_rows: list[MalformedRow],
+        encoding: str,
+    ) -> None:
+        self.csv_path = csv_path
+        #: Field -> CSV column used ("path", "key", brand/title/…, "sizes", and "size:<size>" per size column).
+        self.columns = columns
+        #: True when the key column was named by the user (substring matching), False when found automatically.
+        self.key_explicit = key_explicit
+        self.column_names = column_names
+        self.malformed_rows = malformed_rows
+        #: The codec the file was read with ("utf-8", "utf-8-sig", "utf-16", "cp1252", …).
+        self.encoding = encoding
+        self.delimiter = rows.delimiter
+        self._rows = rows
+        self._read: dict[int, tuple[TruthRecord, list[CellProblem]]] = {}
+        self.by_name = _MultiIndex()
+        self.by_stem = _MultiIndex()
+        self.by_key = _MultiIndex()
+        self.longest_key = 0
+        self._duplicates: dict[str, list[int]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def _index(self, index: int, image_ref: str | None, key: str | None) -> None:
+        if image_ref:
+            name = _ref_name(image_ref)
+            if name:
+                self.by_name.add(name, index)
+                self.by_stem.add(_stem(name), index)
+        if key:
+            folded = key.casefold()
+            self.by_key.add(folded, index)
+            self.longest_key = max(self.longest_key, len(folded))
+
+    def read_row(self, index: int) -> tuple[TruthRecord, list[CellProblem]]:
+        """The row at `index` (0-based among the well-formed rows) and its unreadable cells; read once."""
+        found = self._read.get(index)
+        if found is None:
+            cells = self._rows.cells(index)
+            # A name used twice in the header: the first column of that name counts, as in `_find_column`.
+            row = dict(zip(reversed(self.column_names), reversed(cells), strict=True))
+            row_number = self._rows.row_numbers[index]
+            problems: list[CellProblem] = []
+            fields, image_ref, key = _read_row(row, row_number, self.columns, problems)
+            record = TruthRecord(
+                row_number=row_number, key=key or image_ref, fields=fields, image_ref=image_ref
+            )
+            found = self._read[index] = (record, problems)
+        return found
+
+    @property
+    def records(self) -> list[TruthRecord]:
+        """Every row, read (slow for millions of rows: prefer `match`)."""
+        return [self.read_row(index)[0] for index in range(len(self))]
+
+    @property
+    def unparseable_cells(self) -> list[CellProblem]:
+        """The unreadable cells of every row (reads every row)."""
+        return [problem for index in range(len(self)) for problem in self.read_row(index)[1]]
+
+    @property
+    def duplicates(self) -> dict[str, list[int]]:
+        """Image references (case-folded) and key values found in more than one row -> their row numbers."""
+        if self._duplicates is None:
+            found: list[tuple[str, list[int]]] = []
+            for name in self.by_name.more:  # rows sharing a reference share its file name
+                by_ref: dict[str, list[int]] = {}
+                for index in self.by_name.get(name):
+                    ref = self.read_row(index)[0].image_ref or ""
+                    by_ref.setdefault(ref.casefold(), []).append(self._rows.row_numbers[index])
+                found += [(ref, rows) for ref, rows in by_ref.items() if len(rows) > 1]
+            found.sort(key=lambda item: item[1][0])
+            keys = sorted(self.by_key.more, key=lambda value: self.by_key.first[value])
+            found += [(key, [self._rows.row_numbers[i] for i in self.by_key.get(key)]) for key in keys]
+            self._duplicates = {}
+            for value, rows in found:
+                self._duplicates.setdefault(value, rows)
+        return self._duplicates
+
+    def match(self, images: list[Path], roots: list[Path] | None = None) -> TruthMatch:
+        """Each image's row (see the module docstring for the order); rows may serve several images."""
+        matcher = _Matcher(self, list(roots or []))
+        records: dict[Path, TruthRecord] = {}
+        matched_by: dict[Path, str] = {}
+        unmatched: list[Path] = []
+        used_rows: set[int] = set()
+        for image in images:
+            found = matcher.find(image)
+            if found is None:
+                unmatched.append(image)
+                continue
+            index, method = found
+            record = self.read_row(index)[0]
+            # A key match names the row by its key value, the others by the image reference.
+            records[image] = replace(record, key=record.key if method == "key" else record.image_ref)
+            matched_by[image] = method
+            used_rows.add(index)
+        problems = [problem for index in sorted(used_rows) for problem in self.read_row(index)[1]]
+        return TruthMatch(
+            records=records,
+            matched_by=matched_by,
+            unmatched_images=unmatched,
+            unmatched_rows=len(self) - len(used_rows),
+            duplicate_keys=self.duplicates,
+            unparseable_cells=problems,
+            malformed_rows=list(self.malformed_rows),
+            total_rows=len(self),
+        )
+
+
 class _Matcher:
+    """Finds each image's row in a `TruthTable`'s indexes; reads only the candidate rows it must compare."""
+
     def __init__(self, table: TruthTable, roots: list[Path]):
         self.table = table
-        self.duplicates: dict[str, list[int]] = {}
-        self.by_path: dict[str, TruthRecord] = {}
-        self.by_name: dict[str, list[tuple[tuple[str, ...], TruthRecord]]] = {}
-        self.by_stem: dict[str, list[tuple[tuple[str, ...], TruthRecord]]] = {}
-        self.by_key: dict[str, TruthRecord] = {}
-        bases = [table.csv_path.parent] + [root.parent if root.is_file() else root for root in roots]
+        self.bases = [table.csv_path.parent] + [root.parent if root.is_file() else root for root in roots]
 
-        seen_refs: dict[str, list[int]] = {}
-        seen_keys: dict[str, list[int]] = {}
-        for record in table.records:
-            if record.image_ref:
-                seen_refs.setdefault(record.image_ref.casefold(), []).append(record.row_number)
-                parts = _ref_parts(record.image_ref)
-                ref_path = record.image_ref.replace("\\", "/")
-                if "://" not in ref_path:
-                    candidates = (
-                        [ref_path] if os.path.isabs(ref_path) else [base / ref_path for base in bases]
-                    )
-                    for candidate in candidates:
-                        self.by_path.setdefault(_path_key(candidate), record)
-                if parts:
-                    folded = tuple(part.casefold() for part in parts)
-                    self.by_name.setdefault(folded[-1], []).append((folded, record))
-                    stem = PurePosixPath(folded[-1]).stem
-                    self.by_stem.setdefault(stem, []).append((folded, record))
-                    if stem != folded[-1]:  # "nike.dunk" may be a stem itself: nike.dunk.jpg
-                        self.by_stem.setdefault(folded[-1], []).append((folded, record))
-            key = table.keys.get(record.row_number)
-            if key:
-                seen_keys.setdefault(key.casefold(), []).append(record.row_number)
-                self.by_key.setdefault(key.casefold(), record)
-        for value, rows in list(seen_refs.items()) + list(seen_keys.items()):
-            if len(rows) > 1:
-                self.duplicates.setdefault(value, rows)
-        self.longest_key = max((len(key) for key in self.by_key), default=0)
+    def _ref(self, index: int) -> str:
+        return self.table.read_row(index)[0].image_ref or ""
 
-    @staticmethod
-    def _best(
-        candidates: list[tuple[tuple[str, ...], TruthRecord]], image_parts: tuple[str, ...]
-    ) -> TruthRecord:
+    def _path_keys(self, index: int) -> set[str]:
+        """Where the row's image reference points: relative to the CSV's folder or a scan root, or absolute."""
+        ref_path = self._ref(index).replace("\\", "/")
+        if "://" in ref_path:
+            return set()
+        candidates = [ref_path] if os.path.isabs(ref_path) else [base / ref_path for base in self.bases]
+        return {_path_key(candidate) for candidate in candidates}
+
+    def _best(self, candidates: list[int], image_parts: tuple[str, ...]) -> int:
         """Among rows sharing a file name, the one whose folders match the end of the image's path best."""
 
-        def shared_tail(parts: tuple[str, ...]) -> int:
+        def shared_tail(index: int) -> int:
+            parts = tuple(part.casefold() for part in _ref_parts(self._ref(index)))
             count = 0
             for ours, theirs in zip(reversed(parts[:-1]), reversed(image_parts[:-1]), strict=False):
                 if ours != theirs:
@@ -605,47 +856,53 @@ class _Matcher:
                 count += 1
             return count
 
-        best = max(shared_tail(parts) for parts, _ in candidates)
-        return next(record for parts, record in candidates if shared_tail(parts) == best)
+        tails = [shared_tail(index) for index in candidates]
+        return candidates[tails.index(max(tails))]
 
-    def find(self, image: Path) -> tuple[TruthRecord, str] | None:
+    def find(self, image: Path) -> tuple[int, str] | None:
+        """The index of the image's row and how it matched ("path", "name", "stem" or "key")."""
+        table = self.table
         image_text = str(image)
         if "://" not in image_text:
-            for variant in {_path_key(image), _path_key(os.path.realpath(image_text))}:
-                record = self.by_path.get(variant)
-                if record is not None:
-                    return replace(record, key=record.image_ref), "path"
+            real = os.path.realpath(image_text)
+            variants = dict.fromkeys([_path_key(image), _path_key(real)])
+            names = dict.fromkeys(name for name in (_ref_name(image_text), _ref_name(real)) if name)
+            candidates = sorted({index for name in names for index in table.by_name.get(name)})
+            for variant in variants:
+                for index in candidates:
+                    if variant in self._path_keys(index):
+                        return index, "path"
         parts = tuple(part.casefold() for part in _ref_parts(image_text))
         if not parts:
             return None
         name = parts[-1]
-        if name in self.by_name:
-            record = self._best(self.by_name[name], parts)
-            return replace(record, key=record.image_ref), "name"
-        stem = PurePosixPath(name).stem
-        if stem in self.by_stem:
-            record = self._best(self.by_stem[stem], parts)
-            return replace(record, key=record.image_ref), "stem"
+        candidates = table.by_name.get(name)
+        if candidates:
+            return self._best(candidates, parts), "name"
+        stem = _stem(name)
+        # "shoe1.png" and "shoe1" match shoe1.jpg; so does "nike.dunk" (a stem with a dot) for nike.dunk.jpg.
+        candidates = sorted(set(table.by_stem.get(stem)) | set(table.by_name.get(stem)))
+        if candidates:
+            return self._best(candidates, parts), "stem"
         return self._find_by_key(name, stem)
 
-    def _find_by_key(self, name: str, stem: str) -> tuple[TruthRecord, str] | None:
-        if not self.by_key:
+    def _find_by_key(self, name: str, stem: str) -> tuple[int, str] | None:
+        table = self.table
+        if not table.by_key.first:
             return None
-        if not self.table.key_explicit:
-            record = self.by_key.get(stem)
-            return (replace(record, key=self.table.keys[record.row_number]), "key") if record else None
-        best: TruthRecord | None = None
+        if not table.key_explicit:
+            index = table.by_key.first.get(stem)
+            return None if index is None else (index, "key")
+        best: int | None = None
         best_length = 0
         bounds = _boundaries(name)
         for i, start in enumerate(bounds):
             for end in bounds[i + 1 :]:
                 length = end - start
-                if length > self.longest_key:
+                if length > table.longest_key:
                     break
                 if length > best_length:
-                    record = self.by_key.get(name[start:end])
-                    if record is not None:
-                        best, best_length = record, length
-        if best is None:
-            return None
-        return replace(best, key=self.table.keys[best.row_number]), "key"
+                    index = table.by_key.first.get(name[start:end])
+                    if index is not None:
+                        best, best_length = index, length
+        return None if best is None else (best, "key")

@@ -76,6 +76,8 @@ def test_scan_prints_summary_and_writes_db_and_report(runner, tmp_path, sample_d
         (["scan", "{samples}", "--model", "fake:{answers}", "--truth", "/no/truth.csv"], "/no/truth.csv"),
         (["scan", "{samples}", "--model", "fake:{answers}", "--prompt", "nope"], "nope"),
         (["scan", "{samples}", "--model", "fake:{answers}", "--price-tolerance", "cheap"], "cheap"),
+        (["scan", "{samples}", "--model", "fake:{answers}", "--truth", "{samples}/truth.csv", "--truth-columns", ""],
+         "--truth-columns is empty"),
         (["report", "--db", "{tmp}/missing.db"], "no database at {tmp}/missing.db; run `inspector scan` first"),
         # a report path that is a folder: refused before the scan runs, not a traceback after it
         (["scan", "{samples}", "--model", "fake:{answers}", "--report", "{tmp}"], "{tmp}"),
@@ -129,6 +131,27 @@ def test_truth_with_missing_mapped_column_lists_the_columns(runner, tmp_path, sa
     )  # fmt: skip
     assert result.exit_code == 1
     assert "Marque" in result.output and "full_price" in result.output
+
+
+def test_scan_summary_counts_malformed_rows_and_unparseable_cells(runner, tmp_path, sample_dir):
+    """Issue 8: an unquoted comma in the first data row shifted the whole catalogue (0 of 36 images matched)."""
+    n_images = len(discover([sample_dir]))
+    header, first, second, *rest = (sample_dir / "truth.csv").read_text(encoding="utf-8").splitlines()
+    first = first.replace(",", ", Retro,", 2).replace(", Retro,", ",", 1)  # an extra cell inside the title
+    second = re.sub(r",[0-9.]+,([A-Z]{3}),", r",cheap,\1,", second)  # a price cell that is not a price
+    truth = tmp_path / "truth.csv"
+    truth.write_text("\n".join([header, first, second, *rest]) + "\n", encoding="utf-8")
+    model = write_answers(tmp_path / "answers.json", ["{}"] * n_images)
+    result = runner.invoke(
+        cli,
+        ["scan", str(sample_dir), "--truth", str(truth), "--model", model, "--db", str(tmp_path / "r.db"),
+         "--no-report"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1] == (
+        f"Truth: {n_images - 1} of {n_images} images matched a row, 0 of {n_images - 1} rows matched no image "
+        "(1 unparseable cells, 1 malformed rows skipped: line 2)"
+    )
 
 
 def test_python_dash_m_runs_the_cli():

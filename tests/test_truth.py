@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from inspector.fields import ProductFields
-from inspector.truth import CellProblem, TruthError, load_truth, parse_column_mapping
+from inspector.truth import CellProblem, MalformedRow, TruthError, load_truth, parse_column_mapping
 
 DATA = Path(__file__).parent / "data" / "truth"
 
@@ -176,31 +176,112 @@ def test_currency_column_wins_over_price_symbol(tmp_path: Path) -> None:
     assert [record.fields.currency for record in load_truth(path).records] == ["CAD", "USD"]
 
 
-def test_malformed_lines_keep_their_row_numbers(tmp_path: Path) -> None:
+def test_malformed_rows_are_skipped_and_keep_later_row_numbers(tmp_path: Path) -> None:
+    """Too many cells (an unquoted comma) or too few: which value belongs to which column is unknown."""
     path = write(
         tmp_path / "c.csv", "file,title,price\na.jpg,A,1\nb.jpg,B,2,extra,fields\nc.jpg,C\n\nd.jpg,D,4\n"
     )
     table = load_truth(path)
-    assert table.malformed_lines == 1
-    assert [(r.row_number, r.fields.title, r.fields.price) for r in table.records] == [
-        (1, "A", 1.0),
-        (2, "B", 2.0),
-        (3, "C", None),
-        (4, "D", 4.0),
-    ]
+    assert table.malformed_rows == [MalformedRow(2, 3, 3, 5, 3), MalformedRow(3, 4, 4, 2, 3)]
+    assert [(r.row_number, r.fields.title, r.fields.price) for r in table.records] == [(1, "A", 1.0), (4, "D", 4.0)]
 
 
-@pytest.mark.parametrize("encoding", ["utf-8-sig", "cp1252", "utf-8"])
+@pytest.mark.parametrize("bad_row", [1, 2, 5])
+def test_an_unquoted_comma_in_any_row_never_moves_other_rows(tmp_path: Path, bad_row: int) -> None:
+    """Issue 8: an extra cell in the first data row made pandas use the first column as the index, shifting the
+    whole catalogue one column (0 of 36 images matched)."""
+    lines = [f"item{i}.jpg,Title {i},{i}.50,USD" for i in range(1, 6)]
+    lines[bad_row - 1] = f"item{bad_row}.jpg,Dunk Low, Retro,{bad_row}.50,USD"
+    path = write(tmp_path / "c.csv", "file,title,price,currency\n" + "\n".join(lines) + "\n")
+    table = load_truth(path)
+    assert table.columns == {"path": "file", "title": "title", "price": "price", "currency": "currency"}
+    assert table.malformed_rows == [MalformedRow(bad_row, bad_row + 1, bad_row + 1, 5, 4)]
+    images = [tmp_path / f"item{i}.jpg" for i in range(1, 6)]
+    match = table.match(images)
+    assert match.unmatched_images == [tmp_path / f"item{bad_row}.jpg"]
+    for i, image in enumerate(images, start=1):
+        if i != bad_row:
+            assert match.records[image].fields == ProductFields(title=f"Title {i}", price=i + 0.5, currency="USD")
+            assert match.records[image].row_number == i
+    assert match.summary()["malformed_rows"] == 1
+    assert match.summary()["malformed_at_lines"] == [str(bad_row + 1)]
+
+
+def test_a_quote_left_open_is_one_malformed_row_with_the_lines_it_swallowed(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", 'file,title\na.jpg,A\nb.jpg,"B\nc.jpg,C\nd.jpg,D\n')
+    table = load_truth(path)
+    assert [record.fields.title for record in table.records] == ["A"]
+    assert table.malformed_rows == [MalformedRow(2, 3, 5, 2, 2)]
+    assert table.malformed_rows[0].lines() == "3-5"
+
+
+def test_quoted_cells_may_hold_separators_quotes_and_line_breaks(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", 'file,title,price\na.jpg,"Coat, ""Long""\nbeige",1\nb.jpg,B,2\n')
+    table = load_truth(path)
+    assert [record.fields.title for record in table.records] == ['Coat, "Long" beige', "B"]
+    assert table.malformed_rows == []
+    image = tmp_path / "b.jpg"
+    assert table.match([image]).records[image].row_number == 2
+
+
+def test_a_header_name_used_twice_reads_the_first_column(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", "file,title,title\na.jpg,First,Second\n")
+    assert load_truth(path).records[0].fields.title == "First"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "cp1252", "utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32"])
 def test_encodings(tmp_path: Path, encoding: str) -> None:
     path = write(tmp_path / "c.csv", "file,brand,price\nx.jpg,Hermès,€5\n", encoding)
     table = load_truth(path)
     assert table.columns["path"] == "file"  # a BOM does not stick to the first column name
-    assert table.records[0].fields.brand == "Hermès"
+    assert table.records[0].fields == ProductFields(brand="Hermès", price=5.0, currency="EUR")
 
 
-def test_tab_separated(tmp_path: Path) -> None:
-    path = write(tmp_path / "c.tsv", "filename\ttitle\tprice\nx.jpg\tA, B\t1,290.00\n")
-    assert load_truth(path).records[0].fields == ProductFields(title="A, B", price=1290.0)
+@pytest.mark.parametrize("bom", [b"\xff\xfe", b"\xfe\xff"])
+def test_excel_unicode_text_is_utf16_tab_separated(tmp_path: Path, bom: bytes) -> None:
+    """Excel's "Unicode Text" export: UTF-16 with a byte-order mark, cells separated by tabs."""
+    text = "Image\tBrand\tProduct Name\tPrice\r\nshoe.jpg\tCafé Noir\tDunk, Low\t€12,50\r\n"
+    codec = "utf-16-le" if bom == b"\xff\xfe" else "utf-16-be"
+    path = tmp_path / "export.txt"
+    path.write_bytes(bom + text.encode(codec))
+    table = load_truth(path)
+    assert table.column_names == ["Image", "Brand", "Product Name", "Price"]
+    assert table.records[0].fields == ProductFields(brand="Café Noir", title="Dunk, Low", price=12.5, currency="EUR")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xb5U", "not a text file.*CSV UTF-8"),
+        ("file,title\na.jpg,\u041f\u0440\u0438\u0432\u0435\u0442\n".encode("koi8-r") + b"\x81\x8d", "neither UTF-8.*CSV UTF-8"),
+        (b"\xef\xbb\xbffile,title\na.jpg,\xff\xfe\n", "UTF-8 byte-order mark but is not UTF-8"),
+    ],
+)
+def test_undecodable_files_are_refused_in_one_line(tmp_path: Path, data: bytes, message: str) -> None:
+    path = tmp_path / "c.csv"
+    path.write_bytes(data)
+    with pytest.raises(TruthError, match=message) as error:
+        load_truth(path)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "columns"),
+    [
+        ('"Image, file";"Price"\n"a.jpg";"1.299,00 €"\n', ["Image, file", "Price"]),  # a tie when counting
+        ("file|title|price\na.jpg|A, B|1\n", ["file", "title", "price"]),
+        ("file;title;price\na.jpg;A;1,5;extra\nb.jpg;B;2\n", ["file", "title", "price"]),  # malformed first row
+        ("file,title,price\na.jpg,A;B,1\n", ["file", "title", "price"]),
+        ("title\nA\n", ["title"]),
+    ],
+)
+def test_delimiter_detection(tmp_path: Path, text: str, columns: list[str]) -> None:
+    path = write(tmp_path / "c.csv", text)
+    if len(columns) == 1:
+        with pytest.raises(TruthError, match="names the image"):
+            load_truth(path)
+        return
+    assert load_truth(path).column_names == columns
 
 
 def test_missing_mapped_column_lists_columns_found(tmp_path: Path) -> None:
@@ -351,7 +432,7 @@ def test_match_by_key_in_file_name_longest_key_wins(tmp_path: Path) -> None:
     assert match.unmatched_images == [Path("product_123.jpg")]
     assert match.records[images[0]].key == "DD1503-101"
     assert {method for method in match.matched_by.values()} == {"key"}
-    assert match.unmatched_rows == []
+    assert match.unmatched_rows == 0
 
 
 def test_automatic_key_column_matches_whole_stems_only(tmp_path: Path) -> None:
@@ -383,7 +464,7 @@ def test_match_report_counts_everything(tmp_path: Path) -> None:
     assert match.records[images[0]].fields.title == "A"  # the first of duplicate rows is used
     assert match.records[images[0]].row_number == 1
     assert match.unmatched_images == [tmp_path / "unknown.jpg"]
-    assert [record.row_number for record in match.unmatched_rows] == [3, 4, 5]
+    assert match.unmatched_rows == 3
     assert match.duplicate_keys == {"a.jpg": [1, 3]}
     assert match.unparseable_cells == [CellProblem(2, "price", "oops", "not a price")]
     assert match.summary() == {
@@ -394,7 +475,7 @@ def test_match_report_counts_everything(tmp_path: Path) -> None:
         "unmatched_rows": 3,
         "duplicate_keys": 1,
         "unparseable_cells": 1,
-        "malformed_lines": 0,
+        "malformed_rows": 0,
         "matched_by": {"path": 2, "name": 0, "stem": 0, "key": 0},
     }
 

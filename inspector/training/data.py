@@ -140,7 +140,7 @@ def _read_examples(
     summary.images_found += len(sources)
     summary.matched_images += len(match.records)
     summary.unmatched_images += len(match.unmatched_images)
-    summary.unmatched_rows += len(match.unmatched_rows)
+    summary.unmatched_rows += match.unmatched_rows
     summary.unparseable_cells += len(match.unparseable_cells)
 
     bad_rows = {problem.row_number for problem in match.unparseable_cells}
