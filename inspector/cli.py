@@ -2,62 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from inspector import __version__
-
-#: Library exceptions whose message is already a one-line, actionable error for the user.
-_USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError, LookupError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError
-)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from inspector.backends import BackendError
-    from inspector.discovery import DiscoveryError
-    from inspector.images import ImageLoadError
-    from inspector.multigpu import ShardError
-    from inspector.store import StoreError
-    from inspector.truth import TruthError
-
-    errors: list[type[BaseException]] = [
-        BackendError, DiscoveryError, ImageLoadError, ShardError, StoreError, TruthError, *_USER_ERRORS
-    ]
-    try:
-        from sqlalchemy.exc import ArgumentError, OperationalError
-
-        errors += [ArgumentError, OperationalError]
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
-@contextlib.contextmanager
-def friendly_errors() -> Iterator[None]:
-    """Turn the library's plain exceptions into one-line `Error: ...` messages (no traceback)."""
-    try:
-        yield
-    except click.ClickException:
-        raise
-    except _user_errors() as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise click.ClickException(message) from None
+from inspector.console import RichScanProgress, friendly_errors, stderr_console, stdout_console
+from inspector.train_cli import train_command
 
 
 def _quiet_transformers() -> None:
@@ -65,65 +19,6 @@ def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-
-
-def _stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
-
-
-def _stdout_console() -> Console:
-    """Tables on stdout; wide when piped so that nothing is cut off in files and tests."""
-    console = Console(highlight=False, soft_wrap=True)
-    if not console.is_terminal:
-        console = Console(highlight=False, soft_wrap=True, width=200)
-    return console
-
-
-def progress_bar(console: Console, label: str, *fields: str) -> Progress:
-    """A bar with count, the given task-field columns, elapsed time and ETA; silent when not on a terminal."""
-    return Progress(
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        *(TextColumn(text) for text in fields),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    )
-
-
-class RichScanProgress:
-    """Progress bar with images/s and ETA on stderr; silent when stderr is not a terminal."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.progress = progress_bar(
-            console, "scanning", "{task.fields[rate]} img/s", "[red]{task.fields[failed]} failed"
-        )
-        self.task = None
-        self.failed = 0
-
-    def __enter__(self) -> RichScanProgress:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
-
-    def start(self, total: int, already_done: int) -> None:
-        self.task = self.progress.add_task("scan", total=total, completed=already_done, rate="-", failed=0)
-
-    def advance(self, n_images: int, n_failed: int) -> None:
-        self.failed += n_failed
-        self.progress.advance(self.task, n_images)
-        task = self.progress.tasks[0]
-        rate = f"{task.speed:.2f}" if task.speed else "-"
-        self.progress.update(self.task, rate=rate, failed=self.failed)
-
-    def message(self, text: str) -> None:
-        self.console.print(f"[yellow]{text}")
 
 
 def _parse_shard(value: str | None) -> tuple[int, int]:
@@ -230,7 +125,8 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
             from inspector.multigpu import scan_on_gpus
 
             _check_scan_inputs(config)  # in this process: a bad input is one error, not one traceback per shard
-            summary = scan_on_gpus(config, gpus, _stderr_console())
+            with RichScanProgress(stderr_console()) as progress:
+                summary = scan_on_gpus(config, gpus, progress)
         else:
             summary = _run_scan(config)
         _print_scan_summary(config, summary)
@@ -240,7 +136,7 @@ def _run_scan(config):
     from inspector.scan import Scanner
     from inspector.store import open_store
 
-    console = _stderr_console()
+    console = stderr_console()
     # Everything about the inputs is checked before the (slow) model load.
     inputs = _check_scan_inputs(config)
     store = open_store(config.db)
@@ -261,17 +157,10 @@ def _run_scan(config):
 
 
 def _check_scan_inputs(config):
-    """The scan's inputs, read and checked (see `read_scan_inputs`), and the report path."""
+    """The scan's inputs and output paths, read and checked (see `read_scan_inputs`)."""
     from inspector.scan import read_scan_inputs
 
-    if config.report:
-        _check_report_path(config.report)
     return read_scan_inputs(config)
-
-
-def _check_report_path(path: str) -> None:
-    if Path(path).is_dir():
-        raise click.ClickException(f"{path} is a folder; pass a file name for the HTML report, e.g. {path}/report.html")
 
 
 def _config_line(config) -> str:
@@ -281,7 +170,7 @@ def _config_line(config) -> str:
 
 
 def _print_scan_summary(config, summary) -> None:
-    console = _stdout_console()
+    console = stdout_console()
     if config.shard != (0, 1):
         console.print(f"shard {config.shard[0]}/{config.shard[1]}: {summary.processed} images")
         return
@@ -335,11 +224,12 @@ def _pct(value) -> str:
 def report(run, db, out, compare):
     """Write the HTML report of RUN (id or name; default: the latest run)."""
     with friendly_errors():
+        from inspector.outputs import check_output_file
         from inspector.report import render_report
         from inspector.store import open_store
 
         _require_existing_db(db)
-        _check_report_path(out)
+        check_output_file(out, "--out")
         store = open_store(db)
         run_info = store.get_run(_run_ref(run))
         compare_info = store.get_run(_run_ref(compare)) if compare else None
@@ -371,7 +261,7 @@ def runs(db):
                 "" if r.images_per_s is None else f"{r.images_per_s:.2f}",
                 str(r.started_at)[:19],
             )
-        _stdout_console().print(table)
+        stdout_console().print(table)
 
 
 def _run_ref(value: str | None) -> int | str | None:
@@ -426,8 +316,6 @@ def samples(folder, count, seed):
         csv_path = generate_samples(Path(folder), n=count, seed=seed)
         click.echo(f"{count} sample images and {csv_path} written")
 
-
-from inspector.train_cli import train_command  # noqa: E402  (it uses friendly_errors, defined above)
 
 cli.add_command(train_command)
 

@@ -28,6 +28,10 @@ class TruthError(InputError):
     """The truth CSV cannot be used (missing file or column, no way to match rows to images)."""
 
 
+class OutputError(InputError):
+    """A file the command must write (the HTML report, a model folder, ...) cannot be written there."""
+
+
 class StoreError(InspectorError):
     """The results database cannot be opened or used; the message says how to fix it."""
 
@@ -36,9 +40,17 @@ class SchemaTooNewError(StoreError):
     """The database has migrations this version of inspector does not know."""
 
 
+class RunNotFoundError(StoreError):
+    """No run with the id or name asked for; the message lists the latest runs."""
+
+
 class BackendError(InspectorError):
     """The model cannot be loaded or run (bad id, not a vision-language model, ...). Message says how to fix it."""
 
 
 class ShardError(InspectorError):
     """A shard's process failed; the message names each shard and its error."""
+
+
+class TrainingError(InspectorError):
+    """Training cannot start or go on with this model, data or setting; the message says what to change."""

@@ -7,17 +7,15 @@ import queue
 import time
 from dataclasses import replace
 
-from rich.console import Console
-
-from inspector.errors import ShardError  # noqa: F401 - part of this module's API
-from inspector.scan import ScanConfig, ScanSummary
+from inspector.errors import InputError, InspectorError, ShardError
+from inspector.scan import ScanConfig, ScanProgress, ScanSummary, SilentProgress
 
 
 def parse_gpus(value: str | int, available: int) -> list[int]:
     """'all' → every visible GPU; N → the first N; '0,2' → those devices."""
     text = str(value).strip().lower()
     if available < 1:
-        raise ValueError("--gpus needs CUDA GPUs, and none is visible (check nvidia-smi / CUDA_VISIBLE_DEVICES)")
+        raise InputError("--gpus needs CUDA GPUs, and none is visible (check nvidia-smi / CUDA_VISIBLE_DEVICES)")
     if text == "all":
         return list(range(available))
     if "," in text:
@@ -26,9 +24,9 @@ def parse_gpus(value: str | int, available: int) -> list[int]:
         try:
             devices = list(range(int(text)))
         except ValueError:
-            raise ValueError(f"--gpus takes 'all', a number or a list like 0,1; got {value!r}") from None
+            raise InputError(f"--gpus takes 'all', a number or a list like 0,1; got {value!r}") from None
     if not devices or max(devices) >= available or min(devices) < 0:
-        raise ValueError(f"--gpus {value}: only {available} GPU(s) visible")
+        raise InputError(f"--gpus {value}: only {available} GPU(s) visible")
     return devices
 
 
@@ -65,25 +63,24 @@ def _shard_main(config: ScanConfig, events: mp.Queue) -> None:
         events.put(("done", config.shard[0], summary.processed, summary.failed))
     except BaseException as error:  # report, don't hang the parent
         events.put(("error", config.shard[0], f"{type(error).__name__}: {error}", 0))
-        from inspector.cli import _user_errors
-
-        if isinstance(error, _user_errors()):  # the parent prints it as one line: no traceback per shard
+        if isinstance(error, InspectorError):  # the parent prints it as one line: no traceback per shard
             raise SystemExit(1) from None
         raise
 
 
-def scan_on_gpus(config: ScanConfig, gpus: str | int, console: Console) -> ScanSummary:
+def scan_on_gpus(config: ScanConfig, gpus: str | int, progress: ScanProgress | None = None) -> ScanSummary:
     """Run one shard per GPU in spawned processes, then close the run and write the report once."""
     import torch
 
     devices = parse_gpus(gpus, torch.cuda.device_count())
-    return scan_on_devices(config, [f"cuda:{device}" for device in devices], console)
+    return scan_on_devices(config, [f"cuda:{device}" for device in devices], progress)
 
 
-def scan_on_devices(config: ScanConfig, devices: list[str], console: Console) -> ScanSummary:
+def scan_on_devices(
+    config: ScanConfig, devices: list[str], progress: ScanProgress | None = None
+) -> ScanSummary:
     """One spawned process per entry of `devices` ("cuda:0", "cuda:1", … — or "cpu", which tests use), each
     scanning shard i/N of the images into one run that this process creates first and closes last."""
-    from inspector.cli import RichScanProgress
     from inspector.prompts import get_prompt
     from inspector.scan import start_run
     from inspector.store import open_store
@@ -104,41 +101,38 @@ def scan_on_devices(config: ScanConfig, devices: list[str], console: Console) ->
     errors: list[str] = []
     reported: set[int] = set()
     totals = {"processed": 0, "failed": 0, "already_done": 0, "duplicates": 0}
-    with RichScanProgress(console) as progress:
-        found = 0
-        finished = 0
-        all_dead = False
-        while finished < len(processes):
-            try:
-                kind, shard, a, b = events.get(timeout=1.0)
-            except queue.Empty:
-                if all(not p.is_alive() for p in processes):
-                    if all_dead:
-                        break
-                    all_dead = True  # one more look: a shard's last events may still be in the pipe
-                continue
-            if kind == "start":
-                found += a
-                if progress.task is None:
-                    progress.start(found, 0)
-                else:
-                    progress.progress.update(progress.task, total=found)
-            elif kind == "advance" and progress.task is not None:
-                progress.advance(a, b)
-            elif kind == "message":
-                progress.message(f"shard {shard}: {a}")
-            elif kind == "skipped":
-                totals["already_done"] += a
-                totals["duplicates"] += b
-            elif kind == "done":
-                totals["processed"] += a
-                totals["failed"] += b
-                finished += 1
-                reported.add(shard)
-            elif kind == "error":
-                errors.append(f"shard {shard}: {a}")
-                finished += 1
-                reported.add(shard)
+    progress = progress or SilentProgress()
+    found = 0
+    finished = 0
+    all_dead = False
+    while finished < len(processes):
+        try:
+            kind, shard, a, b = events.get(timeout=1.0)
+        except queue.Empty:
+            if all(not p.is_alive() for p in processes):
+                if all_dead:
+                    break
+                all_dead = True  # one more look: a shard's last events may still be in the pipe
+            continue
+        if kind == "start":
+            found += a
+            progress.start(found, 0)  # again with the new total as each shard starts
+        elif kind == "advance":
+            progress.advance(a, b)
+        elif kind == "message":
+            progress.message(f"shard {shard}: {a}")
+        elif kind == "skipped":
+            totals["already_done"] += a
+            totals["duplicates"] += b
+        elif kind == "done":
+            totals["processed"] += a
+            totals["failed"] += b
+            finished += 1
+            reported.add(shard)
+        elif kind == "error":
+            errors.append(f"shard {shard}: {a}")
+            finished += 1
+            reported.add(shard)
     for index, process in enumerate(processes):
         process.join()
         if index not in reported:  # killed (out of memory, a signal) before it could say so

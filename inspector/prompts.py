@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from inspector.errors import InputError
 from inspector.fields import FIELD_NAMES, ProductFields
 from inspector.parsing import normalise_size
 
@@ -69,18 +70,18 @@ def parse_sizes_option(text: str) -> list[str]:
     Sizes are normalised like catalogue and answer sizes ("6.50" -> "6.5", "xl" -> "XL"); repeats are dropped.
     """
     if text is None or not str(text).strip():
-        raise ValueError("--sizes needs at least one size, e.g. --sizes 6.5,7.5,8")
+        raise InputError("--sizes needs at least one size, e.g. --sizes 6.5,7.5,8")
     sizes: list[str] = []
     for part in re.split(r"[,;]", str(text)):
         if not part.strip():
             continue
         size = normalise_size(part)
         if not size:
-            raise ValueError(f"--sizes: {part.strip()!r} is not a size; write sizes like --sizes 6.5,7.5,8")
+            raise InputError(f"--sizes: {part.strip()!r} is not a size; write sizes like --sizes 6.5,7.5,8")
         if size not in sizes:
             sizes.append(size)
     if not sizes:
-        raise ValueError("--sizes needs at least one size, e.g. --sizes 6.5,7.5,8")
+        raise InputError("--sizes needs at least one size, e.g. --sizes 6.5,7.5,8")
     return sizes
 
 
@@ -99,27 +100,27 @@ def get_prompt(
     With `sizes`, the question also asks for the prices in those sizes.
     """
     if name is not None and prompt_file is not None:
-        raise ValueError("Pass either a prompt name (--prompt) or a prompt file (--prompt-file), not both.")
+        raise InputError("Pass either a prompt name (--prompt) or a prompt file (--prompt-file), not both.")
     if prompt_file is not None:
         prompt = _read_prompt_file(Path(prompt_file))
     else:
         key = (name or DEFAULT_PROMPT).strip().lower()
         if key not in BUILTIN_PROMPTS:
             available = ", ".join(sorted(BUILTIN_PROMPTS))
-            raise ValueError(
+            raise InputError(
                 f"Unknown prompt {name!r}. Available prompts: {available}; or pass your own with --prompt-file."
             )
         prompt = BUILTIN_PROMPTS[key]
     if not sizes:
         if _SIZES_PLACEHOLDER in prompt.text:
-            raise ValueError(
+            raise InputError(
                 f"The prompt file asks for {_SIZES_PLACEHOLDER} but no sizes were given: pass --sizes 6.5,7.5,8 "
                 f"or remove {_SIZES_PLACEHOLDER} from the file."
             )
         return prompt
     normalised = list(dict.fromkeys(normalise_size(size) for size in sizes if normalise_size(size)))
     if not normalised:
-        raise ValueError("The sizes given are empty; write sizes like --sizes 6.5,7.5,8")
+        raise InputError("The sizes given are empty; write sizes like --sizes 6.5,7.5,8")
     if _SIZES_PLACEHOLDER in prompt.text:
         text = prompt.text.replace(_SIZES_PLACEHOLDER, ", ".join(normalised))
     else:
@@ -131,18 +132,18 @@ def _read_prompt_file(path: Path) -> Prompt:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise ValueError(f"Prompt file {path} does not exist; check the --prompt-file path.") from None
+        raise InputError(f"Prompt file {path} does not exist; check the --prompt-file path.") from None
     except IsADirectoryError:
-        raise ValueError(
+        raise InputError(
             f"Prompt file {path} is a folder; pass a plain text file to --prompt-file."
         ) from None
     except UnicodeDecodeError:
-        raise ValueError(f"Prompt file {path} is not UTF-8 text; save it as UTF-8 and try again.") from None
+        raise InputError(f"Prompt file {path} is not UTF-8 text; save it as UTF-8 and try again.") from None
     except OSError as error:
-        raise ValueError(f"Cannot read prompt file {path}: {error.strerror or error}.") from None
+        raise InputError(f"Cannot read prompt file {path}: {error.strerror or error}.") from None
     text = text.strip()
     if not text:
-        raise ValueError(f"Prompt file {path} is empty; write the question for the model in it.")
+        raise InputError(f"Prompt file {path} is empty; write the question for the model in it.")
     return Prompt(f"file:{path.stem}", text, "free")
 
 
@@ -164,7 +165,7 @@ def format_answer(fields: ProductFields, style: str = "json") -> str:
     - "free": one "Key: value" line per value present.
     """
     if style not in ANSWER_STYLES:
-        raise ValueError(f"Unknown answer style {style!r}; use one of: {', '.join(ANSWER_STYLES)}.")
+        raise InputError(f"Unknown answer style {style!r}; use one of: {', '.join(ANSWER_STYLES)}.")
     price = fields.price if fields.price is not None and math.isfinite(fields.price) else None
     sizes = {
         size: amount

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import os
 import re
 import statistics
 from collections import Counter, defaultdict
@@ -23,7 +22,9 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from inspector import __version__
+from inspector.errors import InputError, InspectorError
 from inspector.fields import FIELD_NAMES, Outcome
+from inspector.outputs import write_text_atomic
 from inspector.scoring import normalise_label
 from inspector.store import RunInfo, Store
 
@@ -53,7 +54,7 @@ def _template_dirs() -> list[str]:
 def _environment() -> Environment:
     dirs = _template_dirs()
     if not dirs:
-        raise FileNotFoundError(
+        raise InspectorError(
             "the report templates are missing (expected inspector/templates or templates/ next to the package); "
             "reinstall inspector"
         )
@@ -80,24 +81,15 @@ def render_report(store: Store, run_id: int, out_path: Path, compare_run_id: int
 
     The file is written atomically: a reader never sees half a report.
     """
-    out_path = Path(out_path)
     html = render_report_html(store, run_id, compare_run_id)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    try:
-        # Lone surrogates (undecodable file names in older databases) are not UTF-8: show them as U+FFFD.
-        tmp.write_text(re.sub("[\ud800-\udfff]", "\ufffd", html), encoding="utf-8", newline="\n")
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out_path
+    # Lone surrogates (undecodable file names in older databases) are not UTF-8: show them as U+FFFD.
+    return write_text_atomic(out_path, re.sub("[\ud800-\udfff]", "\ufffd", html), "the report")
 
 
 def render_report_html(store: Store, run_id: int, compare_run_id: int | None = None) -> str:
     run_ids = [run_id] if compare_run_id is None else [run_id, compare_run_id]
     if compare_run_id is not None and compare_run_id == run_id:
-        raise ValueError(
+        raise InputError(
             f"--compare must name another run than {run_id}: comparing a run with itself shows nothing"
         )
     views = [_run_view(store, rid) for rid in run_ids]

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from inspector.errors import InputError
+
 CATEGORIES: tuple[str, ...] = (
     "sneakers",
     "handbag",
@@ -206,7 +208,7 @@ def make_products(
     aside, which grows past 999 products).
     """
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise InputError(f"n must be >= 0, got {n}")
     formats = _check_formats(formats)
     digits = max(3, len(str(n)))
     category_rng = random.Random(f"inspector-categories:{seed}")
@@ -255,7 +257,7 @@ def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     checked = tuple(fmt.lower().lstrip(".") for fmt in formats)
     unknown = [fmt for fmt in checked if fmt not in SAVE_OPTIONS]
     if not checked or unknown:
-        raise ValueError(f"formats must be some of {', '.join(SAVE_OPTIONS)}; got {list(formats)}")
+        raise InputError(f"formats must be some of {', '.join(SAVE_OPTIONS)}; got {list(formats)}")
     return checked
 
 

@@ -25,6 +25,7 @@ from inspector.confidence import field_confidences, with_confidence
 from inspector.discovery import ImageSource, discover, read_source
 from inspector.fields import FieldResult, ProductFields, TruthRecord
 from inspector.images import ImageLoadError, LoadedImage, decode_image, make_thumbnail, sha256_hex
+from inspector.outputs import check_output_file
 from inspector.parsing import parse_answer
 from inspector.prompts import Prompt, get_prompt
 from inspector.scoring import PriceTolerance, score_answer
@@ -119,14 +120,17 @@ class ScanConfig:
 class ScanProgress(Protocol):
     """What the CLI shows while a scan runs; the library never prints."""
 
-    def start(self, total: int, already_done: int) -> None: ...
+    def start(self, total: int, already_done: int) -> None:
+        """The scan found `total` images; may be called again with a larger total (multi-GPU shards)."""
 
     def advance(self, n_images: int, n_failed: int) -> None: ...
 
     def message(self, text: str) -> None: ...
 
 
-class _SilentProgress:
+class SilentProgress:
+    """A `ScanProgress` that shows nothing (library use, tests)."""
+
     def start(self, total: int, already_done: int) -> None:
         pass
 
@@ -227,8 +231,10 @@ class ScanInputs:
 
 
 def read_scan_inputs(config: ScanConfig) -> ScanInputs:
-    """Check everything about a scan's inputs that can fail (prompt, tolerance, paths, truth CSV) and read them,
-    so that bad input is reported before the slow model load and nothing is read twice."""
+    """Check everything about a scan's inputs that can fail (prompt, tolerance, paths, truth CSV, where the report
+    goes) and read them, so that bad input is reported before the slow model load and nothing is read twice."""
+    if config.report is not None:
+        check_output_file(config.report, "--report")
     get_prompt(config.prompt, config.prompt_file, config.sizes or None)
     PriceTolerance.parse(config.price_tolerance)
     sources = discover(config.inputs)
@@ -256,7 +262,7 @@ class Scanner:
         self._inputs = inputs
         self.backend = backend
         self.store = store
-        self.progress = progress or _SilentProgress()
+        self.progress = progress or SilentProgress()
         self.prompt = get_prompt(config.prompt, config.prompt_file, config.sizes or None)
         self.settings = config.generation_settings()
         self.tolerance = PriceTolerance.parse(config.price_tolerance)

@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+from inspector.errors import InputError
 from inspector.fields import FIELD_NAMES, FieldResult, Outcome, ProductFields
 from inspector.parsing import normalise_currency, normalise_size
 
@@ -71,7 +72,7 @@ class PriceTolerance:
                 raise ValueError
             return cls(absolute=amount)
         except ValueError:
-            raise ValueError(f"Price tolerance {raw!r} is not valid: {hint}.") from None
+            raise InputError(f"Price tolerance {raw!r} is not valid: {hint}.") from None
 
     def allows(self, predicted: float, expected: float) -> bool:
         allowed = self.absolute

@@ -12,6 +12,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from inspector.errors import InputError
+
 FAMILIES = ("llava", "idefics3", "phi3v")
 
 #: A chat template in the style of most instruction-tuned VLMs; images become the processor's image token.
@@ -217,7 +219,7 @@ def build_tiny_model(family: str, folder: Path, seed: int = 0, **kwargs) -> Path
     """Build and save a tiny random VLM of `family` (one of FAMILIES) into `folder`; returns the folder."""
     builders = {"llava": build_tiny_llava, "idefics3": build_tiny_idefics3, "phi3v": build_tiny_phi3v}
     if family not in builders:
-        raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
+        raise InputError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
     return builders[family](Path(folder), seed=seed, **kwargs)
 
 

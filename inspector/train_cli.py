@@ -10,6 +10,7 @@ import math
 import click
 from rich.console import Console
 
+from inspector.console import friendly_errors, progress_bar
 from inspector.training.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig
 
 _DEFAULTS = TrainConfig()
@@ -21,8 +22,6 @@ class RichTrainProgress:
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        from inspector.cli import progress_bar
-
         self.progress = progress_bar(console, "training", "loss {task.fields[loss]}", "lr {task.fields[lr]}")
         self.task = None
 
@@ -313,10 +312,6 @@ def train_command(**options):
     generate() and is scored like a scan. The best model is saved to OUTPUT/best, ready for
     `inspector scan --model OUTPUT/best`.
     """
-    # Imported here, not at the top: inspector.cli imports this module, so `import inspector.train_cli` on its own
-    # would otherwise hit a circular import.
-    from inspector.cli import friendly_errors
-
     with friendly_errors():
         from inspector.prompts import parse_sizes_option
         from inspector.truth import parse_column_mapping

@@ -6,9 +6,9 @@ import json
 import sqlite3
 
 import pytest
-from rich.console import Console
 
 from inspector.discovery import discover
+from inspector.errors import InputError, InspectorError
 from inspector.multigpu import parse_gpus, scan_on_devices
 from inspector.scan import ScanConfig
 from inspector.store import open_store
@@ -23,7 +23,7 @@ def test_shards_in_spawned_processes_fill_one_run_without_duplicates(tmp_path, s
         inputs=[str(sample_dir)], model=f"fake:{answers}", db=str(db), report=str(tmp_path / "r.html"),
         truth=str(sample_dir / "truth.csv"), batch_size=4,
     )  # fmt: skip
-    summary = scan_on_devices(config, ["cpu", "cpu"], Console(quiet=True))
+    summary = scan_on_devices(config, ["cpu", "cpu"])
     assert (summary.processed, summary.failed, summary.status) == (n_images, 0, "completed")
     with sqlite3.connect(db) as connection:
         rows = connection.execute("select run_id, image_id from predictions").fetchall()
@@ -38,7 +38,7 @@ def test_shards_in_spawned_processes_fill_one_run_without_duplicates(tmp_path, s
     assert (tmp_path / "r.html").is_file()
 
     # the same scan again, now on one process: it resumes that run and finds nothing left to do
-    again = scan_on_devices(config, ["cpu"], Console(quiet=True))
+    again = scan_on_devices(config, ["cpu"])
     assert (again.run_id, again.processed, again.already_done) == (summary.run_id, 0, n_images)
 
 
@@ -46,24 +46,23 @@ def test_parse_gpus():
     assert parse_gpus("all", 4) == [0, 1, 2, 3]
     assert parse_gpus("2", 4) == [0, 1]
     assert parse_gpus("1,3", 4) == [1, 3]
-    with pytest.raises(ValueError, match="only 2 GPU"):
+    with pytest.raises(InputError, match="only 2 GPU"):
         parse_gpus("3", 2)
-    with pytest.raises(ValueError, match="none is visible"):
+    with pytest.raises(InputError, match="none is visible"):
         parse_gpus("all", 0)
-    with pytest.raises(ValueError, match="takes 'all'"):
+    with pytest.raises(InputError, match="takes 'all'"):
         parse_gpus("many", 2)
 
 
 def test_a_shard_that_cannot_start_is_one_error_without_tracebacks(tmp_path, sample_dir, capfd):
-    from inspector.cli import _user_errors
     from inspector.multigpu import ShardError
 
     config = ScanConfig(
         inputs=[str(sample_dir)], model=f"fake:{tmp_path / 'missing.json'}", db=str(tmp_path / "m.db"), report=None
     )
     with pytest.raises(ShardError, match="fake model answers file") as raised:
-        scan_on_devices(config, ["cpu", "cpu"], Console(quiet=True))
-    assert isinstance(raised.value, _user_errors())  # the CLI prints it as one `Error:` line
+        scan_on_devices(config, ["cpu", "cpu"])
+    assert isinstance(raised.value, InspectorError)  # the CLI prints it as one `Error:` line
     assert "Traceback" not in capfd.readouterr().err
 
 
@@ -87,6 +86,6 @@ def test_a_shard_killed_outright_fails_the_run(tmp_path, sample_dir):
         inputs=[str(sample_dir)], model=f"fake:{answers}", db=str(tmp_path / "k.db"), report=None, limit=4
     )
     with pytest.raises(ShardError, match="shard 1: .*exit code 9"):
-        scan_on_devices(config, ["cpu", "cpu"], Console(quiet=True))
+        scan_on_devices(config, ["cpu", "cpu"])
     store = open_store(tmp_path / "k.db")
     assert store.list_runs()[0].status == "failed"

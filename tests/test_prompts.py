@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from inspector.errors import InputError
 from inspector.fields import FIELD_NAMES, ProductFields
 from inspector.parsing import parse_answer
 from inspector.prompts import (
@@ -44,7 +45,7 @@ def test_prompt_names_ignore_case_and_space() -> None:
 
 
 def test_unknown_prompt_lists_available_names() -> None:
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(InputError) as error:
         get_prompt("nonsense")
     assert (
         "extract" in str(error.value)
@@ -77,7 +78,7 @@ def test_prompt_file_with_sizes_placeholder(tmp_path: Path) -> None:
     path.write_text('List the prices for sizes {sizes} as JSON like {"6.5": 115}.', encoding="utf-8")
     prompt = get_prompt(prompt_file=path, sizes=["6.5", "7.5"])
     assert prompt.text == 'List the prices for sizes 6.5, 7.5 as JSON like {"6.5": 115}.'
-    with pytest.raises(ValueError, match="--sizes"):
+    with pytest.raises(InputError, match="--sizes"):
         get_prompt(prompt_file=path)
 
 
@@ -91,17 +92,17 @@ def test_bad_prompt_files(tmp_path: Path, content: str | bytes | None, message: 
         path.write_bytes(content)
     elif content is not None:
         path.write_text(content, encoding="utf-8")
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message):
         get_prompt(prompt_file=path)
 
 
 def test_prompt_file_that_is_a_folder(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="folder"):
+    with pytest.raises(InputError, match="folder"):
         get_prompt(prompt_file=tmp_path)
 
 
 def test_name_and_file_together_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(InputError, match="not both"):
         get_prompt("extract", prompt_file=tmp_path / "x.txt")
 
 
@@ -121,7 +122,7 @@ def test_parse_sizes_option(text: str, sizes: list[str]) -> None:
 
 @pytest.mark.parametrize("text", ["", " ", ",,", ";"])
 def test_parse_sizes_option_rejects_empty(text: str) -> None:
-    with pytest.raises(ValueError, match="--sizes"):
+    with pytest.raises(InputError, match="--sizes"):
         parse_sizes_option(text)
 
 
@@ -178,7 +179,7 @@ def test_free_style_is_key_value_lines() -> None:
 
 
 def test_unknown_style() -> None:
-    with pytest.raises(ValueError, match="json"):
+    with pytest.raises(InputError, match="json"):
         format_answer(ProductFields(), "yaml")
 
 

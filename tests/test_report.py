@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from inspector.errors import InputError, RunNotFoundError
 from inspector.fields import ProductFields, TruthRecord
 from inspector.report import render_report, render_report_html
 from inspector.scoring import score_answer
@@ -309,7 +310,7 @@ def test_compare_two_runs(demo) -> None:
     brand_b = store.run_metrics(tuned)["brand"].accuracy
     assert f"+{round(100 * (brand_b - brand_a), 1)} pt" in html
     assert html.count('class="confusion"') == 2
-    with pytest.raises(ValueError, match="another run"):
+    with pytest.raises(InputError, match="another run"):
         render_report_html(store, base, base)
 
 
@@ -326,7 +327,7 @@ def test_runs_without_truth_images_or_finite_numbers(tmp_path: Path) -> None:
         data = report_data(render_report_html(store, odd))  # refuses NaN/Infinity
         values = {row["p"]: row["runs"][0]["v"] for row in data["rows"]}
         assert values["a.jpg"]["price"] is None and values["a.jpg"]["size_prices"] == {"8": None}
-        with pytest.raises(LookupError):
+        with pytest.raises(RunNotFoundError):
             render_report_html(store, 99)
 
 

@@ -15,6 +15,7 @@ from PIL import Image, ImageChops, ImageStat
 
 from inspector import samples
 from inspector.discovery import discover, read_source
+from inspector.errors import InputError
 from inspector.images import decode_image
 from inspector.samples import (
     CARD_SIZES,
@@ -254,9 +255,9 @@ def test_dataset_generation_is_fast(tmp_path):
 
 
 def test_bad_arguments_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="formats must be some of"):
+    with pytest.raises(InputError, match="formats must be some of"):
         generate_samples(tmp_path, n=2, formats=("heic",))
-    with pytest.raises(ValueError, match="n must be >= 0"):
+    with pytest.raises(InputError, match="n must be >= 0"):
         make_products(-1, seed=0)
     csv_path = generate_samples(tmp_path / "empty", n=0)
     assert read_csv(csv_path) == []

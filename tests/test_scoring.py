@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from inspector.errors import InputError
 from inspector.fields import FieldResult, Outcome, ProductFields
 from inspector.scoring import (
     FieldMetrics,
@@ -44,7 +45,7 @@ def test_parse_tolerance(text: str, tolerance: PriceTolerance) -> None:
 
 @pytest.mark.parametrize("text", ["", "abc", "%", "-1", "-2%", "nan", "inf", "1,5", "2%%", "cent"])
 def test_parse_tolerance_rejects_junk(text: str) -> None:
-    with pytest.raises(ValueError, match="0.01 or a percentage like 2%"):
+    with pytest.raises(InputError, match="0.01 or a percentage like 2%"):
         PriceTolerance.parse(text)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import UniqueConstraint, create_engine, inspect, text
 
+from inspector.errors import RunNotFoundError
 from inspector.fields import FieldResult, Outcome, ProductFields, TruthRecord
 from inspector.store import (
     ItemResult,
@@ -183,7 +184,7 @@ def check_round_trip(store) -> None:
     assert store.get_run(str(run_id)).id == run_id
     assert store.get_run("key-1").id == run_id
     assert [r.id for r in store.list_runs()] == [run_id, other]
-    with pytest.raises(LookupError, match="no run 'nope'.*tuned"):
+    with pytest.raises(RunNotFoundError, match="no run 'nope'.*tuned"):
         store.get_run("nope")
     with pytest.raises(ValueError, match="one of running, completed"):
         store.finish_run(run_id, "done", {})
@@ -198,7 +199,7 @@ def test_round_trip_sqlite(db: Path) -> None:
 
 def test_runs_without_a_name_or_data(db: Path) -> None:
     with open_store(str(db)) as store:
-        with pytest.raises(LookupError, match="no runs in .* yet"):
+        with pytest.raises(RunNotFoundError, match="no runs in .* yet"):
             store.get_run(None)
         run_id = store.start_run("k", **{**RUN_ARGS, "name": None})
         assert store.get_run(None).label == f"run {run_id}"
@@ -206,7 +207,7 @@ def test_runs_without_a_name_or_data(db: Path) -> None:
         store.finish_run(run_id, "interrupted", {})
         info = store.get_run(run_id)
         assert (info.status, info.n_images, info.n_failed) == ("interrupted", 0, 0)
-        with pytest.raises(LookupError):
+        with pytest.raises(RunNotFoundError):
             store.add_batch(run_id + 1, [make_item(0)])
 
 

@@ -18,6 +18,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from inspector.errors import InputError
 from inspector.fields import ProductFields
 from inspector.parsing import parse_answer
 from inspector.prompts import format_answer, get_prompt
@@ -141,7 +142,7 @@ def test_rows_with_unreadable_cells_are_skipped_and_counted(tmp_path):
 def test_empty_training_set_is_a_clear_error(tmp_path):
     Image.new("RGB", (64, 64)).save(tmp_path / "x.png")
     csv_path = _write_csv(tmp_path / "truth.csv", [{"file": "other.png", "title": "T", "price": "1"}])
-    with pytest.raises(ValueError, match=r"No training examples: 1 images found under .*, 0 matched a row"):
+    with pytest.raises(InputError, match=r"No training examples: 1 images found under .*, 0 matched a row"):
         load_training_data(TrainConfig(truth=str(csv_path)))
 
 
@@ -196,9 +197,9 @@ def test_sizes_prompt_teaches_only_the_asked_sizes(cards):
 
 
 def test_config_checks_and_round_trip(tmp_path):
-    with pytest.raises(ValueError, match="--keep-adapter only applies to --method lora"):
+    with pytest.raises(InputError, match="--keep-adapter only applies to --method lora"):
         TrainConfig(truth="t.csv", model="m", output="o", keep_adapter=True).validate()
-    with pytest.raises(ValueError, match="needs generated answers"):
+    with pytest.raises(InputError, match="needs generated answers"):
         TrainConfig(truth="t.csv", model="m", output="o", eval_samples=0).validate()
     TrainConfig(truth="t.csv", model="m", output="o", eval_samples=0, best_metric="loss").validate()
     config = TrainConfig(truth="t.csv", model="m", output="o", sizes=["8"], truth_columns={"title": "Name"})
@@ -508,7 +509,7 @@ def test_resume_continues_exactly_where_the_run_stopped(llava_run, cards, tiny_l
     with pytest.raises(KeyboardInterrupt):
         train(config, Interrupt())
     assert (output / "checkpoint-12").is_dir() and not (output / "checkpoint-24").exists()
-    with pytest.raises(ValueError, match="already holds checkpoints .*pass --resume"):
+    with pytest.raises(InputError, match="already holds checkpoints .*pass --resume"):
         train(config)
 
     config.resume = "latest"

@@ -8,7 +8,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from inspector.errors import StoreError  # noqa: F401 - part of this module's API
+from inspector.errors import StoreError
 
 #: How long a SQLite writer waits for another process's transaction before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -17,7 +17,6 @@ _DRIVER_HINTS = {
     "postgresql": "pip install 'psycopg[binary]' and use a postgresql+psycopg://user:password@host/dbname URL",
     "mysql": "pip install pymysql and use a mysql+pymysql://user:password@host/dbname URL",
 }
-
 
 
 def database_url(url_or_path: str | Path) -> URL:
@@ -35,13 +34,22 @@ def database_url(url_or_path: str | Path) -> URL:
 
 
 def create_store_engine(url: URL) -> Engine:
+    """An Engine for `url`; SQLAlchemy's errors about the URL itself become `StoreError`s that say what to fix."""
+    shown = url.render_as_string(hide_password=True)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder of database {url.database}: {exc.strerror or exc}; pass another --db"
+            ) from exc
     try:
         engine = create_engine(url)
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
         hint = _DRIVER_HINTS.get(url.get_backend_name(), "install the database driver named in the URL")
-        raise StoreError(f"cannot use database {url.render_as_string()}: {exc}; {hint}") from exc
+        raise StoreError(f"cannot use database {shown}: {exc}; {hint}") from exc
+    except (ArgumentError, TypeError, ValueError) as exc:  # e.g. an unknown ?option= in the URL
+        raise StoreError(f"cannot use database {shown}: {exc}; check the --db URL") from exc
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
     return engine

@@ -17,8 +17,9 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from inspector.errors import RunNotFoundError, StoreError
 from inspector.fields import FIELD_NAMES, FieldResult, ProductFields, TruthRecord
-from inspector.store.engine import StoreError, create_store_engine, database_url
+from inspector.store.engine import create_store_engine, database_url
 from inspector.store.migrations import apply_migrations
 from inspector.store.tables import FieldResultRow, ImageRow, Prediction, Run, TruthRow, utc_now
 
@@ -248,7 +249,7 @@ class Store:
         with self._transaction(write=False) as session:
             run = self._find_run(session, run_ref)
             if run is None:
-                raise LookupError(self._missing_run_message(session, run_ref))
+                raise RunNotFoundError(self._missing_run_message(session, run_ref))
             return _run_info(run)
 
     def list_runs(self) -> list[RunInfo]:
@@ -281,7 +282,7 @@ class Store:
     def _run_row(self, session: Session, run_id: int) -> Run:
         run = session.get(Run, run_id)
         if run is None:
-            raise LookupError(self._missing_run_message(session, run_id))
+            raise RunNotFoundError(self._missing_run_message(session, run_id))
         return run
 
     # ------------------------------------------------------------------------------------ results

@@ -9,6 +9,7 @@ friends), so the model learns to stop.
 from __future__ import annotations
 
 from inspector.backends.hf import END_OF_TURN_TOKENS
+from inspector.errors import TrainingError
 
 IGNORE_INDEX = -100
 
@@ -78,7 +79,7 @@ class TrainingCollator:
         full = self._tokenise(self.full_text(answer))
         prompt = self._prompt_ids
         if full[: len(prompt)] != prompt:
-            raise ValueError(
+            raise TrainingError(
                 "The chat template renders the prompt differently with and without the answer, so the answer's "
                 "tokens cannot be told apart; use a model whose chat template appends the assistant turn to the "
                 "generation prompt unchanged"
@@ -140,7 +141,7 @@ class TrainingCollator:
                 input_ids[row, :prompt_length].tolist() == prompts["input_ids"][row, :prompt_length].tolist()
             )
             if not same or prompt_length >= int(lengths[row]):
-                raise ValueError(
+                raise TrainingError(
                     "Cannot find where the answer starts in a training example: the processor tokenises the "
                     "prompt differently with and without the answer after it"
                 )

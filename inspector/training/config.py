@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from inspector.errors import InputError
+
 METHODS: tuple[str, ...] = ("full", "lora", "frozen-vision")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "mixed", "fp32")
 SCHEDULES: tuple[str, ...] = ("linear", "cosine", "constant")
@@ -80,24 +82,24 @@ class TrainConfig:
     run_name: str | None = None  # name of the run in wandb; default: the output folder's name
 
     def validate(self) -> None:
-        """Raise ValueError with a fix for the first setting that cannot work."""
+        """Raise InputError with a fix for the first setting that cannot work."""
         if not self.truth:
-            raise ValueError("No training data: pass the catalogue CSV with --truth")
+            raise InputError("No training data: pass the catalogue CSV with --truth")
         if not self.model:
-            raise ValueError("No model: pass a Hugging Face model id or local folder with --model")
+            raise InputError("No model: pass a Hugging Face model id or local folder with --model")
         if not self.output:
-            raise ValueError("No output folder: pass one with --output")
+            raise InputError("No output folder: pass one with --output")
         if self.method not in METHODS:
-            raise ValueError(f"Unknown method {self.method!r}; use one of: {', '.join(METHODS)}")
+            raise InputError(f"Unknown method {self.method!r}; use one of: {', '.join(METHODS)}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"Unknown precision {self.precision!r}; use one of: {', '.join(PRECISIONS)}")
+            raise InputError(f"Unknown precision {self.precision!r}; use one of: {', '.join(PRECISIONS)}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"Unknown schedule {self.schedule!r}; use one of: {', '.join(SCHEDULES)}")
+            raise InputError(f"Unknown schedule {self.schedule!r}; use one of: {', '.join(SCHEDULES)}")
         if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+            raise InputError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         for name in ("batch_size", "grad_accum", "eval_every", "max_new_tokens", "logging_steps", "lora_r"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in (
             "max_steps",
             "max_minutes",
@@ -107,26 +109,26 @@ class TrainConfig:
             "save_total_limit",
         ):
             if getattr(self, name) < 0:
-                raise ValueError(
+                raise InputError(
                     f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}"
                 )
         if self.max_steps == 0 and self.epochs <= 0:
-            raise ValueError("Nothing to train: pass --epochs above 0 or --max-steps")
+            raise InputError("Nothing to train: pass --epochs above 0 or --max-steps")
         if self.lr <= 0:
-            raise ValueError(f"--lr must be positive, got {self.lr}")
+            raise InputError(f"--lr must be positive, got {self.lr}")
         if self.keep_adapter and self.method != "lora":
-            raise ValueError("--keep-adapter only applies to --method lora")
+            raise InputError("--keep-adapter only applies to --method lora")
         if self.num_crops is not None and self.num_crops < 1:
-            raise ValueError(f"--num-crops must be at least 1, got {self.num_crops}")
+            raise InputError(f"--num-crops must be at least 1, got {self.num_crops}")
         from inspector.training.evaluation import METRIC_NAMES
 
         metric = self.best_metric_key
         if metric.removeprefix("eval_") not in METRIC_NAMES:
-            raise ValueError(
+            raise InputError(
                 f"Unknown --best-metric {self.best_metric!r}; use one of: {', '.join(METRIC_NAMES)}"
             )
         if metric != "eval_loss" and self.eval_samples == 0:
-            raise ValueError(
+            raise InputError(
                 f"--best-metric {self.best_metric} needs generated answers; set --eval-samples above 0 "
                 "or use --best-metric loss"
             )
@@ -161,7 +163,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{path}: unknown settings {', '.join(unknown)}")
+            raise InputError(f"{path}: unknown settings {', '.join(unknown)}")
         return cls(**data)
 
     def describe(self) -> str:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from inspector.discovery import ImageSource, discover, read_source
+from inspector.errors import InputError
 from inspector.fields import ProductFields
 from inspector.images import ImageLoadError, decode_image, sha256_hex
 from inspector.prompts import Prompt, format_answer, get_prompt
@@ -175,12 +176,12 @@ def load_training_data(config: TrainConfig, workers: int = 4) -> TrainingData:
     """Find images, match them to catalogue rows as scan does, drop what cannot be used, split train/val.
 
     With `config.val_truth`, validation comes from that CSV instead of a split (its images are never trained
-    on, even when the training folder holds a copy). Raises ValueError when nothing is left to train on, with
+    on, even when the training folder holds a copy). Raises InputError when nothing is left to train on, with
     the counts that say why.
     """
     prompt = get_prompt(config.prompt, config.prompt_file, config.sizes or None)
     style = config.answer_style or prompt.answer_style
-    format_answer(ProductFields(), style)  # unknown style -> ValueError before any work
+    format_answer(ProductFields(), style)  # unknown style -> InputError before any work
 
     summary = DataSummary()
     seen: set[str] = set()
@@ -195,7 +196,7 @@ def load_training_data(config: TrainConfig, workers: int = 4) -> TrainingData:
         train, val = split_examples(examples, config.val_fraction, config.seed)
     summary.train_examples, summary.val_examples = len(train), len(val)
     if not train:
-        raise ValueError(
+        raise InputError(
             f"No training examples: {summary.images_found} images found under {image_root}, "
             f"{summary.matched_images} matched a row of {config.truth} ({summary.rows} rows), "
             f"{summary.unreadable_images} unreadable, {summary.empty_rows} rows with no product value, "
@@ -223,7 +224,7 @@ class ExampleDataset:
         try:
             image = decode_image(read_source(ImageSource(example.location, path=example.path))).image
         except ImageLoadError as error:
-            raise RuntimeError(
+            raise InputError(
                 f"{example.location} became unreadable during training ({error}); restore it or remove its row"
             ) from None
         return {"image": image, "answer": example.answer, "index": index}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from inspector.backends.base import BackendError
+from inspector.errors import TrainingError
 
 #: Module names of vision towers and the projectors that feed their features to the language model.
 VISION_MODULE_NAMES: tuple[str, ...] = (
@@ -51,7 +52,7 @@ def freeze_vision(model) -> int:
     """Freeze the vision tower and projector; returns how many parameters were frozen."""
     parameters = vision_parameters(model)
     if not parameters:
-        raise ValueError(
+        raise TrainingError(
             f"Cannot find the vision tower of this {type(model).__name__} (looked for modules named "
             f"{', '.join(VISION_MODULE_NAMES)}); use --method full or --method lora"
         )
@@ -78,12 +79,12 @@ def apply_lora(model, r: int, alpha: int, dropout: float, targets: list[str] | N
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
-        raise ValueError(
+        raise TrainingError(
             "--method lora needs peft: pip install 'inspector[train]' (or pip install peft)"
         ) from None
     target_modules = list(targets) if targets else language_linear_names(model)
     if not target_modules:
-        raise ValueError(f"No linear layers to adapt in this {type(model).__name__}; pass --lora-targets")
+        raise TrainingError(f"No linear layers to adapt in this {type(model).__name__}; pass --lora-targets")
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none"
     )
@@ -171,7 +172,7 @@ def resolve_precision(
             memory = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
             precision = "mixed" if needed < 0.75 * memory else "bf16"
     if precision in ("bf16", "mixed") and not bf16_ok:
-        raise ValueError(f"--precision {precision} needs a GPU with bf16 support; use --precision fp32")
+        raise TrainingError(f"--precision {precision} needs a GPU with bf16 support; use --precision fp32")
     return {"bf16": ("bfloat16", True), "mixed": ("float32", True), "fp32": ("float32", False)}[precision]
 
 

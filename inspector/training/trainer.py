@@ -22,6 +22,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from inspector.errors import InputError
 from inspector.scoring import PriceTolerance
 from inspector.training.callbacks import (
     METRICS_FILE,
@@ -91,18 +92,18 @@ def _find_resume_checkpoint(config: TrainConfig, output: Path) -> str | None:
     existing = get_last_checkpoint(str(output)) if output.is_dir() else None
     if config.resume is None:
         if existing:
-            raise ValueError(
+            raise InputError(
                 f"{output} already holds checkpoints ({Path(existing).name}); pass --resume to continue that run "
                 "or choose another --output"
             )
         return None
     if config.resume == "latest":
         if not existing:
-            raise ValueError(f"--resume: no checkpoint-N folder in {output} to resume from")
+            raise InputError(f"--resume: no checkpoint-N folder in {output} to resume from")
         return existing
     path = Path(config.resume)
     if not (path / "trainer_state.json").is_file():
-        raise ValueError(f"--resume {path}: not a checkpoint folder (it has no trainer_state.json)")
+        raise InputError(f"--resume {path}: not a checkpoint folder (it has no trainer_state.json)")
     return str(path)
 
 
@@ -111,7 +112,7 @@ def _wandb_setup(config: TrainConfig, output: Path) -> None:
     try:
         import wandb  # noqa: F401
     except ImportError:
-        raise ValueError(
+        raise InputError(
             "--wandb needs the wandb package: pip install 'inspector[train]' (or pip install wandb)"
         ) from None
     # Imported before WANDB_MODE is set: on import it prints "Running in WANDB offline mode" to stdout.
@@ -276,7 +277,7 @@ class BestExporter:
     def consider(self, model, metrics: dict, state) -> None:
         value = metrics.get(self.metric)
         if value is None:
-            raise ValueError(
+            raise InputError(
                 f"--best-metric {self.config.best_metric}: no such evaluation figure; available: "
                 + ", ".join(sorted(k.removeprefix("eval_") for k in metrics if k.startswith("eval_")))
             )
