@@ -207,7 +207,7 @@ def test_config_checks_and_round_trip(tmp_path):
     assert (config.best_metric_key, config.greater_is_better) == ("eval_field_accuracy", True)
     assert not TrainConfig(best_metric="price_mae").greater_is_better
     with pytest.raises(
-        ValueError, match="Unknown --best-metric 'accuracy'; use one of: loss, field_accuracy"
+        InputError, match="Unknown --best-metric 'accuracy'; use one of: loss, field_accuracy"
     ):
         TrainConfig(truth="t.csv", model="m", output="o", best_metric="accuracy").validate()
 
