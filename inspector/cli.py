@@ -264,6 +264,75 @@ def runs(db):
         stdout_console().print(table)
 
 
+@cli.group()
+def review():
+    """Inspectors' decisions from the report's review view."""
+
+
+@review.command("import")
+@click.argument("csv_path", metavar="DECISIONS.csv", type=click.Path(dir_okay=False))
+@click.option("--db", default="inspector.db", show_default=True, help="SQLite file or SQLAlchemy URL.")
+@click.option("--reviewer", help="Who decided, for rows without a reviewer column.  [default: your user name]")
+def review_import(csv_path, db, reviewer):
+    """Store the decisions CSV downloaded from the report (run_id, sha256, field, decision, corrected_value).
+
+    Importing the same file again changes nothing; rows for an unknown run, image or field, or with an unknown
+    decision, are skipped and listed."""
+    with friendly_errors():
+        from inspector.review import import_decisions
+        from inspector.store import open_store
+
+        _require_existing_db(db)
+        summary = import_decisions(open_store(db), csv_path, reviewer or _user_name())
+        for line in summary.skipped:
+            click.echo(f"Skipped {line}", err=True)
+        click.echo(
+            f"Decisions: {summary.rows} rows read, {summary.added} added, {summary.updated} updated, "
+            f"{summary.unchanged} unchanged, {len(summary.skipped)} skipped"
+        )
+
+
+def _user_name() -> str | None:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--db", default="inspector.db", show_default=True, help="SQLite file or SQLAlchemy URL.")
+@click.option("--out", "-o", required=True, help="File to write: .csv, or .parquet (needs pyarrow).")
+@click.option(
+    "--what",
+    type=click.Choice(["results", "corrections"]),
+    default="results",
+    show_default=True,
+    help="results: every field of every image with model value, catalogue value, confidence and decision. "
+    "corrections: the catalogue rows the review marked wrong, with the corrected values.",
+)
+@click.option("--mismatches", "mismatches_only", is_flag=True, help="Only fields where model and catalogue disagree.")
+@click.option("--field", help="Only this field (size_prices: every size's price).")
+@click.option("--category", help="Only images whose catalogue category is this ('(none)': no category).")
+def export(run, db, out, what, mismatches_only, field, category):
+    """Write RUN's (id or name) results or catalogue corrections as CSV or Parquet, with the report's filters."""
+    with friendly_errors():
+        from inspector.export import export_run
+        from inspector.outputs import check_output_file
+        from inspector.store import open_store
+
+        _require_existing_db(db)
+        check_output_file(out, "--out")
+        store = open_store(db)
+        info = store.get_run(_run_ref(run))
+        count = export_run(
+            store, info.id, out, what=what, mismatches_only=mismatches_only, field=field, category=category
+        )
+        click.echo(f"Wrote {count} {what} rows of {info.label} to {out}")
+
+
 def _run_ref(value: str | None) -> int | str | None:
     if value is None:
         return None

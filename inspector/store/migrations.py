@@ -172,8 +172,30 @@ def m003_field_result_confidence(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE field_results ADD COLUMN confidence FLOAT"))
 
 
+def m004_reviews(conn: Connection) -> None:
+    """reviews: an inspector's decision on one field of one image in one run (catalogue_wrong, model_wrong or
+    both_fine, with an optional corrected value), who made it and when. One decision per run, image and field."""
+    md = MetaData()
+    Table("runs", md, Column("id", Integer, primary_key=True))
+    Table("images", md, Column("id", Integer, primary_key=True))
+    Table(
+        "reviews",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+        Column("image_id", Integer, ForeignKey("images.id"), nullable=False),
+        Column("field", String(100), nullable=False),
+        Column("decision", String(20), nullable=False),
+        Column("corrected_value", Text),
+        Column("reviewer", String(200)),
+        Column("reviewed_at", DateTime(timezone=True), nullable=False),
+        UniqueConstraint("run_id", "image_id", "field", name="uq_reviews_run_image_field"),
+    )
+    md.tables["reviews"].create(conn)
+
+
 #: Every migration, in the order they are applied. Append only.
-MIGRATIONS: list[Migration] = [m001_initial, m002_query_indexes, m003_field_result_confidence]
+MIGRATIONS: list[Migration] = [m001_initial, m002_query_indexes, m003_field_result_confidence, m004_reviews]
 
 
 

@@ -21,7 +21,7 @@ from inspector.errors import RunNotFoundError, StoreError
 from inspector.fields import FIELD_NAMES, FieldResult, ProductFields, TruthRecord
 from inspector.store.engine import create_store_engine, database_url
 from inspector.store.migrations import apply_migrations
-from inspector.store.tables import FieldResultRow, ImageRow, Prediction, Run, TruthRow, utc_now
+from inspector.store.tables import FieldResultRow, ImageRow, Prediction, ReviewRow, Run, TruthRow, utc_now
 
 if TYPE_CHECKING:
     from inspector.scoring import FieldMetrics
@@ -56,6 +56,20 @@ class ItemResult:
     error: str | None = None
     truth: TruthRecord | None = None
     field_results: list[FieldResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Review:
+    """An inspector's decision on one field of one image in one run."""
+
+    run_id: int
+    sha256: str
+    field: str
+    #: catalogue_wrong, model_wrong or both_fine.
+    decision: str
+    corrected_value: str | None = None
+    reviewer: str | None = None
+    reviewed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -384,6 +398,86 @@ class Store:
         from inspector.scoring import summarise
 
         return summarise(self.field_results(run_id))
+
+    # -------------------------------------------------------------------------------------- reviews
+
+    def reviewable(self, run_id: int) -> dict[tuple[str, str], int]:
+        """(sha256, field) -> image id of every field result of the run: what a decision can be about."""
+        with self._transaction(write=False) as session:
+            query = (
+                select(ImageRow.sha256, FieldResultRow.field, ImageRow.id)
+                .join(FieldResultRow, FieldResultRow.image_id == ImageRow.id)
+                .where(FieldResultRow.run_id == run_id)
+            )
+            return {(sha, name): image_id for sha, name, image_id in session.execute(query)}
+
+    def save_reviews(self, reviews: list[Review]) -> dict[str, int]:
+        """Store decisions (each for a field result that exists: see `reviewable`) in one transaction. A decision
+        equal to the stored one changes nothing (importing a file twice is a no-op); a different one replaces it.
+        Returns counts: added, updated, unchanged."""
+        counts = {"added": 0, "updated": 0, "unchanged": 0}
+        if not reviews:
+            return counts
+        with self._transaction(write=True) as session:
+            ids: dict[str, int] = {}
+            for shas in _chunks(sorted({r.sha256 for r in reviews})):
+                query = select(ImageRow.sha256, ImageRow.id).where(ImageRow.sha256.in_(shas))
+                ids.update((sha, image_id) for sha, image_id in session.execute(query))
+            for review in reviews:
+                image_id = ids[review.sha256]
+                row = session.scalars(
+                    select(ReviewRow).where(
+                        ReviewRow.run_id == review.run_id,
+                        ReviewRow.image_id == image_id,
+                        ReviewRow.field == review.field,
+                    )
+                ).first()
+                values = {
+                    "decision": review.decision,
+                    "corrected_value": _text(review.corrected_value),
+                    "reviewer": _text(review.reviewer),
+                }
+                if row is None:
+                    session.add(
+                        ReviewRow(
+                            run_id=review.run_id,
+                            image_id=image_id,
+                            field=review.field,
+                            reviewed_at=review.reviewed_at or utc_now(),
+                            **values,
+                        )
+                    )
+                    counts["added"] += 1
+                elif all(getattr(row, key) == value for key, value in values.items()):
+                    counts["unchanged"] += 1
+                else:
+                    for key, value in values.items():
+                        setattr(row, key, value)
+                    row.reviewed_at = review.reviewed_at or utc_now()
+                    counts["updated"] += 1
+        return counts
+
+    def reviews(self, run_id: int) -> list[Review]:
+        """The run's stored decisions, by image path and field."""
+        with self._transaction(write=False) as session:
+            query = (
+                select(ReviewRow, ImageRow.sha256)
+                .join(ImageRow, ImageRow.id == ReviewRow.image_id)
+                .where(ReviewRow.run_id == run_id)
+                .order_by(ImageRow.sha256, ReviewRow.field)
+            )
+            return [
+                Review(
+                    run_id=row.run_id,
+                    sha256=sha,
+                    field=row.field,
+                    decision=row.decision,
+                    corrected_value=row.corrected_value,
+                    reviewer=row.reviewer,
+                    reviewed_at=_aware(row.reviewed_at),
+                )
+                for row, sha in session.execute(query)
+            ]
 
     def run_rows(self, run_id: int, *, with_thumbnails: bool = True) -> list[dict]:
         """One dict per image of the run, ordered by path: image facts, prediction, truth and field results.

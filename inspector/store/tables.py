@@ -156,6 +156,23 @@ class FieldResultRow(Base):
     prediction: Mapped[Prediction] = relationship(back_populates="field_results")
 
 
+class ReviewRow(Base):
+    """An inspector's decision on one field of one image in one run (`inspector review import`)."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (UniqueConstraint("run_id", "image_id", "field", name="uq_reviews_run_image_field"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    field: Mapped[str] = mapped_column(String(100))
+    #: catalogue_wrong, model_wrong or both_fine (inspector.review.DECISIONS).
+    decision: Mapped[str] = mapped_column(String(20))
+    corrected_value: Mapped[str | None] = mapped_column(Text)
+    reviewer: Mapped[str | None] = mapped_column(String(200))
+    reviewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 # Indexes for the queries the report and the data team run most (by run, by image across runs).
 Index("ix_predictions_image", Prediction.image_id)
 Index("ix_truth_image", TruthRow.image_id)

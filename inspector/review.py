@@ -1,0 +1,126 @@
+"""Inspectors' decisions on disagreements: the names they use, and importing a report's decisions CSV.
+
+The report lets an inspector decide, per field of an image, whether the catalogue is wrong (optionally with the
+corrected value), the model is wrong, or both are fine; it downloads the decisions as a CSV with the columns
+`DECISION_COLUMNS`. `import_decisions` stores such a file in the `reviews` table, idempotently, skipping (and
+naming) every row that does not fit the database.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from inspector.errors import InputError
+from inspector.store import Review, Store
+
+CATALOGUE_WRONG, MODEL_WRONG, BOTH_FINE = "catalogue_wrong", "model_wrong", "both_fine"
+#: The decisions, in the order the report's controls show them.
+DECISIONS: tuple[str, ...] = (CATALOGUE_WRONG, MODEL_WRONG, BOTH_FINE)
+#: Columns every decisions CSV has (the report writes more: path, values, confidence, reviewer, decided_at).
+DECISION_COLUMNS: tuple[str, ...] = ("run_id", "sha256", "field", "decision", "corrected_value")
+_REQUIRED = ("run_id", "sha256", "field", "decision")
+
+
+@dataclass
+class ImportSummary:
+    rows: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    #: One line per skipped row: where it is and why.
+    skipped: list[str] = field(default_factory=list)
+
+
+def read_decisions(path: str | Path) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) for each data row of a decisions CSV; a one-line InputError if it cannot be used."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [name.strip() for name in reader.fieldnames or []]
+            missing = [name for name in _REQUIRED if name not in columns]
+            if missing:
+                raise InputError(
+                    f"{path}: not a decisions CSV (no column {', '.join(missing)}); download one from the report's "
+                    "review view"
+                )
+            reader.fieldnames = columns
+            return [(reader.line_num, row) for row in reader]
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InputError(f"{path}: cannot read it as a UTF-8 CSV ({error})") from None
+
+
+def import_decisions(store: Store, path: str | Path, reviewer: str | None = None) -> ImportSummary:
+    """Store the decisions of a CSV; rows for an unknown run, image or field, or with an unknown decision, are
+    skipped and listed. `reviewer` is used where the row has none."""
+    summary = ImportSummary()
+    reviewable: dict[int, dict[tuple[str, str], int] | None] = {}
+    decisions: dict[tuple[int, str, str], Review] = {}
+    for line, row in read_decisions(path):
+        summary.rows += 1
+        value = {key: (text or "").strip() for key, text in row.items() if key is not None}
+        run_text, sha, name, decision = (value.get(key, "") for key in _REQUIRED)
+        if decision not in DECISIONS:
+            summary.skipped.append(
+                f"line {line}: unknown decision {decision!r} (use {', '.join(DECISIONS)}), skipped"
+            )
+            continue
+        try:
+            run_id = int(run_text)
+        except ValueError:
+            summary.skipped.append(f"line {line}: run_id {run_text!r} is not a run number, skipped")
+            continue
+        if run_id not in reviewable:
+            reviewable[run_id] = _reviewable(store, run_id)
+        targets = reviewable[run_id]
+        if targets is None:
+            summary.skipped.append(f"line {line}: unknown run {run_id}, skipped")
+            continue
+        if not any(key[0] == sha for key in targets):
+            summary.skipped.append(f"line {line}: image {sha[:12] or '(empty)'} is not in run {run_id}, skipped")
+            continue
+        if (sha, name) not in targets:
+            summary.skipped.append(
+                f"line {line}: run {run_id} has no result for field {name!r} of image {sha[:12]}, skipped"
+            )
+            continue
+        corrected = value.get("corrected_value") or None
+        if decision != CATALOGUE_WRONG and corrected is not None:
+            summary.skipped.append(
+                f"line {line}: a corrected value goes with catalogue_wrong, not {decision}, skipped"
+            )
+            continue
+        decisions[(run_id, sha, name)] = Review(
+            run_id=run_id,
+            sha256=sha,
+            field=name,
+            decision=decision,
+            corrected_value=corrected,
+            reviewer=value.get("reviewer") or reviewer,
+            reviewed_at=_moment(value.get("decided_at")),
+        )
+    counts = store.save_reviews(list(decisions.values()))
+    summary.added, summary.updated, summary.unchanged = counts["added"], counts["updated"], counts["unchanged"]
+    return summary
+
+
+def _reviewable(store: Store, run_id: int) -> dict[tuple[str, str], int] | None:
+    if run_id not in {run.id for run in store.list_runs()}:
+        return None
+    return store.reviewable(run_id)
+
+
+def _moment(text: str | None) -> datetime | None:
+    """The report's decided_at (ISO 8601); None (import time) when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
