@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
 
+from inspector.models.cache_keyword import CACHE_KEYWORD
+
 #: How often (in steps) a CUDA-graph decode loop checks whether every sequence has stopped (each check syncs).
 STOP_CHECK_EVERY = 8
 
@@ -302,12 +304,13 @@ class GreedyDecoder:
         position_ids = position_ids.masked_fill(attention_mask == 0, 0)
         model_inputs = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
         cache = _CopyToStaticCache(self.config, state.kv)
+        # Handed over under the installed transformers' name for it: any Phi-3 model may run here, not only ours.
         output = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=cache,
             use_cache=True,
+            **{CACHE_KEYWORD: cache},
             logits_to_keep=1,
             **model_inputs,
         )

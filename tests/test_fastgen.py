@@ -261,3 +261,32 @@ def test_backend_answers_carry_token_pieces_and_the_same_log_probs_on_both_paths
         assert ours.has_tokens and len(ours.pieces) == len(ours.token_ids)
         assert "".join(ours.pieces).strip() == ours.text
         assert ours.logprobs == pytest.approx(theirs.logprobs, abs=2e-4)
+
+
+def test_transformers_own_phi3_decodes_like_its_generate():
+    """Any Phi-3 layout runs in the fast decoder, so it must hand the prefill cache to transformers' own Phi-3
+    under the name the installed release reads (a wrong name is dropped silently and the prefill cache is empty)."""
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    torch.manual_seed(0)
+    config = Phi3Config(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        pad_token_id=0,
+    )
+    model = Phi3ForCausalLM(config).eval()
+    assert unsupported_reason(model) is None
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(3, 128, (3, 12), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    for row, padding in enumerate((0, 3, 7)):
+        input_ids[row, :padding] = 0
+        attention_mask[row, :padding] = 0
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    expected = reference(model, inputs, 8, 8, ())
+    got = GreedyDecoder(model).generate(inputs, max_new_tokens=8, min_new_tokens=8, pad_token_id=0)
+    assert torch.equal(got, expected)

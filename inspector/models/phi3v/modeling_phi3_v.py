@@ -33,6 +33,7 @@ from transformers.models.phi3.modeling_phi3 import (
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
+from inspector.models.cache_keyword import CACHE_KEYWORD, one_cache
 from inspector.models.phi3v.configuration_phi3_v import STOP_TOKEN_IDS, Phi3VConfig
 
 
@@ -171,7 +172,7 @@ class Phi3VPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["Phi3DecoderLayer", "CLIPEncoderLayer", "CLIPVisionEmbeddings"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [CACHE_KEYWORD]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_attention_backend = True
@@ -233,11 +234,9 @@ class Phi3VModel(Phi3VPreTrainedModel):
             )
         return mask.unsqueeze(-1)
 
-    def _has_unfilled_image_tokens(
-        self, input_ids: torch.Tensor | None, past_key_values: Cache | None
-    ) -> bool:
+    def _has_unfilled_image_tokens(self, input_ids: torch.Tensor | None, cache: Cache | None) -> bool:
         """Image tokens in a prompt (first forward) that comes without images: a caller bug, not a decode step."""
-        if input_ids is None or (past_key_values is not None and past_key_values.get_seq_length() > 0):
+        if input_ids is None or (cache is not None and cache.get_seq_length() > 0):
             return False
         return bool((input_ids == self.config.image_token_id).any())
 
@@ -253,8 +252,12 @@ class Phi3VModel(Phi3VPreTrainedModel):
         pixel_values: torch.FloatTensor | None = None,
         image_sizes: torch.LongTensor | None = None,
         use_cache: bool | None = None,
+        cache: Cache | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast:
+        """The KV cache comes as `cache` (transformers >= 5.24) or `past_key_values` (earlier releases); it is
+        handed on under the name the installed release's layers, mask builder and outputs use."""
+        cache = one_cache(past_key_values, cache)
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         if inputs_embeds is None:
@@ -266,17 +269,17 @@ class Phi3VModel(Phi3VPreTrainedModel):
             inputs_embeds = inputs_embeds.masked_scatter(
                 mask.to(inputs_embeds.device), image_features.to(inputs_embeds.device, inputs_embeds.dtype)
             )
-        elif self._has_unfilled_image_tokens(input_ids, past_key_values):
+        elif self._has_unfilled_image_tokens(input_ids, cache):
             raise ValueError(
                 f"input_ids hold image tokens (id {self.config.image_token_id}) but no pixel_values were given; "
                 "pass the processor's pixel_values and image_sizes with them."
             )
         inputs_embeds = self.embed_dropout(inputs_embeds)
 
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
         if position_ids is None:
-            past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+            past_seen = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen
             position_ids = position_ids.unsqueeze(0)
 
@@ -287,8 +290,8 @@ class Phi3VModel(Phi3VPreTrainedModel):
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
             position_ids=position_ids,
+            **{CACHE_KEYWORD: cache},
         )
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
@@ -297,14 +300,14 @@ class Phi3VModel(Phi3VPreTrainedModel):
                 hidden_states,
                 attention_mask=causal_mask,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
                 use_cache=use_cache,
                 position_embeddings=position_embeddings,
+                **{CACHE_KEYWORD: cache},
                 **kwargs,
             )
         hidden_states = self.norm(hidden_states)
         return BaseModelOutputWithPast(
-            last_hidden_state=hidden_states, past_key_values=past_key_values if use_cache else None
+            last_hidden_state=hidden_states, **{CACHE_KEYWORD: cache if use_cache else None}
         )
 
 
@@ -374,14 +377,16 @@ class Phi3VForConditionalGeneration(Phi3VPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        cache: Cache | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        """`labels` = -100 where no loss is wanted (prompt, image and padding positions); shifted internally."""
+        """`labels` = -100 where no loss is wanted (prompt, image and padding positions); shifted internally.
+        The KV cache comes as `cache` or `past_key_values`, whichever the installed transformers uses."""
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=one_cache(past_key_values, cache),
             inputs_embeds=inputs_embeds,
             pixel_values=pixel_values,
             image_sizes=image_sizes,
@@ -399,7 +404,7 @@ class Phi3VForConditionalGeneration(Phi3VPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_KEYWORD: getattr(outputs, CACHE_KEYWORD)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
