@@ -7,8 +7,9 @@
    "Product: X, Category: Y, Full Price: 123.0" (pairs separated by commas on one line);
 3. free sentences: "The price for size 6.5 is $115.00", "The good is Nike Dunk Low ...", "It costs €95".
 
-The catalogue loader (`inspector.truth`) uses `clean_text`, `parse_price`, `normalise_currency`,
-`normalise_size` and `parse_size_prices` too, so that answers and catalogue cells are read alike.
+The catalogue loader (`inspector.truth`) uses `clean_text`, `read_price`, `normalise_currency`,
+`normalise_size` and `parse_size_prices` too, so that answers and catalogue cells are read alike: one set of
+price rules (the table in `read_price`), and an ambiguous or negative price is left empty, never guessed.
 """
 
 from __future__ import annotations
@@ -23,13 +24,18 @@ from decimal import Decimal, InvalidOperation
 from inspector.fields import ProductFields
 
 __all__ = [
+    "AMBIGUOUS",
     "ISO_CURRENCIES",
+    "NEGATIVE",
+    "NOT_A_PRICE",
+    "PriceReading",
     "clean_text",
     "normalise_currency",
     "normalise_size",
     "parse_answer",
     "parse_price",
     "parse_size_prices",
+    "read_price",
 ]
 
 # --------------------------------------------------------------------------------------------------------------
@@ -161,6 +167,10 @@ _WORDS: dict[str, str] = {
     "rupee": "INR",
     "francs": "CHF",
     "franc": "CHF",
+    # "kr" is also NOK, DKK and ISK: a currency column or "currency" key naming one of those wins.
+    "kronor": "SEK",
+    "kr": "SEK",
+    "kč": "CZK",
 }
 
 
@@ -233,76 +243,113 @@ def normalise_currency(text: str | None) -> str | None:
 _GROUP_CHARS = "'’\u00a0\u202f\u2009"
 #: A numeric token: digits with separators inside ("1,290.00", "1.290,00", "1'290", "2,15", ".5" is not a price).
 _NUMBER_RE = rf"\d(?:[\d,.{_GROUP_CHARS}]*\d)?"
+#: Minus signs: hyphen-minus, the minus sign and the en dash that word processors put in its place.
+_MINUS = "-−–"
+#: ",-" or ".–" after an amount: no minor units ("1.299,- €" is 1299 euros).
+_NO_CENTS_RE = r"[.,][-–—]{1,2}"
 _MONEY_RE = re.compile(
-    rf"(?:(?P<pre>{_MARKER_RE})[ \u00a0\u202f]*)?(?P<num>(?<![\d.,]){_NUMBER_RE}(?![\d]))(?!\s*%)"
+    rf"(?P<sign>(?<![\w.,{_MINUS}])[{_MINUS}](?=\S))?"
+    rf"(?:(?P<pre>{_MARKER_RE})[ \u00a0\u202f]*(?P<inner_sign>[{_MINUS}](?=\d))?)?"
+    rf"(?P<num>(?<![\d.,]){_NUMBER_RE}(?![\d]))(?P<no_cents>{_NO_CENTS_RE}(?![\d]))?(?!\s*%)"
     rf"(?:[ \u00a0\u202f]*(?P<post>{_MARKER_RE}))?",
     re.IGNORECASE,
 )
 
+#: ISO 4217 currencies with three decimals; all others have two or none. The currency settles what a single
+#: separator before three digits means: "¥1.200" and "EUR 1.299" are grouped thousands (1200, 1299), because
+#: neither currency writes three decimals; "KWD 1.250" is not settled.
+_THREE_DECIMAL_CURRENCIES = frozenset(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"])
 
-def _number_from_token(token: str, european: bool = False) -> float | None:
-    """The value of a numeric token written in US ("1,290.00") or European ("1.290,00", "2,15") style.
+#: Why a text holding a number gives no price.
+NOT_A_PRICE = "not a price"
+NEGATIVE = "negative"
+AMBIGUOUS = "ambiguous"
 
-    A single "," followed by exactly three digits is a thousands separator ("1,290" is 1290). A single "."
-    followed by exactly three digits is a decimal point ("$1.290" is 1.29) unless `european` is set (the
-    currency comes after the amount, as in "1.290 €"), where it separates thousands.
-    """
+
+def _grouped(text: str, mark: str) -> float | None:
+    """The value of "1,290,000" (groups of three after the first), or None if the groups are not of three."""
+    if re.fullmatch(rf"\d{{1,3}}(?:{re.escape(mark)}\d{{3}})+", text):
+        return float(text.replace(mark, ""))
+    return None
+
+
+def _read_number(token: str, currency: str | None, no_cents: bool = False) -> tuple[float | None, str | None]:
+    """The value of a numeric token, or None and why (`NOT_A_PRICE`, `AMBIGUOUS`). The rules are the table in
+    `read_price`'s docstring; `currency` is the one written with the amount or known for it, if any."""
     text = re.sub(rf"(?<=\d)[{_GROUP_CHARS}](?=\d{{3}}(?!\d))", "", token)
     if any(char in text for char in _GROUP_CHARS):
-        return None
+        return None, NOT_A_PRICE
     commas, dots = text.count(","), text.count(".")
-    try:
-        if commas and dots:
-            last = max(text.rfind(","), text.rfind("."))
-            decimal_mark = text[last]
-            thousands = "." if decimal_mark == "," else ","
-            whole, fraction = text[:last], text[last + 1 :]
-            if decimal_mark in whole or not re.fullmatch(
-                rf"\d{{1,3}}(?:{re.escape(thousands)}\d{{3}})*", whole
-            ):
-                return None
-            return float(whole.replace(thousands, "") + "." + fraction)
-        if not commas and not dots:
-            return float(text)
-        mark = "," if commas else "."
-        if text.count(mark) > 1:
-            if not re.fullmatch(rf"\d{{1,3}}(?:{re.escape(mark)}\d{{3}})+", text):
-                return None
-            return float(text.replace(mark, ""))
-        whole, fraction = text.split(mark)
-        looks_grouped = len(fraction) == 3 and len(whole) <= 3 and whole != "0"
-        if looks_grouped and (mark == "," or european):
-            return float(whole + fraction)
-        return float(whole + "." + fraction)
-    except ValueError:
-        return None
+    if not commas and not dots:
+        return float(text), None
+    if commas and dots:
+        last = max(text.rfind(","), text.rfind("."))
+        decimal_mark = text[last]
+        whole, fraction = text[:last], text[last + 1 :]
+        thousands = "." if decimal_mark == "," else ","
+        value = None if no_cents else _grouped(whole, thousands) if thousands in whole else None
+        return (None, NOT_A_PRICE) if value is None else (float(f"{int(value)}.{fraction}"), None)
+    mark = "," if commas else "."
+    if text.count(mark) > 1 or no_cents:
+        value = _grouped(text, mark) if mark in text else float(text)
+        return (None, NOT_A_PRICE) if value is None else (value, None)
+    whole, fraction = text.split(mark)
+    if len(fraction) != 3 or len(whole) > 3 or whole == "0":
+        return float(f"{whole}.{fraction}"), None
+    # "1,290" / "1.299": thousands, or a decimal mark before three decimals? Only the currency can tell.
+    if currency is None or currency in _THREE_DECIMAL_CURRENCIES:
+        return None, AMBIGUOUS
+    return float(whole + fraction), None
+
+
+def _number_readings(token: str) -> set[float]:
+    """Every value a numeric token may stand for (grouped thousands or decimals), for finding a value in text."""
+    readings = {_read_number(token, "USD")[0], _read_number(token, "KWD")[0]}
+    single = re.fullmatch(r"(\d{1,3})[.,](\d{3})", token)
+    if single:
+        readings.add(float(f"{single.group(1)}.{single.group(2)}"))
+    return {reading for reading in readings if reading is not None}
 
 
 @dataclass
 class _Money:
-    amount: float
+    #: None when the number is not a price (`problem` says why).
+    amount: float | None
     currency: str | None
     start: int
     end: int
     #: True when a currency marker stood next to the amount.
     marked: bool
+    problem: str | None = None
 
 
-def _find_amounts(text: str, marked_only: bool = False) -> list[_Money]:
-    """Every amount in `text`, with the currency written next to it (if any)."""
+def _find_amounts(text: str, marked_only: bool = False, currency: str | None = None) -> list[_Money]:
+    """Every amount in `text`, with the currency written next to it (if any). `currency` is the currency known
+    for amounts written without one (it only settles separators, see `read_price`). Numbers that are negative
+    or ambiguous are listed with their problem, so that a caller never takes the next number in their place."""
     found: list[_Money] = []
     for match in _MONEY_RE.finditer(text):
         pre_currency = _marker_currency(match.group("pre"))
         post_currency = _marker_currency(match.group("post"))
-        currency = pre_currency or post_currency
-        if marked_only and not currency:
+        written = pre_currency or post_currency
+        if marked_only and not written:
             continue
-        amount = _number_from_token(match.group("num"), european=bool(post_currency and not pre_currency))
-        if amount is None or not math.isfinite(amount):
+        amount, problem = _read_number(match.group("num"), written or currency, bool(match.group("no_cents")))
+        if amount is not None and not math.isfinite(amount):
+            amount, problem = None, NOT_A_PRICE
+        if problem == NOT_A_PRICE:
             continue
-        start = match.start("pre") if pre_currency else match.start("num")
+        if amount is not None and (match.group("sign") or (pre_currency and match.group("inner_sign"))):
+            amount, problem = None, NEGATIVE
+        start = (
+            match.start("sign")
+            if match.group("sign")
+            else match.start("pre")
+            if pre_currency
+            else match.start("num")
+        )
         end = match.end("post") if post_currency else match.end("num")
-        found.append(_Money(amount, currency, start, end, bool(currency)))
+        found.append(_Money(amount, written, start, end, bool(written), problem))
     return found
 
 
@@ -321,32 +368,84 @@ def _any_currency(text: str) -> str | None:
     return None
 
 
-_SPACE_GROUPED_RE = re.compile(r"[^\d]{0,12}\d{1,3}(?: \d{3})+(?:[.,]\d{1,2})?[^\d]{0,12}")
+#: A value that is one amount grouped with plain spaces ("1 299,00 kr", "€ 12 500"): only when the whole value
+#: is that amount with at most a currency and a sign may a space join digits (in "size 8 115.00" it separates).
+_SPACE_GROUPED_RE = re.compile(
+    rf"\s*(?:{_MARKER_RE}\s*)?[{_MINUS}]?(?:{_MARKER_RE}\s*)?\d{{1,3}}(?: \d{{3}})+(?:[.,]\d+|{_NO_CENTS_RE})?"
+    rf"(?:\s*{_MARKER_RE})?\s*",
+    re.IGNORECASE,
+)
 
 
-def parse_price(text: str) -> tuple[float | None, str | None]:
-    """Amount and ISO 4217 currency of a price: "$115.00", "US$ 99", "USD 1,290.00", "1.290,00 €", "2,15 €",
-    "£45", "¥1200", "120 dollars", "EUR 12.50". Plain numbers give (amount, None). Never raises.
+@dataclass(frozen=True)
+class PriceReading:
+    """What `read_price` made of a text: the amount and currency, or why there is no amount."""
 
-    The first amount with a currency next to it wins; otherwise the first amount. Signs are ignored: prices are
-    never negative.
+    amount: float | None
+    currency: str | None
+    #: None when the amount was read or the text holds no number; else `NEGATIVE` or `AMBIGUOUS`.
+    problem: str | None = None
+
+
+def read_price(text: object, currency: str | None = None) -> PriceReading:
+    """The price in `text`, by one set of rules for model answers and catalogue cells alike.
+
+    `currency` is the currency known from elsewhere (the catalogue's currency column, the answer's "currency"
+    key); a currency written in `text` wins over it. The first amount written with a currency wins, else the
+    first amount. How an amount is read:
+
+    ============================  ===========  ==================================================================
+    written                       read as      rule
+    ============================  ===========  ==================================================================
+    ``115`` ``115.5`` ``2,15 €``  115, 115.5,  one separator before 1, 2 or 4+ digits is the decimal mark
+                                  2.15
+    ``1,290.00`` ``1.290,00 €``   1290         both "," and ".": the last is the decimal mark, the other
+                                               groups thousands (groups of three, else not a price)
+    ``1,290,000`` ``1.290.000``   1290000      one separator repeated groups thousands
+    ``1 299,00 kr`` ``1'290.50``  1299, 1290.5 spaces (when the value is this one amount), apostrophes,
+                                               no-break and thin spaces group thousands
+    ``1.299,- €`` ``49,-``        1299, 49     ",-" / ".–" means no cents: the separators group thousands
+    ``EUR 1.299`` ``1.234 €``     1299, 1234   one separator before three digits groups thousands when the
+    ``$1,290`` ``¥1.200``         1290, 1200   currency (written, or `currency`) has 0 or 2 decimals
+    ``0.290`` ``1290.500``        0.29, 1290.5 ... but not after "0" or more than three digits: decimals
+    ``1,290`` ``1.299``           empty,       one separator before three digits, with no currency or a
+    ``KWD 1.250``                 AMBIGUOUS    3-decimal one (KWD, BHD, …): 1290 or 1.29 cannot be told
+    ``-5.00`` ``-$5`` ``€-5``     empty,       a minus sign: a price is never negative ("100-120" is a
+                                  NEGATIVE     range, not a sign; a JSON -5 is refused the same way)
+    ``20%`` ``size M`` ``free``   empty        no amount (percentages are not prices)
+    ============================  ===========  ==================================================================
+
+    Currencies: ISO codes (upper case; common ones in any case: "usd"), symbols ("$" is USD, "US$", "C$",
+    "€", "£", "¥" JPY, "₹", …), words ("dollars", "euros", "kr" SEK, …); an explicit currency column or key
+    wins over them, so "kr" with NOK in the currency column is NOK.
     """
     if isinstance(text, bool) or text is None:
-        return None, None
+        return PriceReading(None, None)
     if isinstance(text, (int, float)):
-        amount = abs(float(text))
-        return (amount, None) if math.isfinite(amount) else (None, None)
+        amount = float(text)
+        if not math.isfinite(amount):
+            return PriceReading(None, None)
+        return PriceReading(None, None, NEGATIVE) if amount < 0 else PriceReading(amount, None)
     if not isinstance(text, str):
-        return None, None
-    if _SPACE_GROUPED_RE.fullmatch(text.strip()) and _any_currency(text):
-        # "1 290,00 €": a plain space between thousands, allowed only when the value is this one amount with
-        # its currency (in "size 8 115.00" the space separates two numbers).
+        return PriceReading(None, None)
+    if _SPACE_GROUPED_RE.fullmatch(text):
         text = re.sub(r"(?<=\d) (?=\d{3}(?!\d))", "\u00a0", text)
-    amounts = _find_amounts(text)
+    context = _any_currency(text) or currency
+    amounts = _find_amounts(text, currency=context)
     if not amounts:
-        return None, None
+        return PriceReading(None, None)
     chosen = next((money for money in amounts if money.marked), amounts[0])
-    return chosen.amount, chosen.currency or _any_currency(text)
+    if chosen.amount is None:
+        return PriceReading(None, None, chosen.problem)
+    return PriceReading(chosen.amount, chosen.currency or _any_currency(text))
+
+
+def parse_price(text: object, currency: str | None = None) -> tuple[float | None, str | None]:
+    """Amount and ISO 4217 currency of a price (see `read_price` for the rules): "$115.00", "US$ 99",
+    "USD 1,290.00", "1.290,00 €", "2,15 €", "£45", "¥1200", "120 dollars", "1 299,00 kr". Plain numbers give
+    (amount, None); no price, a negative or an ambiguous one give (None, None). Never raises."""
+    reading = read_price(text, currency)
+    return reading.amount, reading.currency
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -404,15 +503,15 @@ _SIZE_ENTRY_RE = re.compile(
 )
 
 
-def parse_size_prices(text: object) -> tuple[dict[str, float], list[str]]:
+def parse_size_prices(text: object, currency: str | None = None) -> tuple[dict[str, float], list[str]]:
     """Per-size prices from one text value, and the entries that could not be read.
 
     Reads "6.5:115;7.5:120", "6.5=$115 | 7.5=$120", "6.5: $115, 7.5: $120", one entry a line, and JSON
     ('{"6.5": 115}' or '[{"size": "6.5", "price": 115}]'). Sizes go through `normalise_size`; the first price
-    of a size wins.
+    of a size wins. Prices follow `read_price`'s rules, `currency` being the currency known for them.
     """
     if isinstance(text, (dict, list)):
-        return _sizes_from_json(text)
+        return _sizes_from_json(text, currency)
     if clean_text(text) is None:
         return {}, []
     raw = str(text).strip()
@@ -422,7 +521,7 @@ def parse_size_prices(text: object) -> tuple[dict[str, float], list[str]]:
         except (ValueError, RecursionError):
             decoded = None
         if isinstance(decoded, (dict, list)):
-            return _sizes_from_json(decoded)
+            return _sizes_from_json(decoded, currency)
     entries = re.split(r"[;|\n]+", raw)
     if len(entries) == 1:
         # "6.5: $115, 7.5: $120": commas separate entries only where another "size:" follows.
@@ -434,7 +533,7 @@ def parse_size_prices(text: object) -> tuple[dict[str, float], list[str]]:
         if not entry:
             continue
         match = _SIZE_ENTRY_RE.match(entry) if len(entry) <= 200 else None
-        amount = parse_price(match.group("price"))[0] if match else None
+        amount = parse_price(match.group("price"), currency)[0] if match else None
         size = normalise_size(match.group("size")) if match else ""
         if amount is None or not size:
             bad.append(entry)
@@ -443,22 +542,19 @@ def parse_size_prices(text: object) -> tuple[dict[str, float], list[str]]:
     return sizes, bad
 
 
-def _price_value(value: object) -> tuple[float | None, str | None]:
+def _price_value(value: object, currency: str | None = None) -> tuple[float | None, str | None]:
     """Amount and currency of a JSON value: a number, a price string, or {"amount": .., "currency": ..}."""
-    if isinstance(value, bool) or value is None:
-        return None, None
-    if isinstance(value, (int, float)):
-        amount = float(value)
-        return (amount, None) if math.isfinite(amount) and amount >= 0 else (None, None)
-    if isinstance(value, str):
-        return parse_price(value)
     if isinstance(value, dict):
         amount_key = _first_key(value, ("amount", "value", "price", "full price", "number"))
         currency_key = _first_key(value, ("currency", "currency code", "unit"))
-        amount, currency = _price_value(value[amount_key]) if amount_key is not None else (None, None)
-        if currency_key is not None and isinstance(value[currency_key], str):
-            currency = normalise_currency(value[currency_key]) or currency
-        return amount, currency
+        given = value[currency_key] if currency_key is not None else None
+        given = normalise_currency(given) if isinstance(given, str) else None
+        amount, written = (
+            _price_value(value[amount_key], given or currency) if amount_key is not None else (None, None)
+        )
+        return amount, given or written
+    if isinstance(value, (str, int, float)):
+        return parse_price(value, currency)
     return None, None
 
 
@@ -470,7 +566,7 @@ def _first_key(mapping: dict, wanted: tuple[str, ...]) -> object | None:
     return None
 
 
-def _sizes_from_json(value: object) -> tuple[dict[str, float], list[str]]:
+def _sizes_from_json(value: object, currency: str | None = None) -> tuple[dict[str, float], list[str]]:
     sizes: dict[str, float] = {}
     bad: list[str] = []
 
@@ -478,7 +574,7 @@ def _sizes_from_json(value: object) -> tuple[dict[str, float], list[str]]:
         label = (
             normalise_size(size) if isinstance(size, (str, int, float)) and not isinstance(size, bool) else ""
         )
-        amount = _price_value(price)[0]
+        amount = _price_value(price, currency)[0]
         if not label or amount is None:
             bad.append(f"{size}: {price}")
         else:
@@ -497,7 +593,7 @@ def _sizes_from_json(value: object) -> tuple[dict[str, float], list[str]]:
                 else:
                     add(item[size_key], item[price_key])
             elif isinstance(item, str):
-                entry_sizes, entry_bad = parse_size_prices(item)
+                entry_sizes, entry_bad = parse_size_prices(item, currency)
                 for size, price in entry_sizes.items():
                     sizes.setdefault(size, price)
                 bad.extend(entry_bad)
@@ -802,6 +898,8 @@ class _Found:
     currency: str | None = None
     currency_given: bool = False
     sizes: dict[str, float] = field(default_factory=dict)
+    #: A price whose separators only a currency can settle ("1,290"), read again once the currency is known.
+    ambiguous_price: str | None = None
 
     def set_text(self, name: str, value: object) -> None:
         cleaned = clean_text(value)
@@ -814,6 +912,10 @@ class _Found:
         amount, currency = _price_value(value)
         if amount is not None:
             self.price, self.price_currency = amount, currency
+        elif (
+            isinstance(value, str) and self.ambiguous_price is None and read_price(value).problem == AMBIGUOUS
+        ):
+            self.ambiguous_price = value
 
     def set_currency(self, value: object) -> None:
         if self.currency_given:
@@ -833,6 +935,8 @@ class _Found:
             self.text.setdefault(name, value)
         if self.price is None:
             self.price, self.price_currency = later.price, later.price_currency
+        if self.ambiguous_price is None:
+            self.ambiguous_price = later.ambiguous_price
         if not self.currency_given:
             self.currency, self.currency_given = later.currency, later.currency_given
         for size, amount in later.sizes.items():
@@ -844,11 +948,14 @@ class _Found:
             currency = self.price_currency
         if currency is None and size_currencies and len(set(size_currencies)) == 1:
             currency = size_currencies[0]
+        price = self.price
+        if price is None and self.ambiguous_price is not None and currency is not None:
+            price = read_price(self.ambiguous_price, currency).amount
         return ProductFields(
             brand=self.text.get("brand"),
             title=self.text.get("title"),
             category=self.text.get("category"),
-            price=self.price,
+            price=price,
             currency=currency,
             size_prices=dict(self.sizes),
         )
@@ -1050,9 +1157,11 @@ def _read_labelled_text(text: str, found: _Found, size_currencies: list[str]) ->
             if clean_text(value) is not None and (name not in texts or rank < texts[name][0]):
                 texts[name] = (rank, value)
         elif name == "price":
-            amount, currency = parse_price(value) if value else (None, None)
-            if amount is not None and (price is None or rank < price[0]):
-                price = (rank, amount, currency or paren_currency)
+            reading = read_price(value, paren_currency) if value else PriceReading(None, None)
+            if reading.amount is not None and (price is None or rank < price[0]):
+                price = (rank, reading.amount, reading.currency or paren_currency)
+            elif reading.problem == AMBIGUOUS and found.ambiguous_price is None:
+                found.ambiguous_price = value
         elif name == "currency":
             found.set_currency(value)
         elif name == "sizes":
@@ -1179,9 +1288,12 @@ def _read_free_text(text: str, found: _Found, size_currencies: list[str]) -> Non
             found.set_currency(match.group("value"))
     if found.price is None:
         for match in _FREE_PRICE_RE.finditer(remaining):
-            amounts = _find_amounts(match.group("value") or match.group("verb") or "")
+            value = match.group("value") or match.group("verb") or ""
+            amounts = _find_amounts(value)
             if amounts and amounts[0].start < 12:
                 found.price, found.price_currency = amounts[0].amount, amounts[0].currency
+                if amounts[0].problem == AMBIGUOUS:
+                    found.ambiguous_price = value[amounts[0].start : amounts[0].end]
                 break
     if found.price is None:
         # A single amount written with its currency ("Burberry scarf - £450") is the price.
@@ -1270,7 +1382,7 @@ def _number_spans(text: str, value: float) -> list[tuple[int, int]]:
     spans = []
     for match in re.finditer(rf"(?<![\d.,]){_NUMBER_RE}(?!\d)", text):
         token = match.group(0)
-        readings = {_number_from_token(token), _number_from_token(token, european=True)}
+        readings = _number_readings(token)
         if any(reading is not None and math.isclose(reading, value, rel_tol=1e-9) for reading in readings):
             spans.append(match.span())
     return spans

@@ -40,7 +40,15 @@ from urllib.parse import unquote, urlparse
 
 from inspector.errors import TruthError  # noqa: F401 - part of this module's API
 from inspector.fields import ProductFields, TruthRecord
-from inspector.parsing import clean_text, normalise_currency, normalise_size, parse_price, parse_size_prices
+from inspector.parsing import (
+    AMBIGUOUS,
+    NEGATIVE,
+    clean_text,
+    normalise_currency,
+    normalise_size,
+    parse_size_prices,
+    read_price,
+)
 
 __all__ = [
     "COLUMN_CANDIDATES",
@@ -582,6 +590,14 @@ def _clean_cell(value: str) -> str | None:
     return clean_text(stripped)
 
 
+#: What a catalogue user reads for a price cell left empty, and how to fix it.
+_PRICE_PROBLEMS = {
+    NEGATIVE: "negative price (a price is never below zero)",
+    AMBIGUOUS: "ambiguous price: one separator before three digits is a thousands separator or decimals; "
+    "write 1290.00 or 1.29, or give the currency",
+}
+
+
 def _cell(row: dict, column: str | None) -> str | None:
     if column is None:
         return None
@@ -600,23 +616,31 @@ def _read_row(
         title=clean_text(_cell(row, columns.get("title"))),
         category=clean_text(_cell(row, columns.get("category"))),
     )
-    price_currency = None
-    raw_price = _cell(row, columns.get("price"))
-    if clean_text(raw_price) is not None:
-        fields.price, price_currency = parse_price(raw_price)
-        if fields.price is None:
-            problem(columns["price"], raw_price, "not a price")
     raw_currency = _cell(row, columns.get("currency"))
     if clean_text(raw_currency) is not None:
         fields.currency = normalise_currency(raw_currency)
         if fields.currency is None:
             problem(columns["currency"], raw_currency, "not a currency (use an ISO 4217 code such as USD)")
+
+    def price(column: str, raw: str) -> float | None:
+        """The cell's amount by `read_price`'s rules (the currency column settling separators), or a problem."""
+        reading = read_price(raw, fields.currency)
+        if reading.amount is None:
+            problem(column, raw, _PRICE_PROBLEMS.get(reading.problem, "not a price"))
+        return reading.amount
+
+    raw_price = _cell(row, columns.get("price"))
+    price_currency = None
+    if clean_text(raw_price) is not None:
+        fields.price = price(columns["price"], raw_price)
+        if fields.price is not None:
+            price_currency = read_price(raw_price, fields.currency).currency
     if fields.currency is None:
         fields.currency = price_currency
 
     raw_sizes = _cell(row, columns.get("sizes"))
     if clean_text(raw_sizes) is not None:
-        sizes, bad = parse_size_prices(raw_sizes)
+        sizes, bad = parse_size_prices(raw_sizes, fields.currency)
         for size, amount in sizes.items():
             fields.size_prices.setdefault(size, amount)
         for entry in bad:
@@ -627,10 +651,8 @@ def _read_row(
         raw = _cell(row, column)
         if clean_text(raw) is None:
             continue
-        amount, _ = parse_price(raw)
-        if amount is None:
-            problem(column, raw, "not a price")
-        else:
+        amount = price(column, raw)
+        if amount is not None:
             fields.size_prices.setdefault(key[len("size:") :], amount)
 
     image_ref = clean_text(_cell(row, columns.get("path")))

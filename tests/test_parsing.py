@@ -10,13 +10,17 @@ import pytest
 
 from inspector.fields import ProductFields
 from inspector.parsing import (
+    AMBIGUOUS,
     ISO_CURRENCIES,
+    NEGATIVE,
+    PriceReading,
     clean_text,
     normalise_currency,
     normalise_size,
     parse_answer,
     parse_price,
     parse_size_prices,
+    read_price,
 )
 
 # --------------------------------------------------------------------------------------------------------------
@@ -36,11 +40,10 @@ from inspector.parsing import (
         ("¥1200", 1200.0, "JPY"),
         ("120 dollars", 120.0, "USD"),
         ("EUR 12.50", 12.5, "EUR"),
-        ("1,290", 1290.0, None),
         ("1,290,000.50", 1290000.5, None),
         ("1.290.000,50 €", 1290000.5, "EUR"),
         ("1.290 €", 1290.0, "EUR"),
-        ("$1.290", 1.29, "USD"),
+        ("$1.290", 1290.0, "USD"),  # was 1.29: a dollar amount has two decimals, so "." groups thousands
         ("0.290", 0.29, None),
         ("1'290.50 CHF", 1290.5, "CHF"),
         ("1 290,00 €", 1290.0, "EUR"),
@@ -59,7 +62,20 @@ from inspector.parsing import (
         ("about 30 euros", 30.0, "EUR"),
         ("450 pounds", 450.0, "GBP"),
         ("1200 yen", 1200.0, "JPY"),
-        ("-$5.00", 5.0, "USD"),
+        # issue 8: one rule for separators whichever side the currency stands on
+        ("EUR 1.299", 1299.0, "EUR"),
+        ("1.234 €", 1234.0, "EUR"),
+        ("1 299,00 kr", 1299.0, "SEK"),
+        ("1.299,- €", 1299.0, "EUR"),
+        ("49,-", 49.0, None),
+        ("CHF 1'299.–", 1299.0, "CHF"),
+        ("¥1.200", 1200.0, "JPY"),
+        ("1 299,00", 1299.0, None),
+        ("€ 12 500", 12500.0, "EUR"),
+        ("0,290", 0.29, None),
+        ("1290.500", 1290.5, None),
+        ("1,2345", 1.2345, None),
+        ("100-120 EUR", 120.0, "EUR"),
         ("115 (USD)", 115.0, "USD"),
     ],
 )
@@ -67,9 +83,49 @@ def test_parse_price(text: str, amount: float, currency: str | None) -> None:
     assert parse_price(text) == (pytest.approx(amount), currency)
 
 
-@pytest.mark.parametrize("text", ["", "   ", "free", "abc", "$", "N/A", "size M", "%", "20%"])
+@pytest.mark.parametrize("text", ["", "   ", "free", "abc", "$", "N/A", "size M", "%", "20%", "1,29.00", "1.2.3"])
 def test_parse_price_without_amount(text: str) -> None:
     assert parse_price(text) == (None, None)
+    assert read_price(text).problem is None
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        # issue 8: "-5.00" was read as 5.0 and "-$5.00" as $5: a price is never negative
+        ("-5.00", NEGATIVE),
+        ("-$5.00", NEGATIVE),
+        ("$-5", NEGATIVE),
+        ("−12,50 €", NEGATIVE),
+        ("Price: -5", NEGATIVE),
+        (-5, NEGATIVE),
+        (-0.5, NEGATIVE),
+        # one separator before three digits and no currency that settles it: 1290 or 1.29?
+        ("1,290", AMBIGUOUS),
+        ("1.299", AMBIGUOUS),
+        ("KWD 1.250", AMBIGUOUS),  # three-decimal currency
+        ("1,290 (was 1,500)", AMBIGUOUS),  # never the next number instead
+    ],
+)
+def test_negative_and_ambiguous_prices_are_empty_with_the_reason(text: object, problem: str) -> None:
+    assert read_price(text) == PriceReading(None, None, problem)
+    assert parse_price(text) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "currency", "amount"),
+    [
+        ("1.299", "EUR", 1299.0),
+        ("1,290", "USD", 1290.0),
+        ("1.200", "JPY", 1200.0),
+        ("1.250", "KWD", None),
+        ("1,290", None, None),
+        ("$1.290", "KWD", 1290.0),  # the currency written with the amount wins
+        ("1.290 (EUR)", None, 1290.0),  # a currency anywhere in the value settles it too
+    ],
+)
+def test_a_known_currency_settles_the_separator(text: str, currency: str | None, amount: float | None) -> None:
+    assert read_price(text, currency).amount == amount
 
 
 def test_parse_price_numbers_and_junk_types() -> None:

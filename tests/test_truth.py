@@ -171,6 +171,40 @@ def test_unparseable_cells_are_counted_not_fatal(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("price", "currency", "expected", "problem"),
+    [
+        # issue 8: each of these was misread silently (5.0, 1.0, 1.299, 1.299)
+        ("-5.00", "", (None, None), "negative price"),
+        ("1 299,00 kr", "", (1299.0, "SEK"), None),
+        ("EUR 1.299", "", (1299.0, "EUR"), None),
+        ("1.234 €", "", (1234.0, "EUR"), None),
+        ("1.299,- €", "", (1299.0, "EUR"), None),
+        # one separator before three digits: the currency column settles it, or the cell is left empty
+        ("1,290", "USD", (1290.0, "USD"), None),
+        ("1.299", "EUR", (1299.0, "EUR"), None),
+        ("1,290", "", (None, None), "ambiguous price"),
+        ("1.250", "KWD", (None, "KWD"), "ambiguous price"),
+        ("1 299,00 kr", "NOK", (1299.0, "NOK"), None),  # "kr" is SEK unless the currency column says otherwise
+        ("1.290,00", "", (1290.0, None), None),
+    ],
+)
+def test_price_cells_are_read_right_or_left_empty_and_counted(
+    tmp_path: Path, price: str, currency: str, expected: tuple, problem: str | None
+) -> None:
+    path = write(tmp_path / "c.csv", f'file,price,currency,price_8\na.jpg,"{price}",{currency},"{price}"\n')
+    table = load_truth(path)
+    fields = table.records[0].fields
+    assert (fields.price, fields.currency) == expected
+    assert fields.size_prices == ({} if expected[0] is None else {"8": expected[0]})
+    problems = table.unparseable_cells
+    if problem is None:
+        assert problems == []
+    else:
+        assert [(p.column, p.value) for p in problems] == [("price", price), ("price_8", price)]
+        assert all(p.problem.startswith(problem) for p in problems)
+
+
 def test_currency_column_wins_over_price_symbol(tmp_path: Path) -> None:
     path = write(tmp_path / "c.csv", "file,price,currency\na.jpg,$40,CAD\nb.jpg,$40,\n")
     assert [record.fields.currency for record in load_truth(path).records] == ["CAD", "USD"]
@@ -240,13 +274,13 @@ def test_encodings(tmp_path: Path, encoding: str) -> None:
 @pytest.mark.parametrize("bom", [b"\xff\xfe", b"\xfe\xff"])
 def test_excel_unicode_text_is_utf16_tab_separated(tmp_path: Path, bom: bytes) -> None:
     """Excel's "Unicode Text" export: UTF-16 with a byte-order mark, cells separated by tabs."""
-    text = "Image\tBrand\tProduct Name\tPrice\r\nshoe.jpg\tCafé Noir\tDunk, Low\t€12,50\r\n"
+    text = "Image\tBrand\tProduct Name\tPrice\r\nshoe.jpg\tCafé Noir\tDunk, Low\t1 299,00 kr\r\n"
     codec = "utf-16-le" if bom == b"\xff\xfe" else "utf-16-be"
     path = tmp_path / "export.txt"
     path.write_bytes(bom + text.encode(codec))
     table = load_truth(path)
     assert table.column_names == ["Image", "Brand", "Product Name", "Price"]
-    assert table.records[0].fields == ProductFields(brand="Café Noir", title="Dunk, Low", price=12.5, currency="EUR")
+    assert table.records[0].fields == ProductFields(brand="Café Noir", title="Dunk, Low", price=1299.0, currency="SEK")
 
 
 @pytest.mark.parametrize(
