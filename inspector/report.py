@@ -25,6 +25,7 @@ from inspector import __version__
 from inspector.errors import InputError, InspectorError
 from inspector.fields import FIELD_NAMES, Outcome
 from inspector.outputs import write_text_atomic
+from inspector.review import DECISIONS, accuracy_at_coverage, review_view_data
 from inspector.scoring import normalise_label
 from inspector.store import RunInfo, Store
 
@@ -95,10 +96,11 @@ def render_report_html(store: Store, run_id: int, compare_run_id: int | None = N
     views = [_run_view(store, rid) for rid in run_ids]
     if len(views) == 2:
         views[0]["letter"], views[1]["letter"] = "A", "B"
-    script = _asset("report.js")
-    script_hash = "sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode(
-        "ascii"
-    )
+    # One inline script (allowed by its hash): the image table, then the review view.
+    script = _asset("report.js") + "\n" + _asset("review.js")
+    script_hash = _script_hash(script)
+    # The review view (confidence-ranked disagreements, decisions) is about the first run.
+    review = review_view_data(store, views[0]["info"].id, views[0]["rows"], store.url)
     template = _environment().get_template("report.html.j2")
     return template.render(
         runs=views,
@@ -109,11 +111,19 @@ def render_report_html(store: Store, run_id: int, compare_run_id: int | None = N
         css=_asset("report.css"),
         script=script,
         script_hash=script_hash,
+        review_data=_clean_json(review),
+        coverage=accuracy_at_coverage(views[0]["rows"]),
+        decisions=DECISIONS,
         generated_at=datetime.now(timezone.utc),
         db_url=store.url,
         version=__version__,
         outcomes=Outcome.ALL,
     )
+
+
+def _script_hash(script: str) -> str:
+    """The CSP source that allows exactly this inline script."""
+    return "sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
 
 
 # ------------------------------------------------------------------------------------------ per run
@@ -310,7 +320,7 @@ def _client_data(views: list[dict]) -> dict:
                 "ms": row["latency_ms"],
                 "cp": _category_key(row["predicted"]["category"]),
                 "fr": [
-                    [r["field"], r["outcome"], r["predicted"], r["expected"], r["score"]]
+                    [r["field"], r["outcome"], r["predicted"], r["expected"], r["score"], r["confidence"]]
                     for r in row["field_results"]
                 ],
             }

@@ -124,3 +124,67 @@ def _moment(text: str | None) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What the report's review view shows
+# --------------------------------------------------------------------------------------------------------------
+
+#: Outcomes a reviewer decides on: the model and the catalogue disagree.
+DISAGREEMENTS = ("wrong", "spurious", "missed")
+#: Coverages (share of the model's answers, most confident first) at which the report shows accuracy.
+COVERAGES: tuple[int, ...] = (10, 25, 50, 75, 100)
+_SIZE_PREFIX = "size_price:"
+
+
+def review_view_data(store: Store, run_id: int, rows: list[dict], db_label: str) -> dict:
+    """The review view's data: every field result with a value or a disagreement (sha, path, field, outcome,
+    model value, catalogue value, confidence, catalogue key), the stored decisions, and accuracy at coverage."""
+    items = []
+    for row in rows:
+        key = row["truth"]["key"] if row["truth"] else None
+        for result in row["field_results"]:
+            if result["outcome"] not in DISAGREEMENTS and result["confidence"] is None:
+                continue
+            items.append(
+                [
+                    row["sha256"], row["path"], result["field"], result["outcome"], result["predicted"],
+                    result["expected"], result["confidence"], key,
+                ]
+            )  # fmt: skip
+    stored = {
+        f"{review.sha256}\t{review.field}": [review.decision, review.corrected_value]
+        for review in store.reviews(run_id)
+    }
+    return {
+        "db": db_label,
+        "run": run_id,
+        "decisions": list(DECISIONS),
+        "items": items,
+        "stored": stored,
+    }
+
+
+def accuracy_at_coverage(rows: list[dict], coverages: tuple[int, ...] = COVERAGES) -> list[dict]:
+    """Per field: of the model's values that have a confidence, the accuracy of the most confident k% for each
+    coverage k (per-size prices together as size_price). Values without a confidence are counted, not ranked."""
+    by_field: dict[str, list[tuple[float, bool]]] = {}
+    unranked: dict[str, int] = {}
+    for row in rows:
+        for result in row["field_results"]:
+            if result["predicted"] is None or result["outcome"] not in ("correct", "wrong", "spurious"):
+                continue
+            name = "size_price" if result["field"].startswith(_SIZE_PREFIX) else result["field"]
+            if result["confidence"] is None:
+                unranked[name] = unranked.get(name, 0) + 1
+                continue
+            by_field.setdefault(name, []).append((result["confidence"], result["outcome"] == "correct"))
+    table = []
+    for name, values in by_field.items():
+        values.sort(key=lambda value: -value[0])
+        points = []
+        for coverage in coverages:
+            top = values[: max(1, round(len(values) * coverage / 100))]
+            points.append({"coverage": coverage, "n": len(top), "accuracy": sum(ok for _, ok in top) / len(top)})
+        table.append({"field": name, "n": len(values), "unranked": unranked.get(name, 0), "points": points})
+    return table

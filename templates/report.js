@@ -288,7 +288,7 @@
       if (run.fr.length) {
         var table = el("table", "fr");
         var head = el("tr");
-        ["field", "outcome", "model", "catalogue", "score"].forEach(function (h) { head.appendChild(el("th", null, h)); });
+        ["field", "outcome", "model", "catalogue", "score", "confidence"].forEach(function (h) { head.appendChild(el("th", null, h)); });
         table.appendChild(head);
         run.fr.forEach(function (r) {
           var line = el("tr");
@@ -299,6 +299,7 @@
           line.appendChild(el("td", null, r[2] === null ? "—" : r[2]));
           line.appendChild(el("td", null, r[3] === null ? "—" : r[3]));
           line.appendChild(el("td", "num", typeof r[4] === "number" ? r[4].toFixed(3) : ""));
+          line.appendChild(el("td", "num", typeof r[5] === "number" ? (100 * r[5]).toFixed(1) + "%" : ""));
           table.appendChild(line);
         });
         box.appendChild(table);

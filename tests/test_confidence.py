@@ -155,3 +155,26 @@ def test_fake_answers_file_rejects_a_confidence_for_a_field_it_does_not_answer(t
     path.write_text(json.dumps({"answers": [{"answer": {"brand": "Acme"}, "confidence": {"price": 0.5}}]}))
     with pytest.raises(BackendError, match=r"answer 1: it gives no value for price, so it cannot have a confidence"):
         FakeBackend.from_file(path)
+
+
+def result_rows(*results: tuple[str, str, float | None]) -> list[dict]:
+    return [
+        {"field_results": [{"field": f, "outcome": o, "predicted": "x", "confidence": c} for f, o, c in results]}
+    ]
+
+
+def test_accuracy_at_coverage_ranks_each_fields_values_by_confidence():
+    from inspector.review import accuracy_at_coverage
+
+    rows = result_rows(
+        ("category", "correct", 0.99), ("category", "correct", 0.9), ("category", "wrong", 0.8),
+        ("category", "correct", 0.4), ("category", "wrong", None),
+        ("size_price:6.5", "wrong", 0.3), ("size_price:7", "correct", 0.7),
+    )  # fmt: skip
+    table = {row["field"]: row for row in accuracy_at_coverage(rows, coverages=(25, 50, 75, 100))}
+    category = table["category"]
+    assert (category["n"], category["unranked"]) == (4, 1)
+    assert [(p["coverage"], p["n"], p["accuracy"]) for p in category["points"]] == [
+        (25, 1, 1.0), (50, 2, 1.0), (75, 3, pytest.approx(2 / 3)), (100, 4, 0.75)
+    ]
+    assert [p["accuracy"] for p in table["size_price"]["points"]] == [1.0, 1.0, 0.5, 0.5]

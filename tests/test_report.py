@@ -227,8 +227,8 @@ def test_report_is_one_self_contained_file(demo, tmp_path: Path) -> None:
 def test_hostile_values_stay_text(demo) -> None:
     store, base, tuned = demo
     for html in (render_report_html(store, base), render_report_html(store, base, tuned)):
-        # Only our own two script elements; no hostile markup survives anywhere in the file.
-        assert html.count("<script") == 2 and html.count("</script") == 2
+        # Only our own script elements (two JSON data blocks, one script); no hostile markup survives anywhere.
+        assert html.count("<script") == 3 and html.count("</script") == 3
         for needle in ("<script>window", "<img src=x", "<b>bold?</b>", 'onerror="window', "<!-- '"):
             assert needle not in html
         assert "&lt;brand&gt;" in html  # the prompt text, escaped by Jinja

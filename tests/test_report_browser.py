@@ -251,3 +251,84 @@ def test_category_filter_can_pick_images_without_a_category(chrome, tmp_path: Pa
     chrome.find_element(By.ID, "reset").click()
     assert len(visible_paths(chrome)) == 3 and select.first_selected_option.text == "all"
     assert_clean(chrome)
+
+
+def review_items(chrome, list_id: str) -> list[tuple[str, str, str]]:
+    """(file name, field, confidence text) of each item of a review list, in order."""
+    return [tuple(item) for item in chrome.execute_script(
+        "return Array.from(document.querySelectorAll('#' + arguments[0] + ' li.review-item'), li => ["
+        "li.querySelector('.path').textContent.split('/').pop().split('  ')[0], li.dataset.field,"
+        "li.querySelector('.conf').textContent])",
+        list_id,
+    )]
+
+
+def test_review_decision_survives_a_reload_and_round_trips_through_import(chrome, confident_scan, tmp_path):
+    import csv
+    import io
+    from urllib.parse import unquote
+
+    from click.testing import CliRunner
+
+    from inspector.cli import cli
+
+    db, names = confident_scan["db"], [s.path.name for s in confident_scan["sources"]]
+    store = open_store(str(db))
+    report = render_report(store, 1, tmp_path / "report.html")
+    store.close()
+    load(chrome, report)
+    chrome.execute_script("window.localStorage.clear()")
+    load(chrome, report)
+    disagreements = review_items(chrome, "review-disagreements")
+    # Most confident disagreement first; the titles the model never gave (no confidence) last.
+    assert disagreements[:4] == [
+        (names[1], "category", "97.0%"), (names[3], "price", "90.0%"),
+        (names[2], "category", "55.0%"), (names[3], "category", "20.0%"),
+    ]  # fmt: skip
+    assert {item[1:] for item in disagreements[4:]} == {("title", "–")}
+    assert review_items(chrome, "review-unsure")[0] == (names[3], "category", "20.0%")
+
+    # The confidence filter keeps only the disagreements the model was at least 60% sure of.
+    low = chrome.find_element(By.ID, "review-min")
+    low.clear()
+    low.send_keys("60\t")
+    assert [item[2] for item in review_items(chrome, "review-disagreements")] == ["97.0%", "90.0%"]
+
+    # Decide on the top disagreement: the catalogue is wrong, with a corrected value.
+    def entry(index: int):  # each decision redraws the lists: find the entry again
+        return chrome.find_elements(By.CSS_SELECTOR, "#review-disagreements li.review-item")[index]
+
+    entry(0).find_element(By.CSS_SELECTOR, "input[value=catalogue_wrong]").click()
+    entry(0).find_element(By.CSS_SELECTOR, "input.corrected").send_keys("Coat, long\t")
+    second = chrome.find_elements(By.CSS_SELECTOR, "#review-disagreements li.review-item")[1]
+    second.find_element(By.CSS_SELECTOR, "input[value=model_wrong]").click()
+
+    load(chrome, report)  # closing the tab loses nothing
+    top = chrome.find_element(By.CSS_SELECTOR, "#review-disagreements li.review-item")
+    assert top.find_element(By.CSS_SELECTOR, "input[value=catalogue_wrong]").is_selected()
+    assert top.find_element(By.CSS_SELECTOR, "input.corrected").get_attribute("value") == "Coat, long"
+
+    href = chrome.find_element(By.ID, "review-download").get_attribute("href")
+    assert href.startswith("data:text/csv;charset=utf-8,")
+    rows = list(csv.DictReader(io.StringIO(unquote(href.split(",", 1)[1]))))
+    assert [(r["run_id"], r["field"], r["decision"], r["corrected_value"]) for r in rows] == [
+        ("1", "category", "catalogue_wrong", "Coat, long"), ("1", "price", "model_wrong", ""),
+    ]
+    assert_clean(chrome)
+
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text(unquote(href.split(",", 1)[1]))
+    result = CliRunner().invoke(cli, ["review", "import", str(decisions), "--db", str(db)])
+    assert result.stdout == "Decisions: 2 rows read, 2 added, 0 updated, 0 unchanged, 0 skipped\n"
+
+    # The next report shows the stored decisions, also in a browser that never saw them.
+    store = open_store(str(db))
+    again = render_report(store, 1, tmp_path / "again.html")
+    store.close()
+    load(chrome, again)
+    chrome.execute_script("window.localStorage.clear()")
+    load(chrome, again)
+    top = chrome.find_element(By.CSS_SELECTOR, "#review-disagreements li.review-item")
+    assert top.find_element(By.CSS_SELECTOR, "input[value=catalogue_wrong]").is_selected()
+    assert top.find_element(By.CSS_SELECTOR, ".stored").text == "imported"
+    assert_clean(chrome)
