@@ -230,7 +230,7 @@ def report(run, db, out, compare):
 
         _require_existing_db(db)
         check_output_file(out, "--out")
-        store = open_store(db)
+        store = open_store(db, read_only=True)
         run_info = store.get_run(_run_ref(run))
         compare_info = store.get_run(_run_ref(compare)) if compare else None
         path = render_report(store, run_info.id, Path(out), compare_run_id=compare_info.id if compare_info else None)
@@ -245,7 +245,7 @@ def runs(db):
         from inspector.store import open_store
 
         _require_existing_db(db)
-        store = open_store(db)
+        store = open_store(db, read_only=True)
         table = Table()
         for column in ("id", "name", "model", "prompt", "status", "images", "failed", "img/s", "started"):
             table.add_column(column)

@@ -62,13 +62,21 @@ def _nearest_existing(folder: Path) -> Path:
 
 
 def _check_writable(folder: Path, what: str) -> None:
-    """Try it: permission bits do not tell (root ignores them; read-only mounts, ACLs and quotas do not show)."""
+    problem = writable_problem(folder)
+    if problem is not None:
+        raise OutputError(f"{what}: cannot write in {folder} ({problem}); pass another path")
+
+
+def writable_problem(folder: Path) -> str | None:
+    """Why this process cannot create files in `folder`, or None if it can. Tried, not guessed: permission bits
+    do not tell (root ignores them; read-only mounts, immutable folders and quotas do not show in them)."""
     try:
         handle, name = tempfile.mkstemp(prefix=".inspector-check.", dir=folder)
     except OSError as error:
-        raise OutputError(f"{what}: cannot write in {folder} ({_reason(error)}); pass another path") from None
+        return _reason(error)
     os.close(handle)
     os.unlink(name)
+    return None
 
 
 def _reason(error: OSError) -> str:

@@ -235,6 +235,10 @@ def read_scan_inputs(config: ScanConfig) -> ScanInputs:
     goes) and read them, so that bad input is reported before the slow model load and nothing is read twice."""
     if config.report is not None:
         check_output_file(config.report, "--report")
+    if not config.model.startswith("fake:"):  # the fake model runs nowhere
+        from inspector.backends.hf import check_device
+
+        check_device(config.device)
     get_prompt(config.prompt, config.prompt_file, config.sizes or None)
     PriceTolerance.parse(config.price_tolerance)
     sources = discover(config.inputs)

@@ -13,19 +13,49 @@ from pathlib import Path
 from PIL import Image
 
 from inspector.backends.base import BackendError, Generation, GenerationSettings
+from inspector.errors import InputError
 
 #: Tokens that end an assistant turn in common chat formats; whichever exist in the vocabulary stop generation.
 END_OF_TURN_TOKENS = ("<|end|>", "<|endoftext|>", "<end_of_utterance>", "<|im_end|>", "<|eot_id|>", "</s>")
 
 
 def resolve_device(device: str = "auto") -> str:
+    """The torch device to run on: `auto` is the first GPU if there is one, else the CPU. Anything else is checked
+    (see `check_device`) so a typo or a missing GPU is one clear error before a model loads, not a traceback after."""
     import torch
 
     if device != "auto":
-        return device
+        return check_device(device)
     if torch.cuda.is_available():
         return "cuda"
     return "cpu"
+
+
+def check_device(device: str) -> str:
+    """`device` if this machine has it; otherwise an InputError saying what is there instead."""
+    if device in ("auto", "cpu"):
+        return device
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if parsed.type == "cpu":
+        return device
+    if parsed.type == "mps" and torch.backends.mps.is_available():
+        return device
+    if parsed.type != "cuda":
+        raise InputError(f"--device {device}: not available here; use auto, cpu, cuda or cuda:N")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise InputError(
+            f"--device {device}: no CUDA GPU is visible to torch {torch.__version__} (check nvidia-smi and "
+            "CUDA_VISIBLE_DEVICES, or that torch was built with CUDA); use --device cpu or auto"
+        )
+    if parsed.index is not None and parsed.index >= count:
+        raise InputError(f"--device {device}: only {count} CUDA GPU(s) visible (cuda:0 to cuda:{count - 1})")
+    return device
 
 
 def resolve_dtype(dtype: str, device: str):

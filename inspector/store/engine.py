@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.pool import NullPool
 
 from inspector.errors import StoreError
 
@@ -33,16 +35,30 @@ def database_url(url_or_path: str | Path) -> URL:
         ) from exc
 
 
-def create_store_engine(url: URL) -> Engine:
-    """An Engine for `url`; SQLAlchemy's errors about the URL itself become `StoreError`s that say what to fix."""
-    shown = url.render_as_string(hide_password=True)
+def sqlite_file(url: URL) -> Path | None:
+    """The database file of a SQLite URL (None for other databases and in-memory SQLite)."""
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return Path(url.database)
+    return None
+
+
+def create_store_engine(url: URL, *, read_only: bool = False) -> Engine:
+    """An Engine for `url`; SQLAlchemy's errors about the URL itself become `StoreError`s that say what to fix.
+
+    `read_only` (SQLite files): connections that cannot write, so that reading takes no lock and works where the
+    file or its folder is read-only. A writer checks up front that it can write there (before a model loads)."""
+    shown = url.render_as_string(hide_password=True)
+    path = sqlite_file(url)
+    if path is not None and read_only:
+        return _read_only_sqlite_engine(path)
+    if path is not None:
         try:
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(
                 f"cannot create the folder of database {url.database}: {exc.strerror or exc}; pass another --db"
             ) from exc
+        _check_sqlite_writable(path)
     try:
         engine = create_engine(url)
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
@@ -55,7 +71,53 @@ def create_store_engine(url: URL) -> Engine:
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _check_sqlite_writable(path: Path) -> None:
+    """SQLite in WAL mode writes the file and creates `-wal`/`-shm` files beside it: try both now, as permission
+    bits do not tell (root ignores them; read-only mounts and immutable files do not show in them)."""
+    from inspector.outputs import writable_problem
+
+    problem = writable_problem(path.parent)
+    if problem is None and path.exists():
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+    if problem is not None:
+        raise StoreError(
+            f"cannot write database {path}: {problem}; pass --db in a folder you can write to "
+            "(reading it with `inspector runs` / `inspector report` works as it is)"
+        )
+
+
+def _read_only_sqlite_engine(path: Path) -> Engine:
+    """Connections opened with `mode=ro`. A WAL database whose folder is read-only cannot even be read that way
+    when its `-shm` file is gone (SQLite must create it); then nobody can be writing it (a writer has a `-wal` file
+    there), so it is opened `immutable`, which needs neither."""
+    if not path.is_file():
+        raise StoreError(f"no database at {path}; run `inspector scan` first or pass --db")
+    uri = path.resolve().as_uri()
+
+    def connect() -> sqlite3.Connection:
+        try:
+            return _sqlite_connect(f"{uri}?mode=ro")
+        except sqlite3.OperationalError:
+            if Path(f"{path}-wal").exists():
+                raise
+            return _sqlite_connect(f"{uri}?mode=ro&immutable=1")
+
+    engine = create_engine("sqlite://", creator=connect, poolclass=NullPool)
+    _configure_sqlite(engine, read_only=True)
+    return engine
+
+
+def _sqlite_connect(uri: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    connection.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opening is lazy: fail here, not later
+    return connection
+
+
+def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
     """WAL + busy timeout so one writer per GPU and readers can share a file, and real transactions.
 
     pysqlite's own transaction handling starts transactions late and never for DDL; following SQLAlchemy's
@@ -69,7 +131,8 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS:d}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        if not read_only:  # switching the journal mode writes the file
+            cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 

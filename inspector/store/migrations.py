@@ -28,11 +28,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     insert,
+    inspect,
     select,
     text,
 )
 
-from inspector.errors import SchemaTooNewError  # noqa: F401 - part of this module's API
+from inspector.errors import SchemaTooNewError
 
 Migration = Callable[[Connection], None]
 
@@ -204,6 +205,27 @@ def applied_migrations(conn: Connection) -> set[str]:
     return set(conn.execute(select(_migrations_table.c.name)).scalars())
 
 
+def pending_migrations(engine: Engine) -> list[str]:
+    """Names of the migrations this database lacks, read without writing or locking anything (a current schema
+    is then opened with no write lock at all). Raises SchemaTooNewError for a newer inspector's database."""
+    known = [fn.__name__ for fn in MIGRATIONS]
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(_migrations_table.name):
+            return known
+        done = set(conn.execute(select(_migrations_table.c.name)).scalars())
+    _refuse_newer(done, known)
+    return [name for name in known if name not in done]
+
+
+def _refuse_newer(done: set[str], known: list[str]) -> None:
+    unknown = sorted(done - set(known))
+    if unknown:
+        raise SchemaTooNewError(
+            f"the database was written by a newer inspector (it has migrations {', '.join(unknown)} "
+            "that this version does not know): upgrade inspector, or use another --db"
+        )
+
+
 def apply_migrations(engine: Engine, *, until: str | None = None) -> list[str]:
     """Apply the missing migrations in one transaction; returns the names applied now.
 
@@ -214,17 +236,14 @@ def apply_migrations(engine: Engine, *, until: str | None = None) -> list[str]:
     known = [fn.__name__ for fn in MIGRATIONS]
     if until is not None and until not in known:
         raise ValueError(f"unknown migration {until!r}; known: {', '.join(known)}")
+    if until is None and not pending_migrations(engine):
+        return []  # the usual case: no write lock, so readers and many writers open at once
     with engine.execution_options(inspector_begin="IMMEDIATE").begin() as conn:
         if conn.dialect.name == "postgresql":
             # Any constant works: it only has to be the same in every process that migrates this database.
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 0x1A5EC7})
         done = applied_migrations(conn)
-        unknown = sorted(done - set(known))
-        if unknown:
-            raise SchemaTooNewError(
-                f"the database was written by a newer inspector (it has migrations {', '.join(unknown)} "
-                "that this version does not know): upgrade inspector, or use another --db"
-            )
+        _refuse_newer(done, known)
         applied_now = []
         for fn in MIGRATIONS:
             name = fn.__name__

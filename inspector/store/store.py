@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inspector.errors import RunNotFoundError, StoreError
 from inspector.fields import FIELD_NAMES, FieldResult, ProductFields, TruthRecord
-from inspector.store.engine import create_store_engine, database_url
-from inspector.store.migrations import apply_migrations
+from inspector.store.engine import create_store_engine, database_url, sqlite_file
+from inspector.store.migrations import apply_migrations, pending_migrations
 from inspector.store.tables import FieldResultRow, ImageRow, Prediction, ReviewRow, Run, TruthRow, utc_now
 
 if TYPE_CHECKING:
@@ -100,16 +100,33 @@ class RunInfo:
         return f"run {self.id} ({self.name})" if self.name else f"run {self.id}"
 
 
-def open_store(url_or_path: str | Path) -> Store:
+def open_store(url_or_path: str | Path, *, read_only: bool = False) -> Store:
     """Open (creating if needed) the results database and bring its schema up to date.
 
     A plain path is a SQLite file; anything with `://` is a SQLAlchemy URL (e.g. postgresql+psycopg://...).
+    `read_only`: the caller only reads (`inspector runs`, `inspector report`). A SQLite file is then opened
+    read-only, so reading takes no write lock and works in a read-only folder; only a database written by an older
+    inspector is opened for writing, once, to add the missing migrations.
     """
     url = database_url(url_or_path)
-    engine = create_store_engine(url)
     shown = url.render_as_string(hide_password=True)
+    if read_only and sqlite_file(url) is not None:
+        engine = create_store_engine(url, read_only=True)
+        if _opened(engine, shown, url, check_only=True):
+            return Store(engine, shown)
+        engine.dispose()  # an older schema: upgrade it, which needs write access
+    engine = create_store_engine(url)
+    _opened(engine, shown, url, check_only=False)
+    return Store(engine, shown)
+
+
+def _opened(engine, shown: str, url, *, check_only: bool) -> bool:
+    """Bring the schema up to date (`check_only`: only say whether it is); database errors become StoreErrors."""
     try:
+        if check_only:
+            return not pending_migrations(engine)
         apply_migrations(engine)
+        return True
     except DBAPIError as exc:
         engine.dispose()
         detail = str(exc.orig).strip() if exc.orig is not None else str(exc)
@@ -122,7 +139,6 @@ def open_store(url_or_path: str | Path) -> Store:
     except Exception:
         engine.dispose()
         raise
-    return Store(engine, shown)
 
 
 def _jsonable(value: Any) -> Any:
