@@ -325,7 +325,7 @@ def export(run, db, out, what, mismatches_only, field, category):
 
         _require_existing_db(db)
         check_output_file(out, "--out")
-        store = open_store(db)
+        store = open_store(db, read_only=True)
         info = store.get_run(_run_ref(run))
         count = export_run(
             store, info.id, out, what=what, mismatches_only=mismatches_only, field=field, category=category
