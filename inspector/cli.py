@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from inspector import __version__
-from inspector.console import RichScanProgress, friendly_errors, stderr_console, stdout_console
+from inspector.console import RichScanProgress, friendly_errors, stderr_console, stdout_console, stoppable
 from inspector.train_cli import train_command
 
 
@@ -90,7 +90,7 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
     database, scored against --truth when given, and summarised in an HTML report. Rerunning the same
     command resumes the same run and skips images already stored.
     """
-    with friendly_errors():
+    with stoppable(), friendly_errors():
         from inspector.prompts import parse_sizes_option
         from inspector.scan import DEFAULT_MODEL, ScanConfig
         from inspector.truth import parse_column_mapping

@@ -4,6 +4,8 @@ imports this module (it takes progress objects, e.g. `Scanner(progress=...)`, an
 from __future__ import annotations
 
 import contextlib
+import signal
+import sys
 from collections.abc import Iterator
 
 import click
@@ -18,6 +20,7 @@ from rich.progress import (
 )
 
 from inspector.errors import InspectorError
+from inspector.interrupts import Terminated, sigterm_as_interrupt
 
 
 @contextlib.contextmanager
@@ -31,6 +34,18 @@ def friendly_errors() -> Iterator[None]:
     except InspectorError as error:
         text = str(error).strip()
         raise click.ClickException(text.splitlines()[0] if text else type(error).__name__) from None
+
+
+@contextlib.contextmanager
+def stoppable() -> Iterator[None]:
+    """SIGTERM stops the command like Ctrl-C does (runs end `interrupted`, temporary files are removed), and the
+    process then exits with the conventional status for death by SIGTERM, 143, which schedulers understand."""
+    try:
+        with sigterm_as_interrupt():
+            yield
+    except Terminated:
+        click.echo("Stopped (SIGTERM).", err=True)
+        sys.exit(128 + signal.SIGTERM)
 
 
 def stderr_console() -> Console:

@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 
 from inspector.errors import InputError, InspectorError, ShardError
+from inspector.interrupts import sigterm_as_interrupt
 from inspector.scan import ScanConfig, ScanProgress, ScanSummary, SilentProgress
 
 
@@ -48,24 +49,29 @@ class _QueueProgress:
 
 
 def _shard_main(config: ScanConfig, events: mp.Queue) -> None:
+    progress = _QueueProgress(events, config.shard[0])
+    try:
+        with sigterm_as_interrupt():  # the parent stops its shards with SIGTERM: end like Ctrl-C
+            _scan_shard(config, progress, events)
+    except BaseException as error:  # report, don't hang the parent
+        events.put(("error", config.shard[0], f"{type(error).__name__}: {error}", 0))
+        if isinstance(error, (InspectorError, KeyboardInterrupt)):  # the parent says it in one line
+            raise SystemExit(1) from None
+        raise
+
+
+def _scan_shard(config: ScanConfig, progress: _QueueProgress, events: mp.Queue) -> None:
     from inspector.scan import Scanner
     from inspector.store import open_store
 
-    progress = _QueueProgress(events, config.shard[0])
-    try:
-        if config.device.startswith("cuda"):
-            import torch
+    if config.device.startswith("cuda"):
+        import torch
 
-            torch.cuda.set_device(config.device)
-        backend = config.load_backend()
-        summary = Scanner(config, backend, open_store(config.db), progress).run(finalize=False)
-        events.put(("skipped", config.shard[0], summary.already_done, summary.duplicates))
-        events.put(("done", config.shard[0], summary.processed, summary.failed))
-    except BaseException as error:  # report, don't hang the parent
-        events.put(("error", config.shard[0], f"{type(error).__name__}: {error}", 0))
-        if isinstance(error, InspectorError):  # the parent prints it as one line: no traceback per shard
-            raise SystemExit(1) from None
-        raise
+        torch.cuda.set_device(config.device)
+    backend = config.load_backend()
+    summary = Scanner(config, backend, open_store(config.db), progress).run(finalize=False)
+    events.put(("skipped", config.shard[0], summary.already_done, summary.duplicates))
+    events.put(("done", config.shard[0], summary.processed, summary.failed))
 
 
 def scan_on_gpus(config: ScanConfig, gpus: str | int, progress: ScanProgress | None = None) -> ScanSummary:
@@ -105,34 +111,43 @@ def scan_on_devices(
     found = 0
     finished = 0
     all_dead = False
-    while finished < len(processes):
-        try:
-            kind, shard, a, b = events.get(timeout=1.0)
-        except queue.Empty:
-            if all(not p.is_alive() for p in processes):
-                if all_dead:
-                    break
-                all_dead = True  # one more look: a shard's last events may still be in the pipe
-            continue
-        if kind == "start":
-            found += a
-            progress.start(found, 0)  # again with the new total as each shard starts
-        elif kind == "advance":
-            progress.advance(a, b)
-        elif kind == "message":
-            progress.message(f"shard {shard}: {a}")
-        elif kind == "skipped":
-            totals["already_done"] += a
-            totals["duplicates"] += b
-        elif kind == "done":
-            totals["processed"] += a
-            totals["failed"] += b
-            finished += 1
-            reported.add(shard)
-        elif kind == "error":
-            errors.append(f"shard {shard}: {a}")
-            finished += 1
-            reported.add(shard)
+    try:
+        while finished < len(processes):
+            try:
+                kind, shard, a, b = events.get(timeout=1.0)
+            except queue.Empty:
+                if all(not p.is_alive() for p in processes):
+                    if all_dead:
+                        break
+                    all_dead = True  # one more look: a shard's last events may still be in the pipe
+                continue
+            if kind == "start":
+                found += a
+                progress.start(found, 0)  # again with the new total as each shard starts
+            elif kind == "advance":
+                progress.advance(a, b)
+            elif kind == "message":
+                progress.message(f"shard {shard}: {a}")
+            elif kind == "skipped":
+                totals["already_done"] += a
+                totals["duplicates"] += b
+            elif kind == "done":
+                totals["processed"] += a
+                totals["failed"] += b
+                finished += 1
+                reported.add(shard)
+            elif kind == "error":
+                errors.append(f"shard {shard}: {a}")
+                finished += 1
+                reported.add(shard)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the shards the same way, and close the run as interrupted
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join()
+        store.finish_run(run_id, "interrupted", {"elapsed_s": round(time.perf_counter() - started, 3)})
+        raise
     for index, process in enumerate(processes):
         process.join()
         if index not in reported:  # killed (out of memory, a signal) before it could say so

@@ -37,6 +37,11 @@ if TYPE_CHECKING:  # pandas is only imported when a scan has a catalogue
 DEFAULT_MODEL = "microsoft/Phi-3.5-vision-instruct"
 
 
+#: ScanConfig fields that cannot change a scan's answers, so they are not part of its run key: rerunning with
+#: another batch size, device, worker count, limit or shard resumes the same run. Everything else is in the key.
+NOT_IN_RUN_KEY: frozenset[str] = frozenset({"db", "report", "batch_size", "device", "workers", "limit", "shard"})
+
+
 @dataclass
 class ScanConfig:
     """Everything that defines a scan. Printed at the start and stored with the run."""
@@ -96,25 +101,16 @@ class ScanConfig:
         return GenerationSettings(max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens)
 
     def run_key(self, prompt: Prompt) -> str:
-        """What makes two scans the same run: inputs, model, prompt, generation and scoring settings.
-
-        Batch size, device, workers, limit and shard are left out: they change speed, not answers (greedy)."""
-        identity = {
-            "inputs": sorted(str(Path(i).resolve()) if "://" not in i else i for i in self.inputs),
-            "model": self.model,
-            "prompt": prompt.text,
-            "sizes": list(self.sizes),
-            "max_new_tokens": self.max_new_tokens,
-            "min_new_tokens": self.min_new_tokens,
-            "num_crops": self.num_crops,
-            "truth": str(Path(self.truth).resolve()) if self.truth else None,
-            "truth_columns": self.truth_columns,
-            "truth_key": self.truth_key,
-            "price_tolerance": self.price_tolerance,
-            "title_threshold": self.title_threshold,
-            "run_name": self.run_name,
-        }
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+        """What makes two scans the same run: every setting except those in `NOT_IN_RUN_KEY`, which change speed
+        or bookkeeping but not answers (greedy decoding). Derived, not listed, so a new setting is part of a run's
+        identity unless someone decides otherwise. Paths are resolved and the prompt is its text, so the same
+        scan started from another folder or with a copied prompt file is still the same run."""
+        identity = {k: v for k, v in asdict(self).items() if k not in NOT_IN_RUN_KEY}
+        identity["inputs"] = sorted(str(Path(i).resolve()) if "://" not in i else i for i in self.inputs)
+        identity["truth"] = str(Path(self.truth).resolve()) if self.truth else None
+        del identity["prompt_file"]
+        identity["prompt"] = prompt.text
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 class ScanProgress(Protocol):

@@ -251,7 +251,9 @@ class Store:
         raise StoreError(f"could not create or resume run {key!r} in {self.url}")
 
     def finish_run(self, run_id: int, status: str, stats: dict) -> None:
-        """Record how the run ended. Counts missing from `stats` are taken from the stored predictions."""
+        """Record how the run ended. `n_images` / `n_failed` are the run's totals, counted in its tables: a resumed
+        run, or one that several processes write, holds more than this session did (its own counts, when given in
+        `stats`, are kept there under "session")."""
         if status not in RUN_STATUSES:
             raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")
         with self._transaction(write=True) as session:
@@ -259,16 +261,17 @@ class Store:
             run.status = status
             run.finished_at = None if status == RUNNING else utc_now()
             values = _jsonable(dict(stats))
-            if "n_images" not in values:
-                values["n_images"] = session.scalar(
-                    select(func.count()).select_from(Prediction).where(Prediction.run_id == run_id)
-                )
-            if "n_failed" not in values:
-                values["n_failed"] = session.scalar(
-                    select(func.count())
-                    .select_from(Prediction)
-                    .where(Prediction.run_id == run_id, Prediction.error.is_not(None))
-                )
+            this_session = {name: values.pop(name) for name in ("n_images", "n_failed") if name in values}
+            if this_session:
+                values["session"] = this_session
+            values["n_images"] = session.scalar(
+                select(func.count()).select_from(Prediction).where(Prediction.run_id == run_id)
+            )
+            values["n_failed"] = session.scalar(
+                select(func.count())
+                .select_from(Prediction)
+                .where(Prediction.run_id == run_id, Prediction.error.is_not(None))
+            )
             for column in _STAT_COLUMNS:
                 if values.get(column) is not None:
                     setattr(run, column, values[column])

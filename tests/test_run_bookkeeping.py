@@ -1,0 +1,134 @@
+"""What identifies a run, what its totals say after a resume, and how it ends when the process is stopped."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from inspector.cli import cli
+from inspector.discovery import discover
+from inspector.prompts import get_prompt
+from inspector.scan import NOT_IN_RUN_KEY, ScanConfig
+from inspector.store import open_store
+
+#: A different value for every ScanConfig field. A new field fails `test_every_field_has_a_changed_value` until it
+#: is added here, so whether it is part of a run's identity is always decided, never forgotten.
+CHANGED = {
+    "inputs": ["other-folder"],
+    "model": "other/model",
+    "db": "other.db",
+    "report": "other.html",
+    "truth": "other.csv",
+    "truth_columns": {"brand": "Marque"},
+    "truth_key": "sku",
+    "prompt": "original",
+    "prompt_file": "prompt.txt",
+    "sizes": ["8"],
+    "batch_size": 3,
+    "max_new_tokens": 17,
+    "min_new_tokens": 5,
+    "device": "cuda:1",
+    "dtype": "bf16",
+    "num_crops": 16,
+    "attn_implementation": "eager",
+    "trust_remote_code": True,
+    "limit": 10,
+    "run_name": "tuned",
+    "price_tolerance": "2%",
+    "title_threshold": 0.9,
+    "workers": 9,
+    "shard": (1, 2),
+}
+
+
+def key(config: ScanConfig, tmp_path: Path) -> str:
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text("What brand is this?")
+    prompt = get_prompt(config.prompt, str(prompt_file) if config.prompt_file else None, config.sizes or None)
+    return config.run_key(prompt)
+
+
+def test_every_field_has_a_changed_value():
+    assert set(CHANGED) == {f.name for f in dataclasses.fields(ScanConfig)}
+
+
+@pytest.mark.parametrize("name", sorted(CHANGED))
+def test_a_field_changes_the_run_key_unless_it_cannot_change_answers(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = ScanConfig(inputs=["images"])
+    changed = dataclasses.replace(base, **{name: CHANGED[name]})
+    assert getattr(changed, name) != getattr(base, name)
+    if name in NOT_IN_RUN_KEY:
+        assert key(changed, tmp_path) == key(base, tmp_path)
+    else:
+        assert key(changed, tmp_path) != key(base, tmp_path)
+
+
+def test_the_same_scan_from_another_folder_is_the_same_run(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path)
+    here = key(ScanConfig(inputs=["a"], truth="t.csv"), tmp_path)
+    monkeypatch.chdir(tmp_path / "a")
+    assert key(ScanConfig(inputs=["../a"], truth="../t.csv"), tmp_path) == here
+
+
+def fake_model(tmp_path: Path, n: int = 100) -> str:
+    path = tmp_path / "answers.json"
+    path.write_text(json.dumps(['{"brand": "Acme", "price": 10}'] * n))
+    return f"fake:{path}"
+
+
+def test_run_totals_count_every_image_of_a_resumed_run(tmp_path, sample_dir):
+    """A run resumed with a larger --limit holds all the images: its totals say so, not only the last session's."""
+    n_images = len(discover([sample_dir]))
+    model, db = fake_model(tmp_path), str(tmp_path / "r.db")
+    unreadable = tmp_path / "images"
+    unreadable.mkdir()
+    (unreadable / "broken.jpg").write_bytes(b"not an image")
+    args = ["scan", str(sample_dir), str(unreadable), "--model", model, "--db", db, "--no-report"]
+    assert CliRunner().invoke(cli, [*args, "--limit", "5"]).exit_code == 0
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    run = open_store(db).get_run(1)
+    assert (run.n_images, run.n_failed) == (n_images + 1, 1)
+    assert run.stats["session"] == {"n_images": n_images + 1 - 5, "n_failed": 1}
+
+
+def test_sigterm_ends_the_run_interrupted_and_leaves_no_temporary_report(tmp_path, sample_dir):
+    """`docker stop` and Slurm send SIGTERM: the run must end `interrupted`, as on Ctrl-C, and resume later."""
+    slow = tmp_path / "slow.py"
+    slow.write_text(
+        "import time\n"
+        "from inspector.backends import fake\n"
+        "original = fake.FakeBackend.generate\n"
+        "def generate(self, *args, **kwargs):\n"
+        "    print('batch', flush=True)\n"
+        "    time.sleep(0.5)\n"
+        "    return original(self, *args, **kwargs)\n"
+        "fake.FakeBackend.generate = generate\n"
+        "from inspector.cli import main\n"
+        "main()\n"
+    )
+    db, report = tmp_path / "r.db", tmp_path / "report.html"
+    scan = subprocess.Popen(
+        [sys.executable, str(slow), "scan", str(sample_dir), "--model", fake_model(tmp_path), "--db", str(db),
+         "--report", str(report), "--batch-size", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    assert scan.stdout.readline() == "batch\n"
+    time.sleep(0.2)
+    scan.send_signal(signal.SIGTERM)
+    out, err = scan.communicate(timeout=60)
+    assert scan.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    run = open_store(db).get_run(1)
+    assert run.status == "interrupted"
+    assert run.finished_at is not None
+    assert sorted(p.name for p in tmp_path.iterdir() if "report" in p.name) == []
