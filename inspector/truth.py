@@ -43,6 +43,7 @@ from inspector.fields import ProductFields, TruthRecord
 from inspector.parsing import (
     AMBIGUOUS,
     NEGATIVE,
+    NULL_WORDS,
     clean_text,
     normalise_currency,
     normalise_size,
@@ -582,11 +583,18 @@ def _well_quoted(record: str, delimiter: str) -> bool:
     return True
 
 
+#: A cell value `clean_text` leaves as it is (one word, no control characters): checked fast, once per row.
+_PLAIN_CELL_RE = re.compile(r"[\w.:/\\+#&'@~-]+")
+
+
 def _clean_cell(value: str) -> str | None:
     """`clean_text` of a cell, with the common case (a value needing no change) fast."""
     stripped = value.strip()
     if not stripped:
         return None
+    if _PLAIN_CELL_RE.fullmatch(stripped):
+        folded = stripped.casefold()
+        return None if folded in NULL_WORDS or folded.rstrip(".") in NULL_WORDS else stripped
     return clean_text(stripped)
 
 
@@ -709,6 +717,9 @@ def _ref_name(ref: str) -> str | None:
     if "://" in ref:
         parts = _ref_parts(ref)
         return parts[-1].casefold() if parts else None
+    last = ref.replace("\\", "/").rpartition("/")[2]
+    if last and last != ".":
+        return last.casefold()
     for part in reversed(ref.replace("\\", "/").split("/")):
         if part not in ("", "."):
             return part.casefold()
@@ -752,8 +763,10 @@ class TruthTable:
         self.delimiter = rows.delimiter
         self._rows = rows
         self._read: dict[int, tuple[TruthRecord, list[CellProblem]]] = {}
-        self.by_name = _MultiIndex()
+        #: Rows by the case-folded stem of the file name their image reference ends with ("shoe1" for
+        #: "img/Shoe1.JPG"); a file-name lookup reads its few candidates to compare whole names.
         self.by_stem = _MultiIndex()
+        #: Rows by their case-folded key value.
         self.by_key = _MultiIndex()
         self.longest_key = 0
         self._duplicates: dict[str, list[int]] | None = None
@@ -765,12 +778,12 @@ class TruthTable:
         if image_ref:
             name = _ref_name(image_ref)
             if name:
-                self.by_name.add(name, index)
                 self.by_stem.add(_stem(name), index)
         if key:
             folded = key.casefold()
             self.by_key.add(folded, index)
-            self.longest_key = max(self.longest_key, len(folded))
+            if len(folded) > self.longest_key:
+                self.longest_key = len(folded)
 
     def read_row(self, index: int) -> tuple[TruthRecord, list[CellProblem]]:
         """The row at `index` (0-based among the well-formed rows) and its unreadable cells; read once."""
@@ -803,9 +816,9 @@ class TruthTable:
         """Image references (case-folded) and key values found in more than one row -> their row numbers."""
         if self._duplicates is None:
             found: list[tuple[str, list[int]]] = []
-            for name in self.by_name.more:  # rows sharing a reference share its file name
+            for stem in self.by_stem.more:  # rows sharing a reference share its stem
                 by_ref: dict[str, list[int]] = {}
-                for index in self.by_name.get(name):
+                for index in self.by_stem.get(stem):
                     ref = self.read_row(index)[0].image_ref or ""
                     by_ref.setdefault(ref.casefold(), []).append(self._rows.row_numbers[index])
                 found += [(ref, rows) for ref, rows in by_ref.items() if len(rows) > 1]
@@ -858,6 +871,10 @@ class _Matcher:
     def _ref(self, index: int) -> str:
         return self.table.read_row(index)[0].image_ref or ""
 
+    def _named(self, name: str) -> list[int]:
+        """The rows whose image reference ends with the file name `name` (case-folded), in row order."""
+        return [index for index in self.table.by_stem.get(_stem(name)) if _ref_name(self._ref(index)) == name]
+
     def _path_keys(self, index: int) -> set[str]:
         """Where the row's image reference points: relative to the CSV's folder or a scan root, or absolute."""
         ref_path = self._ref(index).replace("\\", "/")
@@ -889,7 +906,7 @@ class _Matcher:
             real = os.path.realpath(image_text)
             variants = dict.fromkeys([_path_key(image), _path_key(real)])
             names = dict.fromkeys(name for name in (_ref_name(image_text), _ref_name(real)) if name)
-            candidates = sorted({index for name in names for index in table.by_name.get(name)})
+            candidates = sorted({index for name in names for index in self._named(name)})
             for variant in variants:
                 for index in candidates:
                     if variant in self._path_keys(index):
@@ -898,12 +915,12 @@ class _Matcher:
         if not parts:
             return None
         name = parts[-1]
-        candidates = table.by_name.get(name)
+        candidates = self._named(name)
         if candidates:
             return self._best(candidates, parts), "name"
         stem = _stem(name)
         # "shoe1.png" and "shoe1" match shoe1.jpg; so does "nike.dunk" (a stem with a dot) for nike.dunk.jpg.
-        candidates = sorted(set(table.by_stem.get(stem)) | set(table.by_name.get(stem)))
+        candidates = sorted(set(table.by_stem.get(stem)) | set(self._named(stem)))
         if candidates:
             return self._best(candidates, parts), "stem"
         return self._find_by_key(name, stem)
