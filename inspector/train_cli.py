@@ -88,6 +88,8 @@ def print_summary(result, console: Console) -> None:
         f"{result.train_seconds:.1f} s ({rate}); mean training loss {_float_or_none(result.train_loss)}"
     )
     bad_rows = f", {data.bad_rows} with unreadable catalogue cells" if data.bad_rows else ""
+    if data.malformed_rows:
+        bad_rows += f", {data.malformed_rows} malformed catalogue rows"
     console.print(
         f"Data: {data.rows} catalogue rows, {data.images_found} images found, {data.train_examples} for training, "
         f"{data.val_examples} for validation; skipped {data.unmatched_images} without a row, "

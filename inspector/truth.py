@@ -310,6 +310,8 @@ _BOMS: tuple[tuple[bytes, str, str], ...] = (
 )
 #: Field separators tried, in the order that wins a tie.
 _DELIMITERS = ",;\t|"
+#: The first line Excel may write to name the separator ("sep=;").
+_EXCEL_SEPARATOR_RE = re.compile(r"[ \t]*sep=([^\r\n])[ \t]*\r?\n", re.IGNORECASE)
 #: How much of the file the delimiter sniffer reads.
 _SNIFF_CHARS = 64 * 1024
 
@@ -540,8 +542,11 @@ def load_truth(
     text, encoding = _decode(_read_bytes(path), path)
     if not text.strip():
         raise TruthError(f"Truth CSV {path} is empty; it needs a header line and one row per product.")
-    delimiter = _delimiter(text)
+    excel_hint = _EXCEL_SEPARATOR_RE.match(text)
+    delimiter = excel_hint.group(1) if excel_hint else _delimiter(text)
     records = _records(text, delimiter, path)
+    if excel_hint:
+        next(records)  # "sep=;": Excel's own line naming the separator, not the header
     header, *_ = next(records)
     column_names = [name.strip() for name in header]
 

@@ -123,6 +123,19 @@ def test_data_skips_and_counts_what_cannot_be_used(tmp_path):
     assert data.scored_fields == ["title", "price", "currency"]
 
 
+def test_negative_ambiguous_and_malformed_catalogue_rows_never_become_targets(tmp_path):
+    """Issue 8: "-5.00" was taught as 5.0, and an unquoted comma shifted a row's cells into the wrong fields."""
+    for name, colour in (("a.png", "red"), ("b.png", "blue"), ("c.png", "green"), ("d.png", "white")):
+        Image.new("RGB", (64, 64), colour).save(tmp_path / name)
+    csv_path = tmp_path / "truth.csv"
+    csv_path.write_text(
+        "file,title,price\na.png,Alpha,-5.00\nb.png,Beta,\"1,290\"\nc.png,Gamma, Long,30.00\nd.png,Delta,40.00\n"
+    )
+    data = load_training_data(TrainConfig(truth=str(csv_path), val_fraction=0))
+    assert [Path(e.location).name for e in data.train] == ["d.png"]
+    assert (data.summary.bad_rows, data.summary.unparseable_cells, data.summary.malformed_rows) == (2, 2, 1)
+
+
 def test_rows_with_unreadable_cells_are_skipped_and_counted(tmp_path):
     """A price that cannot be read would make the target say "price": null for an image that shows one."""
     for name, colour in (("a.png", "red"), ("b.png", "blue"), ("c.png", "green")):

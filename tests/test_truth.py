@@ -307,6 +307,7 @@ def test_undecodable_files_are_refused_in_one_line(tmp_path: Path, data: bytes, 
         ("file;title;price\na.jpg;A;1,5;extra\nb.jpg;B;2\n", ["file", "title", "price"]),  # malformed first row
         ("file,title,price\na.jpg,A;B,1\n", ["file", "title", "price"]),
         ("title\nA\n", ["title"]),
+        ("sep=;\nfile;title, long;price\na.jpg;A, B;1\n", ["file", "title, long", "price"]),  # Excel's hint line
     ],
 )
 def test_delimiter_detection(tmp_path: Path, text: str, columns: list[str]) -> None:

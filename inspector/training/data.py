@@ -54,6 +54,8 @@ class DataSummary:
     #: Matched rows with no product value to learn (every field empty).
     empty_rows: int = 0
     unparseable_cells: int = 0
+    #: Catalogue lines with more or fewer cells than the header: skipped (see `inspector.truth.MalformedRow`).
+    malformed_rows: int = 0
     #: Matched images whose row has a cell that cannot be read (e.g. price "TBD"): the answer built from it
     #: would teach a wrong value (null), so the image is not used.
     bad_rows: int = 0
@@ -143,6 +145,7 @@ def _read_examples(
     summary.unmatched_images += len(match.unmatched_images)
     summary.unmatched_rows += match.unmatched_rows
     summary.unparseable_cells += len(match.unparseable_cells)
+    summary.malformed_rows += len(match.malformed_rows)
 
     bad_rows = {problem.row_number for problem in match.unparseable_cells}
     matched = [s for s in sources if s.path in match.records]
