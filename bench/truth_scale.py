@@ -136,7 +136,11 @@ def main() -> None:
             results[name] = measure(code_dir, csv_path, images)
             print(f"{name}: {results[name]}", flush=True)
 
-    machine = f"{platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    machine = (
+        f"{platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"load average {load} at the end)"
+    )
     lines = [
         f"Matching {args.images} images to a {args.rows:,}-row catalogue, {machine}, "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",

@@ -444,10 +444,6 @@ def _records(text: str, delimiter: str, path: Path) -> Iterator[tuple[list[str],
         try:
             cells = next(reader)
         except StopIteration:
-            if first_line == 1:
-                raise TruthError(
-                    f"Truth CSV {path} has no header line; the first line must name the columns."
-                ) from None
             return
         except csv.Error as error:
             raise TruthError(
@@ -547,7 +543,10 @@ def load_truth(
     records = _records(text, delimiter, path)
     if excel_hint:
         next(records)  # "sep=;": Excel's own line naming the separator, not the header
-    header, *_ = next(records)
+    first = next(records, None)
+    if first is None:
+        raise TruthError(f"Truth CSV {path} has no header line; the first line must name the columns.")
+    header = first[0]
     column_names = [name.strip() for name in header]
 
     mapping = dict(columns or {})

@@ -345,7 +345,10 @@ def test_no_image_column(tmp_path: Path) -> None:
         load_truth(path)
 
 
-@pytest.mark.parametrize(("content", "message"), [(None, "does not exist"), ("", "empty"), ("\n\n", "empty")])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "does not exist"), ("", "empty"), ("\n\n", "empty"), ('""\n', "no header"), ("sep=;\n", "no header")],
+)
 def test_unreadable_files(tmp_path: Path, content: str | None, message: str) -> None:
     path = tmp_path / "c.csv"
     if content is not None:
