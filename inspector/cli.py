@@ -81,9 +81,18 @@ def cli() -> None:
 @click.option("--gpus", help="Use several GPUs: 'all' or a number (one process per GPU, one run).")
 @click.option("--shard", hidden=True, help="INDEX/COUNT: process one shard of the images (used by --gpus).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model folder's own Python code to run.")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    metavar="[ADDRESS]",
+    help="Scan on a Ray cluster: alone, start or join one on this machine; 'auto' (RAY_ADDRESS) or HOST:PORT to "
+    "join one. Put it after the PATHS. Needs pip install 'inspector[ray]'.",
+)
 def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_report, batch_size, prompt_name,
          prompt_file, sizes, max_new_tokens, min_new_tokens, device, dtype, num_crops, attn_implementation, limit,
-         run_name, price_tolerance, title_threshold, workers, gpus, shard, trust_remote_code):  # fmt: skip
+         run_name, price_tolerance, title_threshold, workers, gpus, shard, trust_remote_code, ray_address):  # fmt: skip
     """Scan product images (folders, files or URLs) with a vision-language model.
 
     Answers are parsed into brand, title, category, price, currency and per-size prices, stored in the
@@ -121,7 +130,9 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
             workers=workers,
             shard=_parse_shard(shard),
         )
-        if gpus:
+        if ray_address:
+            summary = _run_ray_scan(config, ray_address, gpus)
+        elif gpus:
             from inspector.multigpu import scan_on_gpus
 
             _check_scan_inputs(config)  # in this process: a bad input is one error, not one traceback per shard
@@ -148,6 +159,27 @@ def _run_scan(config):
     backend = config.load_backend()
     with RichScanProgress(console) as progress:
         summary = Scanner(config, backend, store, progress, inputs=inputs).run()
+    return _with_report(config, store, summary)
+
+
+def _run_ray_scan(config, address: str, gpus: str | None):
+    from inspector.ray_scan import import_ray, parse_address, scan_on_ray
+    from inspector.store import open_store
+
+    address = parse_address(address)
+    import_ray()  # a missing extra is one line before anything is read
+    console = stderr_console()
+    inputs = _check_scan_inputs(config)
+    store = open_store(config.db)
+    console.print(f"[dim]inspector {__version__} · scan config: {_config_line(config)}")
+    console.print(f"[dim]on Ray ({address or 'local'}) …")
+    with RichScanProgress(console) as progress:
+        summary = scan_on_ray(config, address, gpus=gpus, inputs=inputs, progress=progress, store=store)
+    return _with_report(config, store, summary)
+
+
+def _with_report(config, store, summary):
+    """The finished scan's HTML report (unless --no-report, or when this process is one shard) and metrics."""
     if config.report and config.shard == (0, 1):
         from inspector.report import render_report
 

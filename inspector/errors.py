@@ -54,3 +54,7 @@ class ShardError(InspectorError):
 
 class TrainingError(InspectorError):
     """Training cannot start or go on with this model, data or setting; the message says what to change."""
+
+
+class RayError(InspectorError):
+    """A scan with --ray cannot start: Ray is not installed, or the cluster cannot be reached or used."""

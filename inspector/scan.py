@@ -246,6 +246,23 @@ def read_scan_inputs(config: ScanConfig) -> ScanInputs:
     return ScanInputs(sources, truth)
 
 
+def match_truth(
+    table: TruthTable | None, sources: list[ImageSource]
+) -> tuple[dict[str, TruthRecord], dict | None]:
+    """Each image's catalogue row, keyed by its location, and the match summary (None without a catalogue)."""
+    if table is None:
+        return {}, None
+    with_paths = [s for s in sources if s.path is not None]
+    roots = sorted({s.root for s in with_paths if s.root is not None})
+    match = table.match([s.path for s in with_paths], roots)
+    by_location = {}
+    for source in with_paths:
+        record = match.records.get(source.path)
+        if record is not None:
+            by_location[source.location] = record
+    return by_location, match.summary()
+
+
 class Scanner:
     """Runs one scan. Library entry point: `Scanner(config, backend, store).run()`."""
 
@@ -295,17 +312,7 @@ class Scanner:
         return self._inputs
 
     def _match_truth(self, sources: list[ImageSource]) -> None:
-        table = self._read_inputs().truth
-        if table is None:
-            return
-        with_paths = [s for s in sources if s.path is not None]
-        roots = sorted({s.root for s in with_paths if s.root is not None})
-        match = table.match([s.path for s in with_paths], roots)
-        for source in with_paths:
-            record = match.records.get(source.path)
-            if record is not None:
-                self.truth_by_location[source.location] = record
-        self.truth_summary = match.summary()
+        self.truth_by_location, self.truth_summary = match_truth(self._read_inputs().truth, sources)
 
     # -- the run ----------------------------------------------------------------------------------------------
 

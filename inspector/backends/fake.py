@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import deque
@@ -18,7 +19,9 @@ class FakeBackend:
 
     `fake:FILE` on the command line loads answers from FILE: a JSON list of strings, or one answer per line, or
     `{"answers": [...]}` whose entries are strings or `{"answer": ..., "confidence": {"category": 0.97, ...}}`
-    (answers whose named fields get exactly these confidences, to drive the review features in tests and demos).
+    (answers whose named fields get exactly these confidences, to drive the review features in tests and demos);
+    or a JSON object mapping `pixel_key(image)` to its answer (scans spread over several processes, where a
+    queue's order would depend on which process got which image).
     When the queue runs dry it answers `default` (an empty answer unless given).
     """
 
@@ -51,8 +54,13 @@ class FakeBackend:
             data = None
         if isinstance(data, dict) and isinstance(data.get("answers"), list):
             answers = [_entry(entry, path, number) for number, entry in enumerate(data["answers"], 1)]
+        elif isinstance(data, dict):  # {pixel_key: answer}: the same answer for an image whichever process asks
+            by_pixels = {str(k): _as_text(v) for k, v in data.items()}
+            return cls(
+                lambda image, _prompt: by_pixels.get(pixel_key(image), ""), model_name=f"fake:{path.name}"
+            )
         elif isinstance(data, list):
-            answers = [a if isinstance(a, str) else json.dumps(a) for a in data]
+            answers = [_as_text(a) for a in data]
         else:
             answers = text.splitlines()
         return cls(answers, model_name=f"fake:{path.name}")
@@ -111,3 +119,12 @@ def answer_with_confidences(text: str, confidences: dict[str, float], where: str
     for name, (start, _end) in spans.items():
         logprobs[start] = math.log(confidences[name])
     return Generation(text, tuple(text), tuple(logprobs))
+
+
+def pixel_key(image: Image.Image) -> str:
+    """sha256 of a decoded image's pixels: what a keyed answers file maps to an answer."""
+    return hashlib.sha256(image.tobytes()).hexdigest()
+
+
+def _as_text(answer: object) -> str:
+    return answer if isinstance(answer, str) else json.dumps(answer)
