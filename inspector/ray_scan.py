@@ -46,6 +46,7 @@ from inspector.scan import (
     ScanInputs,
     ScanProgress,
     ScanSummary,
+    SilentProgress,
     auto_batch_size,
     commit_batch,
     load_image,
@@ -256,11 +257,9 @@ def scan_on_ray(
 
     `inputs`: what `read_scan_inputs(config)` returned, when the caller already read it. `answer_stage`: the
     stage-3 class (tests pass one that dies on purpose)."""
-    from inspector.scan import _SilentProgress
-
     ray = import_ray()
     inputs = inputs or read_scan_inputs(config)
-    progress = progress or _SilentProgress()
+    progress = progress or SilentProgress()
     prompt = get_prompt(config.prompt, config.prompt_file, config.sizes or None)
     sources = inputs.sources[: config.limit] if config.limit is not None else inputs.sources
     truth_by_location, truth_summary = match_truth(inputs.truth, sources)
