@@ -338,17 +338,33 @@ def _utf16_without_bom(sample: bytes) -> str | None:
     return None
 
 
-def _decode(data: bytes, path: Path) -> tuple[str, str]:
-    """The text of a CSV file and the codec that read it.
+def _valid_utf8(data: bytes, start: int) -> bool:
+    """Whether `data[start:]` is UTF-8, checked a chunk at a time (no second copy of a large file)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    try:
+        for offset in range(start, len(data), 1 << 20):
+            decoder.decode(view[offset : offset + (1 << 20)])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _as_utf8(data: bytes, path: Path) -> tuple[bytes, int, str]:
+    """The CSV file as UTF-8 bytes, where its text starts in them (after a BOM), and the codec that read it.
 
     A byte-order mark decides (UTF-8, UTF-16 LE/BE as in Excel's "Unicode Text" export, UTF-32); without one,
     UTF-16 is recognised by its zero bytes, then UTF-8 is tried, then Windows-1252 (what Excel writes for
     "CSV" on Western-European systems). Anything else is refused: guessing would garble every name silently.
+    UTF-8 files are kept as read: rows are decoded one at a time, when they are read.
     """
     for bom, codec, name in _BOMS:
         if data.startswith(bom):
+            if codec == "utf-8-sig" and _valid_utf8(data, len(bom)):
+                return data, len(bom), codec
             try:
-                return data.decode(codec), codec
+                return data.decode(codec).encode("utf-8"), 0, codec
             except UnicodeDecodeError:
                 raise TruthError(
                     f"Truth CSV {path} starts with a {name} byte-order mark but is not {name} text; "
@@ -359,19 +375,19 @@ def _decode(data: bytes, path: Path) -> tuple[str, str]:
         try:
             if codec is None:
                 raise UnicodeDecodeError("binary", b"", 0, 1, "zero bytes")
-            return data.decode(codec), codec
+            return data.decode(codec).encode("utf-8"), 0, codec
         except UnicodeDecodeError:
             raise TruthError(
                 f"Truth CSV {path} is not a text file (an Excel workbook?); save it as CSV UTF-8."
             ) from None
-    for codec in ("utf-8", "cp1252"):
-        try:
-            return data.decode(codec), codec
-        except UnicodeDecodeError:
-            continue
-    raise TruthError(
-        f"Truth CSV {path} is neither UTF-8, UTF-16 nor Windows-1252 text; save it as CSV UTF-8."
-    )
+    if _valid_utf8(data, 0):
+        return data, 0, "utf-8"
+    try:
+        return data.decode("cp1252").encode("utf-8"), 0, "cp1252"
+    except UnicodeDecodeError:
+        raise TruthError(
+            f"Truth CSV {path} is neither UTF-8, UTF-16 nor Windows-1252 text; save it as CSV UTF-8."
+        ) from None
 
 
 def _first_record(text: str, delimiter: str) -> list[str]:
@@ -383,14 +399,11 @@ def _first_record(text: str, delimiter: str) -> list[str]:
         return []
 
 
-def _delimiter(text: str) -> str:
-    """The field separator among , ; tab |: the standard library's sniffer decides (it looks at how quotes and
+def _delimiter(sample: str) -> str:
+    """The field separator among , ; tab | in the first lines of the file (`sample`): the standard library's sniffer decides (it looks at how quotes and
     separators sit across lines: ``"Name, full";"Price"`` is two columns split by ";"), as long as it splits the
     header; otherwise the separator that splits the header into the most cells (quotes respected), commas on a
     tie or when none does (a one-column file)."""
-    sample = text[:_SNIFF_CHARS]
-    if len(text) > _SNIFF_CHARS and "\n" in sample:
-        sample = sample[: sample.rfind("\n") + 1]
     header_cells = {delimiter: len(_first_record(sample, delimiter)) for delimiter in _DELIMITERS}
     try:
         sniffed = csv.Sniffer().sniff(sample, delimiters=_DELIMITERS).delimiter
@@ -403,43 +416,49 @@ def _delimiter(text: str) -> str:
 
 
 class _Rows:
-    """The data records of a CSV text: where each well-formed row starts and ends in the text, so that a row is
-    split into cells only when it is needed (a million-row catalogue matched to a few images reads a few rows)."""
+    """The data records of a CSV file (UTF-8 bytes): where each well-formed row starts and ends, so that a row is
+    decoded and split into cells only when it is needed (a million-row catalogue matched to a few images reads a
+    few rows)."""
 
-    def __init__(self, text: str, delimiter: str):
-        self.text = text
+    def __init__(self, data: bytes, delimiter: str):
+        self.data = data
         self.delimiter = delimiter
         self.starts = array("q")
         self.ends = array("q")
         self.row_numbers = array("q")
 
-    def reader(self, text: str) -> Iterator[list[str]]:
-        return csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter, skipinitialspace=True)
-
     def cells(self, index: int) -> list[str]:
-        return next(self.reader(self.text[self.starts[index] : self.ends[index]]))
+        record = self.data[self.starts[index] : self.ends[index]].decode("utf-8")
+        return next(
+            csv.reader(io.StringIO(record, newline=""), delimiter=self.delimiter, skipinitialspace=True)
+        )
 
     def __len__(self) -> int:
         return len(self.row_numbers)
 
 
-def _records(text: str, delimiter: str, path: Path) -> Iterator[tuple[list[str], int, int, int, int]]:
-    """(cells, start offset, end offset, first line, last line) of each non-blank record, header included.
+def _records(
+    data: bytes, start: int, delimiter: str, path: Path
+) -> Iterator[tuple[list[str], int, int, int, int]]:
+    """(cells, start offset, end offset, first line, last line) of each non-blank record of the UTF-8 `data`
+    from `start` on, header included; offsets are in bytes.
 
     csv.reader pulls one line at a time and never reads ahead, so the offsets of the lines it pulled for a
     record are that record's span."""
-    position = 0
+    position = start
     line_number = 0
 
     def lines() -> Iterator[str]:
         nonlocal position, line_number
-        for line in io.StringIO(text, newline=""):
-            position += len(line)
+        stream = io.BytesIO(data)
+        stream.seek(start)
+        for line in io.TextIOWrapper(stream, encoding="utf-8", newline=""):
+            position += len(line) if line.isascii() else len(line.encode("utf-8"))
             line_number += 1
             yield line
 
     reader = csv.reader(lines(), delimiter=delimiter, skipinitialspace=True)
-    start, first_line = 0, 1
+    first_line = 1
     while True:
         try:
             cells = next(reader)
@@ -535,12 +554,15 @@ def load_truth(
     indexed by the columns that name images here, and read in full only when matched (see `TruthTable`).
     """
     path = Path(csv_path)
-    text, encoding = _decode(_read_bytes(path), path)
-    if not text.strip():
+    data, start, encoding = _as_utf8(_read_bytes(path), path)
+    sample = data[start : start + _SNIFF_CHARS].decode("utf-8", "ignore")
+    if len(data) - start > _SNIFF_CHARS:
+        sample = sample[: sample.rfind("\n") + 1] or sample  # whole lines only
+    elif not sample.strip():
         raise TruthError(f"Truth CSV {path} is empty; it needs a header line and one row per product.")
-    excel_hint = _EXCEL_SEPARATOR_RE.match(text)
-    delimiter = excel_hint.group(1) if excel_hint else _delimiter(text)
-    records = _records(text, delimiter, path)
+    excel_hint = _EXCEL_SEPARATOR_RE.match(sample)
+    delimiter = excel_hint.group(1) if excel_hint else _delimiter(sample)
+    records = _records(data, start, delimiter, path)
     if excel_hint:
         next(records)  # "sep=;": Excel's own line naming the separator, not the header
     first = next(records, None)
@@ -557,14 +579,16 @@ def load_truth(
         mapping[canonical] = mapping.pop(key)
     used_columns, key_explicit = _detect_columns(column_names, mapping, key_column, path)
 
-    rows = _Rows(text, delimiter)
+    rows = _Rows(data, delimiter)
     malformed: list[MalformedRow] = []
     table = TruthTable(path, used_columns, key_explicit, column_names, rows, malformed, encoding)
     path_at = column_names.index(used_columns["path"]) if "path" in used_columns else None
     key_at = column_names.index(used_columns["key"]) if "key" in used_columns else None
     expected = len(column_names)
     for row_number, (cells, start, end, first_line, last_line) in enumerate(records, start=1):
-        if len(cells) != expected or (last_line > first_line and not _well_quoted(text[start:end], delimiter)):
+        if len(cells) != expected or (
+            last_line > first_line and not _well_quoted(data[start:end], delimiter)
+        ):
             malformed.append(MalformedRow(row_number, first_line, last_line, len(cells), expected))
             continue
         index = len(rows.row_numbers)
@@ -577,11 +601,14 @@ def load_truth(
     return table
 
 
-def _well_quoted(record: str, delimiter: str) -> bool:
+def _well_quoted(record: bytes, delimiter: str) -> bool:
     """Whether a record spanning several lines closes every quote it opens. A quote left open swallows the
     lines after it into one cell, which can leave the cell count right: read strictly, the record fails."""
+    text = record.decode("utf-8")
     try:
-        list(csv.reader(io.StringIO(record, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True))
+        list(
+            csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True)
+        )
     except csv.Error:
         return False
     return True

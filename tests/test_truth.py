@@ -271,6 +271,17 @@ def test_encodings(tmp_path: Path, encoding: str) -> None:
     assert table.records[0].fields == ProductFields(brand="Hermès", price=5.0, currency="EUR")
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "cp1252"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_rows_after_non_ascii_rows_are_read_from_the_right_place(tmp_path: Path, encoding: str, newline: str) -> None:
+    rows = ["file,title,price", "crème.jpg,Crème brûlée,€5", 'b.jpg,"Naïve, ""quoted""",6', "ß.jpg,Straße,7", "c.jpg,C,8"]
+    path = write(tmp_path / "c.csv", newline.join(rows) + newline, encoding)
+    images = [tmp_path / name for name in ("c.jpg", "ß.jpg", "b.jpg", "crème.jpg")]
+    match = load_truth(path).match(images)
+    assert [match.records[image].fields.title for image in images] == ['C', "Straße", 'Naïve, "quoted"', "Crème brûlée"]
+    assert [match.records[image].row_number for image in images] == [4, 3, 2, 1]
+
+
 @pytest.mark.parametrize("bom", [b"\xff\xfe", b"\xfe\xff"])
 def test_excel_unicode_text_is_utf16_tab_separated(tmp_path: Path, bom: bytes) -> None:
     """Excel's "Unicode Text" export: UTF-16 with a byte-order mark, cells separated by tabs."""
