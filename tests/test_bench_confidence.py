@@ -1,0 +1,47 @@
+"""The confidence benchmark's arithmetic (bench/confidence.py): AUROC with ties, precision at k, corruption."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from confidence import auroc, corrupt, precision_at  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("scores", "labels", "expected"),
+    [
+        ([0.9, 0.8, 0.1, 0.0], [True, True, False, False], 1.0),
+        ([0.0, 0.1, 0.8, 0.9], [True, True, False, False], 0.0),
+        ([0.5, 0.5, 0.5, 0.5], [True, False, True, False], 0.5),  # all tied: chance
+        ([0.9, 0.0, 0.0, 0.0], [True, True, False, False], 0.75),  # one tie between classes counts half
+    ],
+)
+def test_auroc_is_the_chance_a_corrupted_row_outranks_a_clean_one(scores, labels, expected):
+    assert auroc(scores, labels) == pytest.approx(expected)
+
+
+def test_precision_at_a_share_counts_corrupted_rows_in_the_top():
+    scores = [0.9, 0.8, 0.7, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    labels = [True, False, True, False, False, False, False, False, False, True]
+    assert precision_at(scores, labels, 0.2, seed=0) == 0.5
+    assert precision_at(scores, labels, 0.3, seed=0) == pytest.approx(2 / 3)
+
+
+def test_corruption_changes_exactly_the_chosen_rows_category_or_price():
+    rows = [
+        {"local_image_path": f"images/{i}.jpg", "category3_code": ["coat", "dress", "scarf"][i % 3], "full_price": "100.00"}
+        for i in range(40)
+    ]
+    out, corrupted = corrupt(rows, 0.1, seed=3)
+    assert len(corrupted) == 4 and sorted(corrupted.values()) == ["category", "category", "price", "price"]
+    for before, after in zip(rows, out, strict=True):
+        changed = {k for k in before if before[k] != after[k]}
+        what = corrupted.get(before["local_image_path"])
+        assert changed == ({"category3_code"} if what == "category" else {"full_price"} if what == "price" else set())
+        if what == "price":
+            assert abs(float(after["full_price"]) - 100) >= 30
+    assert corrupt(rows, 0.1, seed=3) == (out, corrupted)  # seeded
