@@ -25,6 +25,7 @@ from inspector.errors import RunNotFoundError
 from inspector.fields import FieldResult, Outcome, ProductFields, TruthRecord
 from inspector.store import (
     ItemResult,
+    Review,
     SchemaTooNewError,
     StoreError,
     open_store,
@@ -641,7 +642,11 @@ def fill_two_runs(store) -> None:
     first = store.start_run("doc-1", **RUN_ARGS)
     second = store.start_run("doc-2", **{**RUN_ARGS, "name": "tuned"})
     assert (first, second) == (1, 2)
-    store.add_batch(first, [make_item(i) for i in range(4)] + [make_item(4, error="truncated file")])
+    items = [make_item(i) for i in range(4)]
+    for index, item in enumerate(items):  # the wrong prices, with how sure the model was of them
+        item.field_results[1].confidence = 0.5 + index / 10
+    store.add_batch(first, items + [make_item(4, error="truncated file")])
+    store.save_reviews([Review(first, f"{0:064x}", "price", "catalogue_wrong", "99.0", "ana")])
     fixed = make_item(0)
     fixed.field_results[1] = FieldResult("price", Outcome.CORRECT, "115.0", "115.0", score=0.0)
     store.add_batch(second, [fixed, make_item(1)])
