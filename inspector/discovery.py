@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inspector import __version__
-from inspector.errors import DiscoveryError  # noqa: F401 - part of this module's API
+from inspector.errors import DiscoveryError, FetchError  # noqa: F401 - DiscoveryError is part of this API
 from inspector.images import ImageLoadError
 
 log = logging.getLogger(__name__)
@@ -154,10 +154,48 @@ def _walk(root: Path, walked: set[tuple[int, int]]) -> Iterator[Path]:
         stack.extend(reversed(subfolders))
 
 
-def read_source(source: ImageSource, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = 30) -> bytes:
-    """The raw bytes of a source; raises ImageLoadError (never blocks on a FIFO, never reads past max_bytes)."""
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a download that failed transiently is tried again: `attempts` in all, waiting `base_s`, 2·`base_s`, ...
+    up to `cap_s` between them (or what a Retry-After header asks, also capped), so one slow server costs a scan
+    seconds, not minutes."""
+
+    attempts: int = 4
+    base_s: float = 0.5
+    cap_s: float = 8.0
+
+    def delay(self, attempt: int, error: FetchError) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        if error.retry_after is not None:
+            return min(self.cap_s, max(0.0, error.retry_after))
+        return min(self.cap_s, self.base_s * 2 ** (attempt - 1))
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def read_source(
+    source: ImageSource,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    timeout: float = 30,
+    retry: RetryPolicy | None = None,
+) -> bytes:
+    """The raw bytes of a source; raises ImageLoadError (never blocks on a FIFO, never reads past max_bytes).
+    A URL whose download fails transiently is tried again (`retry`, default `DEFAULT_RETRY`); the last failure
+    is raised as a `FetchError` whose `transient` says whether a later rerun should try it again."""
     if source.url is not None:
-        return _read_url(source.url, max_bytes, timeout)
+        policy = retry or DEFAULT_RETRY
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                return _read_url(source.url, max_bytes, timeout)
+            except FetchError as error:
+                if not error.transient or attempt >= policy.attempts:
+                    if error.transient and policy.attempts > 1:
+                        raise FetchError(
+                            f"{error} (after {policy.attempts} attempts)", transient=True
+                        ) from None
+                    raise
+                time.sleep(policy.delay(attempt, error))
     if source.path is None:
         raise ImageLoadError("source has neither a path nor a URL")
     return _read_file(source.path, max_bytes)
@@ -205,6 +243,19 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+#: HTTP statuses worth trying again: request timeout, too many requests, and the server-side 5xx family.
+_TRANSIENT_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def _retry_after(headers) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is rare for images and is ignored)."""
+    value = (headers or {}).get("Retry-After") if headers is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 def _read_url(url: str, max_bytes: int, timeout: float) -> bytes:
     """Download with a User-Agent, a deadline for the whole transfer (not just per read) and a size limit."""
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "image/*,*/*;q=0.5"})
@@ -219,7 +270,7 @@ def _read_url(url: str, max_bytes: int, timeout: float) -> bytes:
             received = 0
             while True:
                 if time.monotonic() > deadline:
-                    raise ImageLoadError(f"download timed out after {timeout:g} s")
+                    raise FetchError(f"download timed out after {timeout:g} s", transient=True)
                 # read1: return what has arrived, so a server trickling bytes still meets the deadline.
                 chunk = response.read1(min(_CHUNK, max_bytes + 1 - received))
                 if not chunk:
@@ -229,19 +280,25 @@ def _read_url(url: str, max_bytes: int, timeout: float) -> bytes:
                 if received > max_bytes:
                     raise ImageLoadError(f"download too large: over {max_bytes} bytes")
             if length and length.isdigit() and received < int(length):
-                raise ImageLoadError(f"download incomplete: {received} of {length} bytes")
+                raise FetchError(f"download incomplete: {received} of {length} bytes", transient=True)
     except ImageLoadError:
         raise
     except urllib.error.HTTPError as exc:
-        raise ImageLoadError(f"HTTP {exc.code} {exc.reason}".strip()) from None
+        raise FetchError(
+            f"HTTP {exc.code} {exc.reason}".strip(),
+            transient=exc.code in _TRANSIENT_HTTP,
+            retry_after=_retry_after(exc.headers),
+        ) from None
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, TimeoutError):
-            raise ImageLoadError(f"download timed out after {timeout:g} s") from None
-        raise ImageLoadError(f"cannot fetch URL ({exc.reason})") from None
+            raise FetchError(f"download timed out after {timeout:g} s", transient=True) from None
+        raise FetchError(f"cannot fetch URL ({exc.reason})", transient=True) from None
     except TimeoutError:
-        raise ImageLoadError(f"download timed out after {timeout:g} s") from None
+        raise FetchError(f"download timed out after {timeout:g} s", transient=True) from None
     except http.client.IncompleteRead:
-        raise ImageLoadError("download incomplete (connection closed early)") from None
-    except (OSError, ValueError, http.client.HTTPException) as exc:  # reset connection, bad URL or chunking
-        raise ImageLoadError(f"cannot fetch URL ({type(exc).__name__}: {exc})") from None
+        raise FetchError("download incomplete (connection closed early)", transient=True) from None
+    except ValueError as exc:  # a URL urllib cannot use: trying again will not help
+        raise FetchError(f"cannot fetch URL ({type(exc).__name__}: {exc})", transient=False) from None
+    except (OSError, http.client.HTTPException) as exc:  # connection reset or refused, broken chunking
+        raise FetchError(f"cannot fetch URL ({type(exc).__name__}: {exc})", transient=True) from None
     return b"".join(chunks)

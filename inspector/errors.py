@@ -24,6 +24,17 @@ class ImageLoadError(InspectorError):
     """One image cannot be read or decoded. The message is a short reason fit for a report cell."""
 
 
+class FetchError(ImageLoadError):
+    """An image URL could not be downloaded. `transient` failures (timeouts, HTTP 429 and 5xx, connection resets)
+    may work later: a scan retries them with backoff, and a rerun tries them again. Others (404, too large) stay."""
+
+    def __init__(self, message: str, *, transient: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.transient = transient
+        #: Seconds the server asked us to wait (a 429's or 503's Retry-After header), if it said.
+        self.retry_after = retry_after
+
+
 class TruthError(InputError):
     """The truth CSV cannot be used (missing file or column, no way to match rows to images)."""
 

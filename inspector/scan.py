@@ -23,6 +23,7 @@ from inspector.backends import Backend, GenerationSettings
 from inspector.backends.base import Generation
 from inspector.confidence import field_confidences, with_confidence
 from inspector.discovery import ImageSource, discover, read_source
+from inspector.errors import FetchError
 from inspector.fields import FieldResult, ProductFields, TruthRecord
 from inspector.images import ImageLoadError, LoadedImage, decode_image, make_thumbnail, sha256_hex
 from inspector.outputs import check_output_file
@@ -186,8 +187,12 @@ def _load(source: ImageSource) -> PendingImage | ItemResult:
     try:
         data = read_source(source)
     except ImageLoadError as error:
+        # Its bytes were never seen: a stand-in identity from where it lives. A transient download failure is
+        # stored as retryable, so a rerun tries it again instead of counting it done.
         sha = sha256_hex(f"unreadable:{source.location}".encode())
-        return _failed_item(source, sha, str(error))
+        item = _failed_item(source, sha, str(error))
+        item.retryable = isinstance(error, FetchError) and error.transient
+        return item
     sha = sha256_hex(data)
     try:
         loaded = decode_image(data)

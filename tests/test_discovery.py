@@ -303,8 +303,11 @@ def no_proxy(monkeypatch):
 
 
 def fetch(url: str, **kwargs) -> bytes:
+    """One download attempt (retries have their own tests in test_fetch_retry.py)."""
+    from inspector.discovery import RetryPolicy
+
     (source,) = discover([url])
-    return read_source(source, **kwargs)
+    return read_source(source, **{"retry": RetryPolicy(attempts=1), **kwargs})
 
 
 def test_url_sources_are_downloaded_with_a_user_agent(server):

@@ -589,8 +589,12 @@ def test_two_processes_on_postgres(postgres_url: str) -> None:
     engine.dispose()
 
 
-def test_postgres_race_is_decided_by_the_unique_constraint(postgres_url: str) -> None:
-    """Another process inserts the same (run, image) while add_batch runs: its row wins, ours is skipped."""
+def test_postgres_race_is_decided_by_the_unique_constraint(postgres_url: str, caplog) -> None:
+    """Another process inserts the same (run, image) while add_batch runs: its row wins, ours is skipped, and
+    nothing is logged (an aborted psycopg pipeline used to log "pipeline aborted" per race)."""
+    import logging
+
+    caplog.set_level(logging.WARNING)
     with open_store(postgres_url) as store:
         run_id = store.start_run("k", **RUN_ARGS)
         other_run = store.start_run("k2", **RUN_ARGS)
@@ -600,7 +604,7 @@ def test_postgres_race_is_decided_by_the_unique_constraint(postgres_url: str) ->
 
         def add() -> None:
             try:
-                store.add_batch(run_id, [make_item(1), make_item(2)])
+                store.add_batch(run_id, [make_item(i) for i in range(1, 101)])  # 99 queued behind the race
             except BaseException as exc:  # reported by the main thread
                 errors.append(exc)
 
@@ -625,6 +629,8 @@ def test_postgres_race_is_decided_by_the_unique_constraint(postgres_url: str) ->
         assert rows[make_item(1).sha256]["field_results"] == []
         assert rows[make_item(2).sha256]["path"] == "img/2.jpg"
         assert len(rows[make_item(2).sha256]["field_results"]) == 3
+        assert len(rows) == 100
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 # ------------------------------------------------------------------------------- docs/schema.md

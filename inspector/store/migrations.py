@@ -195,8 +195,20 @@ def m004_reviews(conn: Connection) -> None:
     md.tables["reviews"].create(conn)
 
 
+def m005_prediction_retryable(conn: Connection) -> None:
+    """predictions.retryable: the image failed in a way that may work later (a download that timed out or got
+    HTTP 429/5xx); a rerun of the run tries it again and replaces the row. NULL/false: the outcome stands."""
+    conn.execute(text("ALTER TABLE predictions ADD COLUMN retryable BOOLEAN"))
+
+
 #: Every migration, in the order they are applied. Append only.
-MIGRATIONS: list[Migration] = [m001_initial, m002_query_indexes, m003_field_result_confidence, m004_reviews]
+MIGRATIONS: list[Migration] = [
+    m001_initial,
+    m002_query_indexes,
+    m003_field_result_confidence,
+    m004_reviews,
+    m005_prediction_retryable,
+]
 
 
 

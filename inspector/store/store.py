@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -54,6 +54,8 @@ class ItemResult:
     latency_ms: float | None = None
     #: Why the image could not be read or answered; the item is still stored, with this message.
     error: str | None = None
+    #: The error may go away (a download that failed transiently): a rerun tries the image again.
+    retryable: bool = False
     truth: TruthRecord | None = None
     field_results: list[FieldResult] = field(default_factory=list)
 
@@ -321,20 +323,22 @@ class Store:
     # ------------------------------------------------------------------------------------ results
 
     def done_shas(self, run_id: int) -> set[str]:
-        """sha256 of every image that already has a prediction in the run (the scan skips them)."""
+        """sha256 of every image that already has an outcome in the run (the scan skips them). A retryable failure
+        (a download that failed transiently) is not an outcome: the scan tries that image again."""
         with self._transaction(write=False) as session:
             query = (
                 select(ImageRow.sha256)
                 .join(Prediction, Prediction.image_id == ImageRow.id)
-                .where(Prediction.run_id == run_id)
+                .where(Prediction.run_id == run_id, Prediction.retryable.is_not(True))
             )
             return set(session.scalars(query))
 
     def add_batch(self, run_id: int, items: list[ItemResult]) -> None:
         """Store a batch in one transaction: all of it or (if the process dies) none of it.
 
-        Images already predicted in this run are skipped, also when another process stores them at the same
-        moment: the UNIQUE(run_id, image_id) constraint decides, per item, inside a savepoint.
+        Images already answered in this run are skipped, also when another process stores them at the same
+        moment: the UNIQUE(run_id, image_id) constraint decides, without an error (see `_insert_predictions`).
+        A stored retryable failure of the same image or path (a download that failed transiently) is replaced.
         """
         unique: dict[str, ItemResult] = {}
         for item in items:
@@ -344,6 +348,7 @@ class Store:
         with self._transaction(write=True) as session:
             self._run_row(session, run_id)
             image_ids = self._upsert_images(session, list(unique.values()))
+            _drop_retryable(session, run_id, list(image_ids.values()), [_text(i.path) for i in unique.values()])
             done: set[int] = set()
             for ids in _chunks(list(image_ids.values())):
                 done.update(
@@ -353,20 +358,8 @@ class Store:
                         )
                     )
                 )
-            now = utc_now()
             todo = [(image_ids[sha], item) for sha, item in unique.items() if image_ids[sha] not in done]
-            try:  # usually nobody else stored any of them since we looked: insert the whole batch at once
-                with session.begin_nested():
-                    _insert_items(session, run_id, todo, now)
-                return
-            except IntegrityError:
-                pass  # someone did: find out which, item by item
-            for image_id, item in todo:
-                try:
-                    with session.begin_nested():
-                        _insert_items(session, run_id, [(image_id, item)], now)
-                except IntegrityError:
-                    continue  # stored by another process since we looked: keep theirs
+            _insert_items(session, run_id, todo, utc_now())
 
     def _upsert_images(self, session: Session, items: list[ItemResult]) -> dict[str, int]:
         """sha256 -> images.id, inserting the new ones and filling facts an earlier sighting lacked."""
@@ -379,17 +372,7 @@ class Store:
         missing = [item for sha, item in by_sha.items() if sha not in ids]
         if not missing:
             return ids
-        table = ImageRow.__table__
-        try:  # usually nobody else inserted any of them since we looked: one INSERT for all
-            with session.begin_nested():
-                session.execute(insert(table), [_image_values(item) for item in missing])
-        except IntegrityError:  # someone did: one by one, keeping theirs where it exists
-            for item in missing:
-                try:
-                    with session.begin_nested():
-                        session.execute(insert(table), [_image_values(item)])
-                except IntegrityError:
-                    continue
+        _insert_ignoring_conflicts(session, ImageRow.__table__, [_image_values(item) for item in missing], ["sha256"])
         for shas in _chunks([item.sha256 for item in missing]):
             query = select(ImageRow.sha256, ImageRow.id).where(ImageRow.sha256.in_(shas))
             ids.update((sha, image_id) for sha, image_id in session.execute(query))
@@ -618,24 +601,16 @@ def _fields_of(row: Prediction | TruthRow) -> dict:
 
 
 def _insert_items(session: Session, run_id: int, todo: list[tuple[int, ItemResult]], now: datetime) -> None:
-    """Insert predictions, truth rows and field results with Core executemany INSERTs: the ORM unit of work
-    (and ORM bulk mode, which splits rows by which values are None) costs milliseconds per image."""
+    """Insert predictions, then truth rows and field results for the predictions this call stored (another
+    process may have stored some of the same images since we looked). Core executemany INSERTs: the ORM unit of
+    work (and ORM bulk mode, which splits rows by which values are None) costs milliseconds per image."""
     if not todo:
         return
-    session.execute(
-        insert(Prediction), [_prediction_values(run_id, image_id, item, now) for image_id, item in todo]
-    )
-    truth = [_truth_values(run_id, image_id, item.truth) for image_id, item in todo if item.truth is not None]
+    prediction_ids = _insert_predictions(session, run_id, todo, now)
+    mine = [(image_id, item) for image_id, item in todo if image_id in prediction_ids]
+    truth = [_truth_values(run_id, image_id, item.truth) for image_id, item in mine if item.truth is not None]
     if truth:
         session.execute(insert(TruthRow.__table__), truth)
-    if not any(item.field_results for _, item in todo):
-        return
-    prediction_ids: dict[int, int] = {}
-    for ids in _chunks([image_id for image_id, _ in todo]):
-        query = select(Prediction.image_id, Prediction.id).where(
-            Prediction.run_id == run_id, Prediction.image_id.in_(ids)
-        )
-        prediction_ids.update((image_id, prediction_id) for image_id, prediction_id in session.execute(query))
     results = [
         {
             "prediction_id": prediction_ids[image_id],
@@ -649,10 +624,101 @@ def _insert_items(session: Session, run_id: int, todo: list[tuple[int, ItemResul
             "score": _finite_floats(result.score),
             "confidence": _finite_floats(result.confidence),
         }
-        for image_id, item in todo
+        for image_id, item in mine
         for result in item.field_results
     ]
-    session.execute(insert(FieldResultRow.__table__), results)
+    if results:
+        session.execute(insert(FieldResultRow.__table__), results)
+
+
+def _insert_predictions(
+    session: Session, run_id: int, todo: list[tuple[int, ItemResult]], now: datetime
+) -> dict[int, int]:
+    """Insert the predictions; returns image_id -> prediction id for the rows this call inserted.
+
+    On PostgreSQL and SQLite a row another process stored first is skipped by `ON CONFLICT DO NOTHING`: no error
+    is raised, so no transaction or pipeline is aborted (psycopg's pipelined executemany logged a "pipeline
+    aborted" warning for every such race). Elsewhere the unique constraint decides inside savepoints."""
+    rows = [_prediction_values(run_id, image_id, item, now) for image_id, item in todo]
+    table = Prediction.__table__
+    statement = _insert_or_skip(session, table, ["run_id", "image_id"])
+    if statement is not None and session.get_bind().dialect.insert_executemany_returning:
+        returned = session.execute(statement.returning(table.c.image_id, table.c.id), rows)
+        return {image_id: prediction_id for image_id, prediction_id in returned}
+    inserted: list[int] = []
+    try:  # usually nobody else stored any of them since we looked: insert the whole batch at once
+        with session.begin_nested():
+            session.execute(insert(table), rows)
+        inserted = [row["image_id"] for row in rows]
+    except IntegrityError:  # someone did: find out which, item by item
+        for row in rows:
+            try:
+                with session.begin_nested():
+                    session.execute(insert(table), [row])
+                inserted.append(row["image_id"])
+            except IntegrityError:
+                continue  # stored by another process since we looked: keep theirs
+    ids: dict[int, int] = {}
+    for chunk in _chunks(inserted):
+        query = select(Prediction.image_id, Prediction.id).where(
+            Prediction.run_id == run_id, Prediction.image_id.in_(chunk)
+        )
+        ids.update((image_id, prediction_id) for image_id, prediction_id in session.execute(query))
+    return ids
+
+
+def _insert_or_skip(session: Session, table, conflict_columns: list[str]):
+    """`INSERT ... ON CONFLICT (columns) DO NOTHING` where the database has it (PostgreSQL, SQLite), else None."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        return None
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+
+
+def _insert_ignoring_conflicts(session: Session, table, rows: list[dict], conflict_columns: list[str]) -> None:
+    """Insert rows, skipping those another process inserted first (see `_insert_predictions`)."""
+    statement = _insert_or_skip(session, table, conflict_columns)
+    if statement is not None:
+        session.execute(statement, rows)
+        return
+    try:
+        with session.begin_nested():
+            session.execute(insert(table), rows)
+    except IntegrityError:
+        for row in rows:
+            try:
+                with session.begin_nested():
+                    session.execute(insert(table), [row])
+            except IntegrityError:
+                continue
+
+
+def _drop_retryable(session: Session, run_id: int, image_ids: list[int], paths: list[str | None]) -> None:
+    """Remove this run's retryable failures of these images or paths (with their truth rows and field results),
+    so that the new outcome takes their place. A failed download is stored under a stand-in image (its bytes were
+    never seen), so a later successful download of the same URL is a different image: the path links them."""
+    found: dict[int, int] = {}
+    for ids in _chunks(image_ids):
+        query = select(Prediction.id, Prediction.image_id).where(
+            Prediction.run_id == run_id, Prediction.retryable.is_(True), Prediction.image_id.in_(ids)
+        )
+        found.update((prediction_id, image_id) for prediction_id, image_id in session.execute(query))
+    for chunk in _chunks([path for path in paths if path is not None]):
+        query = select(Prediction.id, Prediction.image_id).where(
+            Prediction.run_id == run_id, Prediction.retryable.is_(True), Prediction.path.in_(chunk)
+        )
+        found.update((prediction_id, image_id) for prediction_id, image_id in session.execute(query))
+    if not found:
+        return
+    for chunk in _chunks(list(found)):
+        session.execute(delete(FieldResultRow).where(FieldResultRow.prediction_id.in_(chunk)))
+        session.execute(delete(Prediction).where(Prediction.id.in_(chunk)))
+    for chunk in _chunks(list(set(found.values()))):
+        session.execute(delete(TruthRow).where(TruthRow.run_id == run_id, TruthRow.image_id.in_(chunk)))
 
 
 def _prediction_values(run_id: int, image_id: int, item: ItemResult, now: datetime) -> dict:
@@ -670,6 +736,7 @@ def _prediction_values(run_id: int, image_id: int, item: ItemResult, now: dateti
         "size_prices": _jsonable(parsed.size_prices) if item.parsed is not None else None,
         "latency_ms": _finite_floats(item.latency_ms),
         "error": _text(item.error),
+        "retryable": bool(item.retryable and item.error),
         "created_at": now,
     }
 

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -106,6 +107,8 @@ class Prediction(Base):
     size_prices: Mapped[dict | None] = mapped_column(JSONColumn)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
+    #: The error may go away (a download that failed transiently): a rerun tries the image again.
+    retryable: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     field_results: Mapped[list[FieldResultRow]] = relationship(back_populates="prediction")
