@@ -89,3 +89,63 @@ def test_a_shard_killed_outright_fails_the_run(tmp_path, sample_dir):
         scan_on_devices(config, ["cpu", "cpu"])
     store = open_store(tmp_path / "k.db")
     assert store.list_runs()[0].status == "failed"
+
+
+class _SlowConfig(ScanConfig):
+    """Each shard's model takes a while per batch, so that the scan is still running when it is stopped."""
+
+    def load_backend(self):
+        import time
+
+        backend = super().load_backend()
+        generate = backend.generate
+
+        def slow(*args, **kwargs):
+            time.sleep(0.3)
+            return generate(*args, **kwargs)
+
+        backend.generate = slow
+        return backend
+
+
+SIGTERM_PARENT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from inspector.interrupts import sigterm_as_interrupt
+from inspector.multigpu import scan_on_devices
+from test_multigpu import _SlowConfig
+
+class Progress:
+    def start(self, total, already_done): pass
+    def advance(self, n_images, n_failed): print("advanced", flush=True)
+    def message(self, text): pass
+
+config = _SlowConfig(inputs=[sys.argv[2]], model="fake:" + sys.argv[3], db=sys.argv[4], report=None, batch_size=2)
+with sigterm_as_interrupt():
+    try:
+        scan_on_devices(config, ["cpu", "cpu"], Progress())
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+"""
+
+
+def test_sigterm_stops_every_shard_and_closes_the_run_interrupted(tmp_path, sample_dir):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps(['{"brand": "Acme"}'] * 100))
+    db = tmp_path / "m.db"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_PARENT, str(Path(__file__).parent), str(sample_dir), str(answers), str(db)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert parent.stdout.readline() == "advanced\n"
+    parent.send_signal(signal.SIGTERM)
+    out, err = parent.communicate(timeout=60)
+    assert parent.returncode == 0 and out.splitlines()[-1] == "interrupted", err
+    run = open_store(db).list_runs()[0]
+    assert run.status == "interrupted"
+    assert 0 < run.n_images < len(discover([sample_dir]))  # stopped part-way: the rest is there to resume

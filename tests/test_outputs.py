@@ -189,3 +189,23 @@ def test_cuda_without_a_gpu_is_one_line_before_the_model_loads(tmp_path, sample_
     assert result.exit_code == 1 and len(result.output.splitlines()) == 1, result.output
     assert result.output.startswith(f"Error: --device {device}: no CUDA GPU is visible to torch ")
     assert result.output.endswith("; use --device cpu or auto\n")
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError(errno.EIO, "I/O error")])
+def test_a_report_write_that_is_stopped_keeps_the_old_report_and_no_temporary_file(tmp_path, monkeypatch, stop):
+    from inspector.errors import OutputError
+    from inspector.interrupts import Terminated
+    from inspector.outputs import write_text_atomic
+
+    report = tmp_path / "report.html"
+    report.write_text("the previous report")
+    stop = Terminated() if stop is KeyboardInterrupt else stop  # what SIGTERM raises while the file is written
+
+    def interrupted(fd):
+        raise stop
+
+    monkeypatch.setattr("inspector.outputs.os.fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt if isinstance(stop, Terminated) else OutputError):
+        write_text_atomic(report, "<html>new</html>", "the report")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    assert report.read_text() == "the previous report"
