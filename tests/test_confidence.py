@@ -178,3 +178,22 @@ def test_accuracy_at_coverage_ranks_each_fields_values_by_confidence():
         (25, 1, 1.0), (50, 2, 1.0), (75, 3, pytest.approx(2 / 3)), (100, 4, 0.75)
     ]
     assert [p["accuracy"] for p in table["size_price"]["points"]] == [1.0, 1.0, 0.5, 0.5]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"brand": "Burberry", "price": 450.00, "currency": "GBP"}', " Price: £450, or 3€ — café", "Brand: Acme\nPrice: $10"],
+)
+def test_token_pieces_add_up_to_the_decoded_answer_with_the_real_tokenizer(phi35v_dir, text):
+    """Cached per-token pieces where they add up; the exact sliding window where they do not (multi-byte)."""
+    from transformers import AutoTokenizer
+
+    from inspector.backends.hf import TokenPieces, token_pieces
+
+    tokenizer = AutoTokenizer.from_pretrained(phi35v_dir)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [32007]  # <|end|>: a special token, no text
+    decoded = tokenizer.decode(ids, skip_special_tokens=True)
+    pieces = TokenPieces(tokenizer)(ids, decoded)
+    assert pieces is not None and len(pieces) == len(ids) and pieces[-1] == ""
+    assert "".join(pieces).strip() == decoded.strip()
+    assert "".join(token_pieces(tokenizer, ids)) == decoded

@@ -186,6 +186,7 @@ class HFBackend:
                 "use an instruction-tuned checkpoint (its processor or tokenizer config carries `chat_template`)"
             )
         self.stop_token_ids = self._stop_token_ids()
+        self._pieces = TokenPieces(self.tokenizer)
         self._spare_processors: queue.SimpleQueue = queue.SimpleQueue()
         self._prompt_lock = threading.Lock()
         self._prompt_cache: dict[str, str] = {}
@@ -471,8 +472,8 @@ class HFBackend:
         for row, text in enumerate(texts):
             ids = new_tokens[row].tolist()
             length = next((i + 1 for i, token in enumerate(ids) if token in stops), len(ids))
-            pieces = token_pieces(self.tokenizer, ids[:length])
-            if "".join(pieces) != text:
+            pieces = self._pieces(ids[:length], text)
+            if pieces is None:
                 answers.append(Generation(text.strip()))
                 continue
             answers.append(
@@ -504,6 +505,37 @@ class GreedyLogprobRecorder:
         if values.shape[1] < width:
             values = torch.nn.functional.pad(values, (0, width - values.shape[1]))
         return values
+
+
+class TokenPieces:
+    """Each token's text piece, fast: a token's piece is almost always the same wherever it stands, so pieces are
+    cached per token id (decoded after a fixed anchor token, which keeps a leading space) and an answer costs one
+    lookup per token. Where the cached pieces do not add up to the decoded answer (byte tokens of a multi-byte
+    character, tokenizers that clean up spaces) the answer falls back to `token_pieces`' exact sliding window;
+    where even those do not add up, None (the answer gets no token information)."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self._cache: dict[int, str] = {}
+        anchor = tokenizer.encode("a", add_special_tokens=False)
+        self._anchor = anchor[-1:] if anchor else []
+        self._anchor_text = tokenizer.decode(self._anchor, skip_special_tokens=True)
+
+    def _piece(self, token: int) -> str:
+        piece = self._cache.get(token)
+        if piece is None:
+            text = self.tokenizer.decode([*self._anchor, token], skip_special_tokens=True)
+            piece = text[len(self._anchor_text) :] if text.startswith(self._anchor_text) else "\ufffd"
+            self._cache[token] = piece
+        return piece
+
+    def __call__(self, ids: list[int], text: str) -> list[str] | None:
+        """Pieces of `ids`, whose decoded text is `text`, consistent with it up to surrounding whitespace."""
+        pieces = [self._piece(token) for token in ids]
+        if "".join(pieces).strip() == text.strip():
+            return pieces
+        pieces = token_pieces(self.tokenizer, ids)
+        return pieces if "".join(pieces).strip() == text.strip() else None
 
 
 def token_pieces(tokenizer, ids: list[int]) -> list[str]:
