@@ -15,6 +15,17 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: Tests that need a system program (Chromium + chromedriver, a PostgreSQL server) by marker. Elsewhere they skip,
+#: with the reason, when it is missing; where every test must run (CI) that skip is a failure.
+NEEDS_SYSTEM_PROGRAMS = ("browser", "postgres")
+
+
+def all_tests_required() -> bool:
+    """True in CI: $INSPECTOR_REQUIRE_ALL_TESTS (set by .ci/run), else $CI as CI services set it ("true")."""
+    value = os.environ.get("INSPECTOR_REQUIRE_ALL_TESTS", os.environ.get("CI", ""))
+    return value.strip().lower() in ("1", "true", "yes")
+
+
 def pytest_configure(config) -> None:
     # One thread per test process: tiny models gain nothing from more, and CI has 2 cores shared with subprocesses.
     try:
@@ -22,6 +33,24 @@ def pytest_configure(config) -> None:
     except ImportError:
         return
     torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if "postgres_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Where all tests are required, a browser or Postgres test that skips (program missing, server not
+    starting) fails instead, with the skip's reason: CI must not go green without them."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and all_tests_required() and any(item.get_closest_marker(m) for m in NEEDS_SYSTEM_PROGRAMS):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"{reason}\n(all tests are required here: INSPECTOR_REQUIRE_ALL_TESTS=1 or CI=true)"
 SAMPLE_IMAGES = Path(os.environ.get("INSPECTOR_SAMPLE_IMAGES", REPO / "sample_images"))
 
 
