@@ -715,3 +715,25 @@ def test_cli_trains_logs_to_offline_wandb_and_prints_the_summary(cards, tiny_lla
     run = glob.escape(runs[0])
     assert glob.glob(f"{run}/run-*.wandb")
     assert glob.glob(f"{run}/files/media/table/**/*.table.json", recursive=True), "predictions table logged"
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_activation_checkpointing_reaches_training_arguments_under_the_installed_releases_names(
+    tmp_path, enabled
+):
+    """transformers 5.23 renamed gradient_checkpointing(_kwargs) to activation_checkpointing(_kwargs): the setting
+    arrives, and no deprecated alias is used, on every release in the range."""
+    import warnings
+
+    from transformers import TrainingArguments
+
+    from inspector.training.trainer import checkpointing_arguments
+
+    chosen = checkpointing_arguments(TrainingArguments, enabled)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, **chosen)
+    assert [str(w.message) for w in caught if "checkpointing" in str(w.message)] == []
+    (flag, value), (kwargs_name, kwargs) = chosen.items()
+    assert bool(getattr(args, flag)) is enabled and value is enabled
+    assert getattr(args, kwargs_name) == ({"use_reentrant": False} if enabled else None) == kwargs

@@ -13,6 +13,7 @@ Output folder layout:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -105,6 +106,18 @@ def _find_resume_checkpoint(config: TrainConfig, output: Path) -> str | None:
     if not (path / "trainer_state.json").is_file():
         raise InputError(f"--resume {path}: not a checkpoint folder (it has no trainer_state.json)")
     return str(path)
+
+
+def checkpointing_arguments(arguments_class: type, enabled: bool) -> dict:
+    """Activation checkpointing (recompute in backward, use_reentrant=False) under the names the installed
+    transformers declares: 5.23 renamed `gradient_checkpointing(_kwargs)` to `activation_checkpointing(_kwargs)`
+    and keeps the old names only as deprecated aliases."""
+    names = {field.name for field in dataclasses.fields(arguments_class)}
+    prefix = "activation" if "activation_checkpointing" in names else "gradient"
+    return {
+        f"{prefix}_checkpointing": enabled,
+        f"{prefix}_checkpointing_kwargs": {"use_reentrant": False} if enabled else None,
+    }
 
 
 def _wandb_setup(config: TrainConfig, output: Path) -> None:
@@ -409,8 +422,7 @@ def build_trainer(
         optim="adamw_torch_fused" if cuda else "adamw_torch",
         bf16=bf16,
         use_cpu=not cuda,
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        **checkpointing_arguments(TrainingArguments, config.gradient_checkpointing),
         logging_strategy="steps",
         logging_steps=config.logging_steps,
         logging_first_step=True,
