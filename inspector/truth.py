@@ -816,6 +816,15 @@ class TruthTable:
             if len(folded) > self.longest_key:
                 self.longest_key = len(folded)
 
+    def image_ref(self, index: int) -> str:
+        """The image reference of the row at `index` ("" if none), read without reading the whole row: lookups
+        compare the references of many candidate rows (say every "front.jpg" of a catalogue)."""
+        path_column = self.columns.get("path")
+        if path_column is None:
+            return ""
+        cells = self._rows.cells(index)
+        return _clean_cell(cells[self.column_names.index(path_column)]) or ""
+
     def read_row(self, index: int) -> tuple[TruthRecord, list[CellProblem]]:
         """The row at `index` (0-based among the well-formed rows) and its unreadable cells; read once."""
         found = self._read.get(index)
@@ -850,8 +859,9 @@ class TruthTable:
             for stem in self.by_stem.more:  # rows sharing a reference share its stem
                 by_ref: dict[str, list[int]] = {}
                 for index in self.by_stem.get(stem):
-                    ref = self.read_row(index)[0].image_ref or ""
-                    by_ref.setdefault(ref.casefold(), []).append(self._rows.row_numbers[index])
+                    by_ref.setdefault(self.image_ref(index).casefold(), []).append(
+                        self._rows.row_numbers[index]
+                    )
                 found += [(ref, rows) for ref, rows in by_ref.items() if len(rows) > 1]
             found.sort(key=lambda item: item[1][0])
             keys = sorted(self.by_key.more, key=lambda value: self.by_key.first[value])
@@ -900,7 +910,7 @@ class _Matcher:
         self.bases = [table.csv_path.parent] + [root.parent if root.is_file() else root for root in roots]
 
     def _ref(self, index: int) -> str:
-        return self.table.read_row(index)[0].image_ref or ""
+        return self.table.image_ref(index)
 
     def _named(self, name: str) -> list[int]:
         """The rows whose image reference ends with the file name `name` (case-folded), in row order."""

@@ -529,6 +529,18 @@ def test_match_report_counts_everything(tmp_path: Path) -> None:
     }
 
 
+def test_rows_sharing_a_file_name_are_told_apart_by_folder_and_only_true_copies_are_duplicates(tmp_path: Path) -> None:
+    csv_path = write(
+        tmp_path / "c.csv",
+        "file,sku,title\nnike/1/front.jpg,1,One\nnike/2/front.jpg,2,Two\nNIKE/1/Front.jpg,3,Copy\nnike/2/front.png,4,Png\n",
+    )
+    images = [tmp_path / "nike" / "2" / "front.jpg", Path("/elsewhere/1/front.jpg")]
+    match = load_truth(csv_path).match(images)
+    assert [match.records[image].fields.title for image in images] == ["Two", "One"]
+    assert [match.matched_by[image] for image in images] == ["path", "name"]
+    assert match.duplicate_keys == {"nike/1/front.jpg": [1, 3]}
+
+
 def test_records_are_keyed_by_the_path_objects_given(tmp_path: Path) -> None:
     csv_path = write(tmp_path / "c.csv", "file,title\na.jpg,A\n")
     relative = Path("a.jpg")
