@@ -243,8 +243,9 @@ def normalise_currency(text: str | None) -> str | None:
 _GROUP_CHARS = "'’\u00a0\u202f\u2009"
 #: A numeric token: digits with separators inside ("1,290.00", "1.290,00", "1'290", "2,15", ".5" is not a price).
 _NUMBER_RE = rf"\d(?:[\d,.{_GROUP_CHARS}]*\d)?"
-#: Minus signs: hyphen-minus, the minus sign and the en dash that word processors put in its place.
-_MINUS = "-−–"
+#: Minus signs, as a regex character class body: hyphen-minus, the minus sign and the en dash that word
+#: processors put in its place (the hyphen escaped, so that the class never reads as a range).
+_MINUS = r"\-−–"
 #: ",-" or ".–" after an amount: no minor units ("1.299,- €" is 1299 euros).
 _NO_CENTS_RE = r"[.,][-–—]{1,2}"
 _MONEY_RE = re.compile(

@@ -98,6 +98,8 @@ def test_parse_price_without_amount(text: str) -> None:
         ("$-5", NEGATIVE),
         ("−12,50 €", NEGATIVE),
         ("Price: -5", NEGATIVE),
+        ("Price:-5", NEGATIVE),
+        ("Preis: –12,50 €", NEGATIVE),
         (-5, NEGATIVE),
         (-0.5, NEGATIVE),
         # one separator before three digits and no currency that settles it: 1290 or 1.29?
