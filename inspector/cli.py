@@ -67,6 +67,8 @@ def cli() -> None:
 @click.option("--prompt", "prompt_name", help="Built-in prompt: extract (default, JSON) or original.")
 @click.option("--prompt-file", type=click.Path(dir_okay=False), help="File holding a custom prompt.")
 @click.option("--sizes", help="Also ask for the prices in these sizes, e.g. 6.5,7.5,8")
+@click.option("--fields", "fields_file", type=click.Path(dir_okay=False),
+              help="TOML file declaring more fields to read (colour, material, volume, ...), see docs/fields.md.")
 @click.option("--max-new-tokens", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--min-new-tokens", default=0, type=click.IntRange(0), help="Force answers this long (benchmarks).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
@@ -91,18 +93,23 @@ def cli() -> None:
     "join one. Put it after the PATHS. Needs pip install 'inspector[ray]'.",
 )
 def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_report, batch_size, prompt_name,
-         prompt_file, sizes, max_new_tokens, min_new_tokens, device, dtype, num_crops, attn_implementation, limit,
-         run_name, price_tolerance, title_threshold, workers, gpus, shard, trust_remote_code, ray_address):  # fmt: skip
+         prompt_file, sizes, fields_file, max_new_tokens, min_new_tokens, device, dtype, num_crops, attn_implementation,
+         limit, run_name, price_tolerance, title_threshold, workers, gpus, shard, trust_remote_code,
+         ray_address):  # fmt: skip
     """Scan product images (folders, files or URLs) with a vision-language model.
 
-    Answers are parsed into brand, title, category, price, currency and per-size prices, stored in the
-    database, scored against --truth when given, and summarised in an HTML report. Rerunning the same
-    command resumes the same run and skips images already stored.
+    Answers are parsed into brand, title, category, price, currency and per-size prices, plus any field
+    declared in a --fields file (e.g. colour, material, volume), stored in the database, scored against --truth
+    when given, and summarised in an HTML report. Rerunning the same command resumes the same run and skips
+    images already stored.
     """
     with stoppable(), friendly_errors():
+        from inspector.fields import load_fields
         from inspector.prompts import parse_sizes_option
         from inspector.scan import DEFAULT_MODEL, ScanConfig
         from inspector.truth import parse_column_mapping
+
+        fieldset = load_fields(fields_file)
 
         config = ScanConfig(
             inputs=list(paths),
@@ -110,11 +117,12 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
             db=db,
             report=None if no_report else report_path,
             truth=truth,
-            truth_columns=None if truth_columns is None else parse_column_mapping(truth_columns),
+            truth_columns=None if truth_columns is None else parse_column_mapping(truth_columns, fieldset),
             truth_key=truth_key,
             prompt=prompt_name,
             prompt_file=prompt_file,
             sizes=parse_sizes_option(sizes) if sizes else [],
+            fields_file=fields_file,
             batch_size=_parse_batch_size(batch_size),
             max_new_tokens=max_new_tokens,
             min_new_tokens=min_new_tokens,
@@ -253,9 +261,12 @@ def _pct(value) -> str:
 @click.option("--db", default="inspector.db", show_default=True, help="SQLite file or SQLAlchemy URL.")
 @click.option("--out", "-o", default="report.html", show_default=True, help="HTML file to write.")
 @click.option("--compare", help="Another run (id or name) to show side by side, e.g. base vs fine-tuned.")
-def report(run, db, out, compare):
+@click.option("--fields", "fields_file", type=click.Path(dir_okay=False),
+              help="Show the fields of this TOML file (labels, kinds) instead of those stored with the run.")
+def report(run, db, out, compare, fields_file):
     """Write the HTML report of RUN (id or name; default: the latest run)."""
     with friendly_errors():
+        from inspector.fields import load_fields
         from inspector.outputs import check_output_file
         from inspector.report import render_report
         from inspector.store import open_store
@@ -265,7 +276,9 @@ def report(run, db, out, compare):
         store = open_store(db, read_only=True)
         run_info = store.get_run(_run_ref(run))
         compare_info = store.get_run(_run_ref(compare)) if compare else None
-        path = render_report(store, run_info.id, Path(out), compare_run_id=compare_info.id if compare_info else None)
+        fieldset = load_fields(fields_file) if fields_file else None
+        path = render_report(store, run_info.id, Path(out), compare_run_id=compare_info.id if compare_info else None,
+                             fieldset=fieldset)
         click.echo(f"Report: {path}")
 
 

@@ -15,7 +15,7 @@ gives no token log-probabilities, gets no confidence (None, stored as NULL): unk
 from __future__ import annotations
 
 from inspector.backends.base import Generation
-from inspector.fields import FIELD_NAMES, FieldResult, ProductFields
+from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, ProductFields
 from inspector.parsing import value_spans
 from inspector.scoring import SIZE_FIELD_PREFIX
 
@@ -23,8 +23,7 @@ from inspector.scoring import SIZE_FIELD_PREFIX
 def field_values(parsed: ProductFields) -> dict[str, object]:
     """Each parsed value under the name its FieldResult carries (per-size prices as "size_price:<size>")."""
     values: dict[str, object] = {}
-    for name in FIELD_NAMES:
-        value = getattr(parsed, name)
+    for name, value in parsed.items():
         if isinstance(value, dict):
             values.update({f"{SIZE_FIELD_PREFIX}{size}": amount for size, amount in value.items()})
         else:
@@ -32,12 +31,14 @@ def field_values(parsed: ProductFields) -> dict[str, object]:
     return values
 
 
-def field_confidences(answer: Generation, parsed: ProductFields) -> dict[str, float]:
+def field_confidences(
+    answer: Generation, parsed: ProductFields, fieldset: FieldSet = BUILTIN_FIELDS
+) -> dict[str, float]:
     """Confidence in [0, 1] of each parsed value that could be located among the answer's tokens."""
     if not answer.has_tokens:
         return {}
     confidences: dict[str, float] = {}
-    for name, (start, end) in value_spans(answer.text, field_values(parsed)).items():
+    for name, (start, end) in value_spans(answer.text, field_values(parsed), fieldset).items():
         confidence = answer.span_confidence(start, end)
         if confidence is not None:
             confidences[name] = confidence

@@ -1,35 +1,524 @@
-"""The product fields that the model is asked for, that the catalogue holds and that scoring compares."""
+"""The product fields a scan reads: declared once, as data, and everything else derived from the declarations.
+
+A field is a `FieldSpec`: a name, a kind, synonyms and a prompt description. Parsing (JSON keys and "Label: value"
+lines), catalogue column detection, the prompt, the canonical training answer, scoring, the store and the report
+all walk the active `FieldSet` instead of naming fields. Kinds:
+
+- ``text``: free text, scored by token F1 against a threshold (like the title);
+- ``category``: a label compared after normalisation (case, accents, punctuation); optional allowed ``values``,
+  answers outside them are flagged (their result's score is 0);
+- ``price``: an amount compared within a tolerance; the currency written next to it feeds the ``currency`` field;
+- ``currency``: an ISO 4217 code;
+- ``number``: a quantity, optionally with a ``unit``; "500 ml" and "0.5 l" are compared after conversion;
+- ``size_prices``: a size -> price map, scored one size at a time (at most one such field).
+
+Users add or override fields with a TOML file (`load_fields`, ``--fields fields.toml``); see docs/fields.md.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+import math
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from dataclasses import fields as dataclass_fields
+from pathlib import Path
+from typing import Any, Union
 
-#: Every field, in the order reports and tables show them.
-FIELD_NAMES: tuple[str, ...] = ("brand", "title", "category", "price", "currency", "size_prices")
+from inspector.errors import InputError
+from inspector.units import unit_dimension
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "BUILTIN_FIELDS",
+    "KINDS",
+    "FieldResult",
+    "FieldSet",
+    "FieldSpec",
+    "FieldValue",
+    "Outcome",
+    "ProductFields",
+    "TruthRecord",
+    "load_fields",
+]
+
+#: Every kind a field can have.
+KINDS: tuple[str, ...] = ("text", "category", "price", "currency", "number", "size_prices")
+#: Kinds shown as a confusion table in the report (categorical values).
+CATEGORICAL_KINDS: tuple[str, ...] = ("category", "currency")
+#: Kinds with at most one field each: their readers combine values across the answer (sizes, the currency).
+SINGLE_KINDS: tuple[str, ...] = ("currency", "size_prices")
+
+#: One field's value: text (text, category, currency), a float (price, number in its unit) or size -> price.
+FieldValue = Union[str, float, dict[str, float], None]  # noqa: UP007 - a runtime alias on Python 3.10
+
+_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
-@dataclass
-class ProductFields:
-    """What one answer (or one catalogue row) says about a product. Missing values are None / empty."""
+def normalise_key(key: object) -> str:
+    """A key, label or column name compared loosely: lower case, words separated by single spaces."""
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", str(key).casefold()).split())
 
-    brand: str | None = None
-    title: str | None = None
-    category: str | None = None
-    price: float | None = None
-    #: ISO 4217 code, upper-case ("USD").
-    currency: str | None = None
-    #: size -> price; numeric sizes without trailing zeros ("6.5", "8"), letter sizes upper-case ("XL").
-    size_prices: dict[str, float] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field: how the model is asked for it, how answers and catalogue cells are read, how it is scored."""
+
+    name: str
+    kind: str
+    #: Other names for the field in answers (JSON keys, "Label:" lines) and, unless `columns` is given, in the
+    #: catalogue's header; earlier ones win where several are present.
+    synonyms: tuple[str, ...] = ()
+    #: How the prompt describes the value ("the main colour of the product"); shown in brackets after the key.
+    description: str = ""
+    #: The JSON key the prompt asks for and training answers use (default: the name).
+    key: str = ""
+    #: "Label" of the field in "Label: value" answers and in the report (default: the name, capitalised).
+    label: str = ""
+    #: Catalogue column names, best first (default: the name, the key and the synonyms).
+    columns: tuple[str, ...] = ()
+    #: category: the allowed values (normalised before comparing); empty means any value.
+    values: tuple[str, ...] = ()
+    #: number: the unit values are compared and stored in ("ml", "g", "cm"); empty means a plain number.
+    unit: str = ""
+    #: number and price: largest absolute difference still counted as correct (price: the scan's default).
+    tolerance: float | None = None
+    #: text: smallest token F1 counted as correct (default: the scan's --title-threshold, 0.6).
+    threshold: float | None = None
+    #: Regular expressions with a ``value`` group that read the field from free sentences ("made by X").
+    phrases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self.key or self.name)
+        object.__setattr__(self, "label", self.label or self.name.replace("_", " ").capitalize())
+
+    @property
+    def answer_keys(self) -> tuple[str, ...]:
+        """Normalised answer keys, best first."""
+        return tuple(dict.fromkeys(normalise_key(k) for k in (self.key, self.name, *self.synonyms)))
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """Normalised catalogue column names, best first."""
+        names = self.columns or (self.name, self.key, *self.synonyms)
+        return tuple(dict.fromkeys(normalise_key(name) for name in names))
+
+    @property
+    def categorical(self) -> bool:
+        return self.kind in CATEGORICAL_KINDS
+
+    def to_json(self) -> dict[str, Any]:
+        """The declaration as plain JSON (stored with each run, so an old run's report knows its fields)."""
+        data = {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> ProductFields:
-        return cls(**{name: data.get(name) for name in FIELD_NAMES if name in data})
+    def from_json(cls, data: Mapping[str, Any]) -> FieldSpec:
+        known = {f.name for f in dataclass_fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class FieldSet:
+    """The fields a scan reads, in the order prompts, tables and reports show them."""
+
+    specs: tuple[FieldSpec, ...]
+
+    def __iter__(self) -> Iterator[FieldSpec]:
+        return iter(self.specs)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def __contains__(self, name: object) -> bool:
+        return any(spec.name == name for spec in self.specs)
+
+    def __getitem__(self, name: str) -> FieldSpec:
+        for spec in self.specs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def get(self, name: str) -> FieldSpec | None:
+        return next((spec for spec in self.specs if spec.name == name), None)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.specs)
+
+    def of_kind(self, *kinds: str) -> tuple[FieldSpec, ...]:
+        return tuple(spec for spec in self.specs if spec.kind in kinds)
+
+    def first(self, kind: str) -> FieldSpec | None:
+        """The first field of a kind (the price whose currency feeds the currency field, the size table)."""
+        return next((spec for spec in self.specs if spec.kind == kind), None)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [spec.to_json() for spec in self.specs]
+
+    @classmethod
+    def from_json(cls, data: list[Mapping[str, Any]] | None) -> FieldSet:
+        """The fields stored with a run; runs written before fields were declarable used the built-ins."""
+        if not data:
+            return BUILTIN_FIELDS
+        return cls(tuple(FieldSpec.from_json(item) for item in data))
+
+    def fingerprint(self) -> str:
+        """A stable text of the declarations, part of a run's identity."""
+        return json.dumps(self.to_json(), sort_keys=True, ensure_ascii=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The built-in fields
+# ----------------------------------------------------------------------------------------------------------
+
+_TITLE_END = (
+    r"(?=\s*,?\s*\b(?:which|that|priced|costing|selling|retailing|available)\b|\s+for\s+(?:[$£€¥]|\d)"
+    r"|\.(?:\s|$)|[;\n]|$|\s\d{1,2}\.\s)"
+)
+_TITLE_START = r"(?!(?:priced|costing|selling|available|for)\b|[$£€¥\d])"
+#: Where a sentence or a clause ends ("Its category is Scarves and the price is …").
+SENTENCE_END = (
+    r"(?:(?=\s+(?:and|while|but|with)\s+(?:the|its|it|a|an|this)\b)|(?=\.(?:\s|$)|[;\n]|$|\s\d{1,2}\.\s))"
+)
+
+BUILTIN_FIELDS = FieldSet(
+    (
+        FieldSpec(
+            "brand",
+            "category",
+            synonyms=("brand name", "manufacturer", "designer", "make", "maker"),
+            columns=("brand", "brand_name", "manufacturer", "maker", "designer", "vendor"),
+            phrases=(
+                rf"\bbrand(?:\s+name)?\s+(?:is|:)\s+(?P<value>[^,;\n]+?){SENTENCE_END}",
+                r"\b(?:made|manufactured|designed)\s+by\s+(?-i:(?P<value>[A-Z][\w&'.-]*(?:\s+[A-Z][\w&'.-]*)*))",
+            ),
+        ),
+        FieldSpec(
+            "title",
+            "text",
+            description="the product name as written",
+            synonyms=(
+                "product name",
+                "product title",
+                "name",
+                "product",
+                "item name",
+                "item title",
+                "item",
+                "good",
+                "the good",
+                "description",
+                "product description",
+            ),
+            columns=(
+                "title",
+                "product_name",
+                "productname",
+                "product_title",
+                "name",
+                "item_name",
+                "product",
+                "item",
+                "description",
+            ),
+            phrases=(
+                r"\b(?:the\s+)?(?:good|product|item|article|product\s+name|item\s+name|title)"
+                r"(?:\s+(?:shown|pictured|displayed|depicted|listed))?"
+                r"(?:\s+(?:in|on)\s+(?:the|this)\s+(?:image|picture|photo|listing))?"
+                rf"\s+is(?:\s+called)?\s+(?:an?\s+|the\s+)?{_TITLE_START}(?P<value>.+?){_TITLE_END}",
+                r"\b(?:this|the\s+(?:image|picture|photo|listing))\s+(?:is|shows|depicts|features|displays)\s+"
+                rf"(?:an?\s+|the\s+)?{_TITLE_START}(?P<value>.+?){_TITLE_END}",
+            ),
+        ),
+        FieldSpec(
+            "category",
+            "category",
+            synonyms=(
+                "product category",
+                "item category",
+                "category name",
+                "category3 code",
+                "category code",
+                "type",
+                "product type",
+                "item type",
+                "department",
+            ),
+            columns=(
+                "category",
+                "category3_code",
+                "category_name",
+                "product_category",
+                "product_type",
+                "type",
+                "category_code",
+                "category2_code",
+                "category1_code",
+                "department",
+            ),
+            phrases=(
+                rf"\bcategory\s+(?:is|:)\s+(?:the\s+)?(?P<value>[^,;\n]+?){SENTENCE_END}",
+                r"\b(?:in|under)\s+the\s+(?P<value>[\w&' -]{2,40}?)\s+category\b",
+            ),
+        ),
+        FieldSpec(
+            "price",
+            "price",
+            description="the full price as a number",
+            synonyms=(
+                "full price",
+                "regular price",
+                "retail price",
+                "list price",
+                "original price",
+                "unit price",
+                "price value",
+                "cost",
+                "msrp",
+                "amount",
+            ),
+            columns=(
+                "full_price",
+                "price",
+                "regular_price",
+                "list_price",
+                "retail_price",
+                "original_price",
+                "unit_price",
+                "msrp",
+                "cost",
+                "amount",
+            ),
+        ),
+        FieldSpec(
+            "currency",
+            "currency",
+            description='ISO 4217 code such as "USD"',
+            synonyms=("currency code", "currency iso", "ccy"),
+            columns=("currency", "currency_code", "currency_iso", "ccy", "curr"),
+        ),
+        FieldSpec(
+            "size_prices",
+            "size_prices",
+            key="sizes",
+            label="Sizes",
+            description="an object mapping each size shown to its price as a number, {} if there is none",
+            synonyms=(
+                "size prices",
+                "size price",
+                "size prices list",
+                "prices by size",
+                "price by size",
+                "prices per size",
+                "price per size",
+                "sizes and prices",
+                "size and price",
+                "prices",
+            ),
+            columns=(
+                "sizes",
+                "size_prices",
+                "size_price",
+                "prices_by_size",
+                "price_by_size",
+                "size_price_map",
+            ),
+        ),
+    )
+)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fields files
+# ----------------------------------------------------------------------------------------------------------
+
+#: Keys a `[fields.NAME]` table may have, and the type each must be.
+_FILE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "kind": str,
+    "synonyms": list,
+    "description": str,
+    "key": str,
+    "label": str,
+    "columns": list,
+    "values": list,
+    "unit": str,
+    "tolerance": (int, float),
+    "threshold": (int, float),
+}
+
+
+def load_fields(path: str | Path | None, base: FieldSet = BUILTIN_FIELDS) -> FieldSet:
+    """The fields a fields file declares, on top of `base` (the built-ins).
+
+    By default the file extends the built-ins: a table named like a built-in replaces that declaration, new names
+    are added after them. ``replace = true`` at the top of the file drops the built-ins and uses only its fields.
+    Any problem is an `InputError` naming the field and the key.
+    """
+    if path is None:
+        return base
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise InputError(f"Fields file {path} does not exist; check the --fields path.") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
+        raise InputError(
+            f"Cannot read fields file {path}: {error}; pass a UTF-8 TOML file to --fields."
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise InputError(f"Fields file {path} is not valid TOML: {error}.") from None
+    return fields_from_mapping(data, base, source=str(path))
+
+
+def fields_from_mapping(
+    data: Mapping[str, Any], base: FieldSet = BUILTIN_FIELDS, source: str = "fields"
+) -> FieldSet:
+    """`load_fields` for an already-parsed TOML document."""
+    unknown = sorted(set(data) - {"fields", "replace"})
+    if unknown:
+        raise InputError(
+            f"{source}: unknown top-level key {unknown[0]!r}; use [fields.NAME] tables and replace."
+        )
+    replace_all = data.get("replace", False)
+    if not isinstance(replace_all, bool):
+        raise InputError(f"{source}: replace must be true or false.")
+    tables = data.get("fields", {})
+    if not isinstance(tables, dict) or not tables:
+        raise InputError(f"{source}: declare at least one field as a [fields.NAME] table.")
+    declared = {name: _spec_from_table(name, table, base, source) for name, table in tables.items()}
+    specs = [] if replace_all else [declared.pop(spec.name, spec) for spec in base]
+    specs += declared.values()
+    fieldset = FieldSet(tuple(specs))
+    _check_fieldset(fieldset, source)
+    return fieldset
+
+
+def _spec_from_table(name: str, table: object, base: FieldSet, source: str) -> FieldSpec:
+    where = f"{source}: field {name!r}"
+    if not _NAME_RE.fullmatch(name):
+        raise InputError(f"{where}: a field name is lower-case letters, digits and _ (like main_colour).")
+    if not isinstance(table, dict):
+        raise InputError(f"{where} must be a table: write [fields.{name}] and its keys below it.")
+    for key, value in table.items():
+        if key not in _FILE_KEYS:
+            raise InputError(f"{where}: unknown key {key!r}; use {', '.join(_FILE_KEYS)}.")
+        expected = _FILE_KEYS[key]
+        if not isinstance(value, expected) or isinstance(value, bool):
+            kind = {list: "a list of strings", str: "a string"}.get(expected, "a number")
+            raise InputError(f"{where}: {key} must be {kind}.")
+        if expected is list and not all(isinstance(item, str) and item.strip() for item in value):
+            raise InputError(f"{where}: {key} must be a list of non-empty strings.")
+    builtin = base.get(name)
+    if "kind" not in table and builtin is None:
+        raise InputError(f"{where}: missing key 'kind'; use one of {', '.join(KINDS)}.")
+    kind = table.get("kind", builtin.kind if builtin else "")
+    if kind not in KINDS:
+        raise InputError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}.")
+    values = {key: tuple(v) if isinstance(v, list) else v for key, v in table.items()}
+    if "tolerance" in values:
+        values["tolerance"] = float(values["tolerance"])
+        if not math.isfinite(values["tolerance"]) or values["tolerance"] < 0:
+            raise InputError(f"{where}: tolerance must be a number >= 0.")
+    if "threshold" in values and not 0 <= values["threshold"] <= 1:
+        raise InputError(f"{where}: threshold must be between 0 and 1.")
+    if values.get("unit"):
+        if kind != "number":
+            raise InputError(f'{where}: unit applies to kind = "number" only.')
+        if unit_dimension(values["unit"]) is None:
+            raise InputError(
+                f"{where}: unit {values['unit']!r} is not known; use e.g. ml, l, g, kg, cm, m, in."
+            )
+    if values.get("values") and kind != "category":
+        raise InputError(f'{where}: values applies to kind = "category" only.')
+    if builtin is not None and builtin.kind == kind:
+        return replace(builtin, **values)  # a built-in overridden by name keeps what the file does not change
+    return FieldSpec(name=name, **values)
+
+
+def _check_fieldset(fieldset: FieldSet, source: str) -> None:
+    for kind in SINGLE_KINDS:
+        specs = fieldset.of_kind(kind)
+        if len(specs) > 1:
+            raise InputError(
+                f"{source}: fields {specs[0].name!r} and {specs[1].name!r} are both {kind}; declare one."
+            )
+    seen: dict[str, str] = {}
+    for spec in fieldset:
+        for key in spec.answer_keys:
+            if key in seen and seen[key] != spec.name:
+                raise InputError(
+                    f"{source}: field {spec.name!r}: synonym {key!r} already names field {seen[key]!r}; "
+                    "remove it from one of them."
+                )
+            seen[key] = spec.name
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Values
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _empty(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return value in ("", {})
+
+
+class ProductFields(dict[str, FieldValue]):
+    """What one answer (or one catalogue row) says about a product: field name -> value.
+
+    Only values that are present are kept (None, "" and {} are dropped), and a missing field reads as None, so
+    `fields["colour"]` is None when nothing was read. `fields.colour` reads the same value; it is kept for
+    readable tests and scripts, library code indexes by name.
+    """
+
+    def __init__(self, values: Mapping[str, FieldValue] | None = None, /, **named: FieldValue) -> None:
+        super().__init__()
+        for name, value in {**(values or {}), **named}.items():
+            self[name] = value
+
+    def __setitem__(self, name: str, value: FieldValue) -> None:
+        if _empty(value):
+            self.pop(name, None)
+        else:
+            super().__setitem__(name, value)
+
+    def __missing__(self, name: str) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> FieldValue:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self[name]
+
+    def __setattr__(self, name: str, value: FieldValue) -> None:
+        self[name] = value
+
+    def to_dict(self, fieldset: FieldSet = BUILTIN_FIELDS) -> dict[str, FieldValue]:
+        """Every declared field, None (or {} for size tables) where nothing was read."""
+        return {
+            spec.name: self.get(spec.name, {} if spec.kind == "size_prices" else None) for spec in fieldset
+        } | {name: value for name, value in self.items() if name not in fieldset}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, FieldValue]) -> ProductFields:
+        return cls(data)
 
     def is_empty(self) -> bool:
-        return all(getattr(self, name) in (None, "", {}) for name in FIELD_NAMES)
+        return not self
+
+    def __repr__(self) -> str:
+        return f"ProductFields({dict.__repr__(self)})"
 
 
 @dataclass
@@ -63,13 +552,18 @@ class Outcome:
 class FieldResult:
     """How one field of one answer compares with the catalogue."""
 
-    #: A name from FIELD_NAMES, or "size_price:<size>" for one size's price.
+    #: A declared field name, or "size_price:<size>" for one size's price.
     field: str
     outcome: str
     predicted: str | None
     expected: str | None
-    #: Title similarity (0..1) or absolute price error; None where it means nothing.
+    #: Text similarity (0..1), absolute price/number error, or for categories with allowed values 1 / 0 (the
+    #: answer is / is not one of them); None where it means nothing.
     score: float | None = None
     #: How sure the model was of its value (0..1, see `inspector.confidence`); None without a value or token
     #: log-probabilities.
     confidence: float | None = None
+
+
+# Kept for code that only needs the names of the built-in fields.
+FIELD_NAMES: tuple[str, ...] = BUILTIN_FIELDS.names

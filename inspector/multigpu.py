@@ -87,11 +87,10 @@ def scan_on_devices(
 ) -> ScanSummary:
     """One spawned process per entry of `devices` ("cuda:0", "cuda:1", … — or "cpu", which tests use), each
     scanning shard i/N of the images into one run that this process creates first and closes last."""
-    from inspector.prompts import get_prompt
     from inspector.scan import start_run
     from inspector.store import open_store
 
-    prompt = get_prompt(config.prompt, config.prompt_file, config.sizes or None)
+    prompt = config.scan_prompt()
     store = open_store(config.db)
     # Created here, before the shards start, so that they all resume this one run instead of racing to create it.
     run_id = start_run(store, config, prompt, None, config.batch_size)

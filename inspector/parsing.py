@@ -20,8 +20,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
-from inspector.fields import ProductFields
+from inspector.fields import BUILTIN_FIELDS, SENTENCE_END, FieldSet, FieldSpec, ProductFields, normalise_key
+from inspector.units import parse_quantity
 
 __all__ = [
     "AMBIGUOUS",
@@ -560,7 +562,7 @@ def _price_value(value: object, currency: str | None = None) -> tuple[float | No
 
 
 def _first_key(mapping: dict, wanted: tuple[str, ...]) -> object | None:
-    keys = {_normalise_key(key): key for key in mapping}
+    keys = {normalise_key(key): key for key in mapping}
     for name in wanted:
         if name in keys:
             return keys[name]
@@ -603,74 +605,6 @@ def _sizes_from_json(value: object, currency: str | None = None) -> tuple[dict[s
             else:
                 bad.append(str(item))
     return sizes, bad
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Keys
-# --------------------------------------------------------------------------------------------------------------
-
-#: Answer keys, normalised by `_normalise_key`, for each field. Earlier synonyms win when several are present.
-KEY_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "brand": ("brand", "brand name", "manufacturer", "designer", "make", "maker"),
-    "title": (
-        "title",
-        "product name",
-        "product title",
-        "name",
-        "product",
-        "item name",
-        "item title",
-        "item",
-        "good",
-        "the good",
-        "description",
-        "product description",
-    ),
-    "category": (
-        "category",
-        "product category",
-        "item category",
-        "category name",
-        "category3 code",
-        "category code",
-        "type",
-        "product type",
-        "item type",
-        "department",
-    ),
-    "price": (
-        "price",
-        "full price",
-        "regular price",
-        "retail price",
-        "list price",
-        "original price",
-        "unit price",
-        "price value",
-        "cost",
-        "msrp",
-        "amount",
-    ),
-    "currency": ("currency", "currency code", "currency iso", "ccy"),
-    "sizes": (
-        "sizes",
-        "size prices",
-        "size price",
-        "size prices list",
-        "prices by size",
-        "price by size",
-        "prices per size",
-        "price per size",
-        "sizes and prices",
-        "size and price",
-        "prices",
-    ),
-}
-_KEY_TO_FIELD: dict[str, str] = {key: name for name, keys in KEY_SYNONYMS.items() for key in keys}
-
-
-def _normalise_key(key: object) -> str:
-    return " ".join(re.sub(r"[^0-9a-z]+", " ", str(key).casefold()).split())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -891,32 +825,41 @@ def _find_json(text: str) -> tuple[dict | None, int, int]:
 
 @dataclass
 class _Found:
-    """What one reader found; `merge` lets an earlier reader win field by field."""
+    """What one reader found, by field name; `merge` lets an earlier reader win field by field."""
 
+    #: text, category and number fields: the cleaned text as written (numbers are converted at the end).
     text: dict[str, str] = field(default_factory=dict)
-    price: float | None = None
-    price_currency: str | None = None
+    #: price fields: amount and the currency written next to it.
+    prices: dict[str, tuple[float, str | None]] = field(default_factory=dict)
     currency: str | None = None
     currency_given: bool = False
     sizes: dict[str, float] = field(default_factory=dict)
-    #: A price whose separators only a currency can settle ("1,290"), read again once the currency is known.
-    ambiguous_price: str | None = None
+    #: price fields: a price whose separators only a currency can settle ("1,290"), read again once the
+    #: currency is known.
+    ambiguous: dict[str, str] = field(default_factory=dict)
+
+    def has(self, spec: FieldSpec) -> bool:
+        if spec.kind == "price":
+            return spec.name in self.prices
+        if spec.kind == "currency":
+            return self.currency_given
+        if spec.kind == "size_prices":
+            return bool(self.sizes)
+        return spec.name in self.text
 
     def set_text(self, name: str, value: object) -> None:
         cleaned = clean_text(value)
         if cleaned is not None and name not in self.text:
             self.text[name] = cleaned
 
-    def set_price(self, value: object) -> None:
-        if self.price is not None:
+    def set_price(self, name: str | None, value: object, currency: str | None = None) -> None:
+        if name is None or name in self.prices:
             return
-        amount, currency = _price_value(value)
+        amount, found_currency = _price_value(value)
         if amount is not None:
-            self.price, self.price_currency = amount, currency
-        elif (
-            isinstance(value, str) and self.ambiguous_price is None and read_price(value).problem == AMBIGUOUS
-        ):
-            self.ambiguous_price = value
+            self.prices[name] = (amount, found_currency or currency)
+        elif isinstance(value, str) and name not in self.ambiguous and read_price(value).problem == AMBIGUOUS:
+            self.ambiguous[name] = value
 
     def set_currency(self, value: object) -> None:
         if self.currency_given:
@@ -934,32 +877,39 @@ class _Found:
     def merge(self, later: _Found) -> None:
         for name, value in later.text.items():
             self.text.setdefault(name, value)
-        if self.price is None:
-            self.price, self.price_currency = later.price, later.price_currency
-        if self.ambiguous_price is None:
-            self.ambiguous_price = later.ambiguous_price
+        for name, value in later.prices.items():
+            self.prices.setdefault(name, value)
+        for name, value in later.ambiguous.items():
+            self.ambiguous.setdefault(name, value)
         if not self.currency_given:
             self.currency, self.currency_given = later.currency, later.currency_given
         for size, amount in later.sizes.items():
             self.sizes.setdefault(size, amount)
 
-    def fields(self, size_currencies: list[str]) -> ProductFields:
+    def fields(self, fieldset: FieldSet, size_currencies: list[str]) -> ProductFields:
+        main_price = fieldset.first("price")
         currency = self.currency if self.currency_given else None
-        if currency is None:
-            currency = self.price_currency
+        if currency is None and main_price is not None and main_price.name in self.prices:
+            currency = self.prices[main_price.name][1]
         if currency is None and size_currencies and len(set(size_currencies)) == 1:
             currency = size_currencies[0]
-        price = self.price
-        if price is None and self.ambiguous_price is not None and currency is not None:
-            price = read_price(self.ambiguous_price, currency).amount
-        return ProductFields(
-            brand=self.text.get("brand"),
-            title=self.text.get("title"),
-            category=self.text.get("category"),
-            price=price,
-            currency=currency,
-            size_prices=dict(self.sizes),
-        )
+        result = ProductFields()
+        for spec in fieldset:
+            if spec.kind in ("text", "category"):
+                result[spec.name] = self.text.get(spec.name)
+            elif spec.kind == "number":
+                result[spec.name] = parse_quantity(self.text.get(spec.name), spec.unit)
+            elif spec.kind == "price":
+                if spec.name in self.prices:
+                    result[spec.name] = self.prices[spec.name][0]
+                elif spec.name in self.ambiguous and currency is not None:
+                    # "1,290": only the currency settles what the separator means.
+                    result[spec.name] = read_price(self.ambiguous[spec.name], currency).amount
+            elif spec.kind == "size_prices":
+                result[spec.name] = dict(self.sizes)
+            elif spec.kind == "currency":
+                result[spec.name] = currency
+        return result
 
 
 def _is_size_key(text: str) -> bool:
@@ -967,13 +917,34 @@ def _is_size_key(text: str) -> bool:
     return bool(re.fullmatch(rf"(?:{_SIZE_TOKEN})", re.sub(r"^(\d+) (\d+)$", r"\1.\2", text), re.IGNORECASE))
 
 
-def _read_json_object(data: dict, found: _Found, depth: int = 0) -> None:
+def _main_price(fieldset: FieldSet) -> str | None:
+    spec = fieldset.first("price")
+    return spec.name if spec is not None else None
+
+
+def _quantity_from_json(value: object) -> object:
+    """A number field's JSON value: 500, "500 ml" or {"value": 500, "unit": "ml"} -> text to convert."""
+    if isinstance(value, dict):
+        amount_key = _first_key(value, ("value", "amount", "number", "quantity"))
+        unit_key = _first_key(value, ("unit", "units", "uom"))
+        if amount_key is None:
+            return None
+        unit = value[unit_key] if unit_key is not None and isinstance(value[unit_key], str) else ""
+        return f"{value[amount_key]} {unit}".strip()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(float(value)) if math.isfinite(value) else None
+    return value
+
+
+def _read_json_object(data: dict, found: _Found, fieldset: FieldSet, depth: int = 0) -> None:
+    keys = _answer_keys(fieldset)
+    main_price = _main_price(fieldset)
     by_field: dict[str, list[tuple[int, object]]] = {}
     nested: list[dict] = []
     late_prices: list[tuple[object, str]] = []
     for key, value in data.items():
-        normalised = _normalise_key(key)
-        name = _KEY_TO_FIELD.get(normalised)
+        normalised = normalise_key(key)
+        name = keys.get(normalised)
         if name is None:
             size_match = re.fullmatch(r"(?:price|size)\s+(?:for\s+|in\s+)?(?:size\s+)?(.+)", normalised)
             key_currency = normalise_currency(size_match.group(1)) if size_match else None
@@ -984,70 +955,108 @@ def _read_json_object(data: dict, found: _Found, depth: int = 0) -> None:
             elif isinstance(value, dict):
                 nested.append(value)
             continue
-        rank = KEY_SYNONYMS[name].index(normalised)
+        rank = fieldset[name].answer_keys.index(normalised)
         by_field.setdefault(name, []).append((rank, value))
     for name, candidates in by_field.items():
+        spec = fieldset[name]
         candidates.sort(key=lambda item: item[0])
         for _, value in candidates:
-            if name in ("brand", "title", "category"):
-                if isinstance(value, dict) and name == "title":
+            if spec.kind in ("text", "category"):
+                if isinstance(value, dict) and spec.kind == "text":
                     nested.append(value)
                     continue
                 found.set_text(name, value)
-            elif name == "price":
+            elif spec.kind == "number":
+                found.set_text(name, _quantity_from_json(value))
+            elif spec.kind == "price":
                 if isinstance(value, dict) and _first_key(value, ("amount", "value", "price")) is None:
                     found.sizes.update(
                         {k: v for k, v in _sizes_from_json(value)[0].items() if k not in found.sizes}
                     )
                     continue
-                found.set_price(value)
-            elif name == "currency":
+                found.set_price(name, value)
+            elif spec.kind == "currency":
                 found.set_currency(value if isinstance(value, str) or value is None else None)
-            elif name == "sizes":
+            elif spec.kind == "size_prices":
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    found.set_price(value)  # "prices": 115 is a price, not a size table
+                    found.set_price(main_price, value)  # "prices": 115 is a price, not a size table
                     continue
                 sizes, _ = parse_size_prices(value) if isinstance(value, str) else _sizes_from_json(value)
                 for size, amount in sizes.items():
                     found.sizes.setdefault(size, amount)
-            if name in found.text or (name == "price" and found.price is not None):
+            if found.has(spec):
                 break
     for value, currency in late_prices:
-        if found.price is None:
-            found.set_price(value)
-            if found.price is not None and found.price_currency is None:
-                found.price_currency = currency
+        found.set_price(main_price, value, currency)
     if depth < 3:
         for value in nested:
             inner = _Found()
-            _read_json_object(value, inner, depth + 1)
+            _read_json_object(value, inner, fieldset, depth + 1)
             found.merge(inner)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What the declared fields look like in answers
+# --------------------------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=32)
+def _answer_keys(fieldset: FieldSet) -> dict[str, str]:
+    """Normalised answer key -> field name."""
+    return {key: spec.name for spec in fieldset for key in spec.answer_keys}
+
+
+def _key_pattern(key: str) -> str:
+    """A regular expression for a normalised key as a label: "full price" matches "Full_Price", "full-price"."""
+    return r"[\s_/&-]*".join(re.escape(word) for word in key.split())
+
+
+_SIZE_LABELS = (
+    r"size[\s_]+(?P<size_a>[^:=\n,;|()\"']{1,16}?)(?:[\s_]+price)?"
+    rf"|price[\s_]*(?:(?:for|in|of)[\s_]+)?(?:size[\s_]*)(?P<size_b>{_SIZE_TOKEN})"
+)
+
+
+@dataclass(frozen=True)
+class _Patterns:
+    """The regular expressions that read a field set's "Label: value" lines and free sentences."""
+
+    label: re.Pattern[str]
+    #: field name -> phrases that read it from free sentences
+    phrases: dict[str, tuple[re.Pattern[str], ...]]
+
+
+@lru_cache(maxsize=32)
+def _patterns(fieldset: FieldSet) -> _Patterns:
+    alternatives = []
+    for index, spec in enumerate(fieldset):
+        keys = sorted(spec.answer_keys, key=len, reverse=True)
+        if spec.kind == "size_prices":
+            keys = [*keys, "size price", "price for size", "prices for sizes"]
+        alternatives.append(f"(?P<f{index}>" + "|".join(_key_pattern(key) for key in keys) + ")")
+    label = re.compile(
+        r"(?:^|(?<=[,;|]))[ \t]*[\"']?(?:"
+        + "|".join(alternatives)
+        + "|"
+        + _SIZE_LABELS
+        + r")[\"']?[ \t]*(?:\((?P<paren>[^()\n]{1,24})\))?[ \t]*(?::|=|[ \t][-–—](?=[ \t]))",
+        re.IGNORECASE | re.MULTILINE,
+    )
+    phrases: dict[str, tuple[re.Pattern[str], ...]] = {}
+    for spec in fieldset.of_kind("text", "category", "number"):
+        sources = spec.phrases or (
+            r"\b(?:"
+            + "|".join(_key_pattern(key) for key in sorted(spec.answer_keys, key=len, reverse=True))
+            + rf")\s+(?:is|:)\s+(?:the\s+)?(?P<value>[^,;\n]+?){SENTENCE_END}",
+        )
+        phrases[spec.name] = tuple(re.compile(source, re.IGNORECASE) for source in sources)
+    return _Patterns(label, phrases)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # "Key: value" text
 # --------------------------------------------------------------------------------------------------------------
 
-_TEXT_LABELS: dict[str, str] = {
-    "brand": r"brand(?:[\s_]*name)?|manufacturer|designer|make|maker",
-    "title": r"(?:product|item)[\s_]*(?:name|title|description)|title|name|product|item|(?:the\s+)?good|description",
-    "category": r"(?:product[\s_]+|item[\s_]+)?(?:category(?:[\s_]*(?:3[\s_]*)?(?:code|name))?|type)|department",
-    "price": r"(?:full|regular|retail|list|original|unit)[\s_]*price|price|cost|msrp",
-    "currency": r"currency(?:[\s_]*code)?",
-    "sizes": r"sizes?[\s_]*(?:(?:and|&)[\s_]*)?prices?|sizes|prices?[\s_]*(?:by|per|for)[\s_]*sizes?|size\s*/\s*price",
-}
-_SIZE_LABELS = (
-    r"size[\s_]+(?P<size_a>[^:=\n,;|()\"']{1,16}?)(?:[\s_]+price)?"
-    rf"|price[\s_]*(?:(?:for|in|of)[\s_]+)?(?:size[\s_]*)(?P<size_b>{_SIZE_TOKEN})"
-)
-_LABEL_RE = re.compile(
-    r"(?:^|(?<=[,;|]))[ \t]*[\"']?(?:"
-    + "|".join(f"(?P<f_{name}>{pattern})" for name, pattern in _TEXT_LABELS.items())
-    + "|"
-    + _SIZE_LABELS
-    + r")[\"']?[ \t]*(?:\((?P<paren>[^()\n]{1,24})\))?[ \t]*(?::|=|[ \t][-–—](?=[ \t]))",
-    re.IGNORECASE | re.MULTILINE,
-)
 _BULLET_RE = re.compile(r"^[ \t]*(?:(?:[-*+•>]|#{1,6}|\d{1,2}[.)])[ \t]+)+", re.MULTILINE)
 _MARKUP_RE = re.compile(r"\*\*|__|`")
 _SIZE_LINE_RE = re.compile(
@@ -1076,7 +1085,7 @@ def _tables_to_lines(text: str) -> str:
         if all(re.fullmatch(r":?-{2,}:?", cell) or not cell for cell in cells):
             lines[index] = ""
             continue
-        lowered = [_normalise_key(_MARKUP_RE.sub("", cell)) for cell in cells]
+        lowered = [normalise_key(_MARKUP_RE.sub("", cell)) for cell in cells]
         if "size" in lowered and any(cell.startswith("price") for cell in lowered):
             size_column = lowered.index("size")
             price_column = next(i for i, cell in enumerate(lowered) if cell.startswith("price"))
@@ -1093,15 +1102,15 @@ def _tables_to_lines(text: str) -> str:
     return "\n".join(lines)
 
 
-def _label_rank(name: str, label: str) -> int:
+def _label_rank(spec: FieldSpec, label: str) -> int:
     """Where a label stands among its field's synonyms (unknown spellings after all known ones)."""
-    key = _normalise_key(label)
-    synonyms = KEY_SYNONYMS[name]
+    key = normalise_key(label)
+    synonyms = spec.answer_keys
     return synonyms.index(key) if key in synonyms else len(synonyms)
 
 
 def _read_size_lines(
-    text: str, position: int, found: _Found, size_currencies: list[str]
+    text: str, position: int, found: _Found, size_currencies: list[str], label_re: re.Pattern[str]
 ) -> list[tuple[int, int]]:
     """Sizes listed one a line after a "Sizes:" line ("- 6.5: $115"), up to the first line that is not one."""
     used: list[tuple[int, int]] = []
@@ -1110,7 +1119,7 @@ def _read_size_lines(
         end = len(text) if end < 0 else end
         line = text[position:end]
         if line.strip():
-            match = None if _LABEL_RE.match(line) else _SIZE_LINE_RE.match(line)
+            match = None if label_re.match(line) else _SIZE_LINE_RE.match(line)
             amount, currency = parse_price(match.group("price")) if match else (None, None)
             if match is None or amount is None:
                 break
@@ -1122,16 +1131,20 @@ def _read_size_lines(
     return used
 
 
-def _read_labelled_text(text: str, found: _Found, size_currencies: list[str]) -> list[tuple[int, int]]:
+def _read_labelled_text(
+    text: str, found: _Found, size_currencies: list[str], fieldset: FieldSet
+) -> list[tuple[int, int]]:
     """Reads "Key: value" pairs; returns the spans it used so the free-sentence reader skips them.
 
     Where a field has several labels, the best-ranked synonym wins wherever it stands ("Title:" beats
     "Description:", "Price:" beats "Full Price:"), as for JSON keys.
     """
+    label_re = _patterns(fieldset).label
+    specs = fieldset.specs
     used: list[tuple[int, int]] = []
     texts: dict[str, tuple[int, str]] = {}
-    price: tuple[int, float, str | None] | None = None
-    matches = list(_LABEL_RE.finditer(text))
+    prices: dict[str, tuple[int, float, str | None]] = {}
+    matches = list(label_re.finditer(text))
     for index, match in enumerate(matches):
         line_end = text.find("\n", match.end())
         line_end = len(text) if line_end < 0 else line_end
@@ -1141,31 +1154,35 @@ def _read_labelled_text(text: str, found: _Found, size_currencies: list[str]) ->
         used.append((match.start(), end))
         paren = match.group("paren")
         paren_currency = normalise_currency(paren) if paren else None
+        spec = next((spec for i, spec in enumerate(specs) if match.group(f"f{i}")), None)
         size = match.group("size_a") or match.group("size_b")
-        if size is None and paren and match.group("f_price") and not paren_currency:
+        if size is None and paren and spec is not None and spec.kind == "price" and not paren_currency:
             paren_size = re.fullmatch(rf"(?:size\s*)?({_SIZE_TOKEN})", paren.strip(), re.IGNORECASE)
             size = paren_size.group(1) if paren_size else None
-        if size is not None:
+        if size is not None or spec is None:
             amount, currency = parse_price(value)
-            if amount is not None:
+            if amount is not None and size is not None:
                 found.add_size(size, amount)
                 if currency:
                     size_currencies.append(currency)
             continue
-        name = next(name for name in _TEXT_LABELS if match.group(f"f_{name}"))
-        rank = _label_rank(name, match.group(f"f_{name}"))
-        if name in ("brand", "title", "category"):
-            if clean_text(value) is not None and (name not in texts or rank < texts[name][0]):
-                texts[name] = (rank, value)
-        elif name == "price":
+        label = match.group(f"f{specs.index(spec)}")
+        rank = _label_rank(spec, label)
+        if spec.kind in ("text", "category", "number"):
+            if clean_text(value) is not None and (spec.name not in texts or rank < texts[spec.name][0]):
+                if spec.kind == "number" and paren and not re.search(r"[A-Za-z]", value):
+                    value = f"{value} {paren}"  # "Volume (ml): 500"
+                texts[spec.name] = (rank, value)
+        elif spec.kind == "price":
             reading = read_price(value, paren_currency) if value else PriceReading(None, None)
-            if reading.amount is not None and (price is None or rank < price[0]):
-                price = (rank, reading.amount, reading.currency or paren_currency)
-            elif reading.problem == AMBIGUOUS and found.ambiguous_price is None:
-                found.ambiguous_price = value
-        elif name == "currency":
+            best = prices.get(spec.name)
+            if reading.amount is not None and (best is None or rank < best[0]):
+                prices[spec.name] = (rank, reading.amount, reading.currency or paren_currency)
+            elif reading.problem == AMBIGUOUS and spec.name not in found.ambiguous:
+                found.ambiguous[spec.name] = value
+        elif spec.kind == "currency":
             found.set_currency(value)
-        elif name == "sizes":
+        elif spec.kind == "size_prices":
             sizes, _ = parse_size_prices(value)
             for entry_size, amount in sizes.items():
                 found.sizes.setdefault(entry_size, amount)
@@ -1173,11 +1190,11 @@ def _read_labelled_text(text: str, found: _Found, size_currencies: list[str]) ->
             if currency:
                 size_currencies.append(currency)
             if not value:
-                used += _read_size_lines(text, line_end + 1, found, size_currencies)
+                used += _read_size_lines(text, line_end + 1, found, size_currencies, label_re)
     for name, (_, value) in texts.items():
         found.set_text(name, value)
-    if price is not None and found.price is None:
-        _, found.price, found.price_currency = price
+    for name, (_, amount, currency) in prices.items():
+        found.prices.setdefault(name, (amount, currency))
     return used
 
 
@@ -1185,15 +1202,6 @@ def _read_labelled_text(text: str, found: _Found, size_currencies: list[str]) ->
 # Free sentences
 # --------------------------------------------------------------------------------------------------------------
 
-_SENTENCE_END = r"(?=\.(?:\s|$)|[;\n]|$|\s\d{1,2}\.\s)"
-#: "Its category is Scarves and the price is …": a new clause starts.
-_CLAUSE_END = r"(?=\s+(?:and|while|but|with)\s+(?:the|its|it|a|an|this)\b)"
-#: Where a title inside a sentence ends: the sentence's end, or "..., which", "priced at", "for $115".
-_TITLE_END = (
-    r"(?=\s*,?\s*\b(?:which|that|priced|costing|selling|retailing|available)\b|\s+for\s+(?:[$£€¥]|\d)"
-    r"|\.(?:\s|$)|[;\n]|$|\s\d{1,2}\.\s)"
-)
-_TITLE_START = r"(?!(?:priced|costing|selling|available|for)\b|[$£€¥\d])"
 _FREE_SIZE_RE = re.compile(
     rf"\bsize[ \t]+(?P<size>{_SIZE_TOKEN})(?P<rest>(?:(?!\bsizes?\b)[^.;\n]|\.\d)*)",
     re.IGNORECASE,
@@ -1203,29 +1211,6 @@ _FREE_PRICE_BEFORE_SIZE_RE = re.compile(
     rf"(?:a[ \t]+|the[ \t]+)?size[ \t]+(?P<size>{_SIZE_TOKEN})",
     re.IGNORECASE,
 )
-_FREE_TITLE_RES = [
-    re.compile(
-        r"\b(?:the\s+)?(?:good|product|item|article|product\s+name|item\s+name|title)"
-        r"(?:\s+(?:shown|pictured|displayed|depicted|listed))?(?:\s+(?:in|on)\s+(?:the|this)\s+(?:image|picture|photo|listing))?"
-        rf"\s+is(?:\s+called)?\s+(?:an?\s+|the\s+)?{_TITLE_START}(?P<value>.+?){_TITLE_END}",
-        re.IGNORECASE,
-    ),
-    re.compile(
-        r"\b(?:this|the\s+(?:image|picture|photo|listing))\s+(?:is|shows|depicts|features|displays)\s+"
-        rf"(?:an?\s+|the\s+)?{_TITLE_START}(?P<value>.+?){_TITLE_END}",
-        re.IGNORECASE,
-    ),
-]
-_FREE_BRAND_RE = re.compile(
-    rf"\bbrand(?:\s+name)?\s+(?:is|:)\s+(?P<value>[^,;\n]+?)(?:{_CLAUSE_END}|{_SENTENCE_END})|\b(?:made|manufactured|designed)\s+by\s+"
-    r"(?-i:(?P<maker>[A-Z][\w&'.-]*(?:\s+[A-Z][\w&'.-]*)*))",
-    re.IGNORECASE,
-)
-_FREE_CATEGORY_RE = re.compile(
-    rf"\bcategory\s+(?:is|:)\s+(?:the\s+)?(?P<value>[^,;\n]+?)(?:{_CLAUSE_END}|{_SENTENCE_END})"
-    r"|\b(?:in|under)\s+the\s+(?P<under>[\w&' -]{2,40}?)\s+category\b",
-    re.IGNORECASE,
-)
 _FREE_PRICE_RE = re.compile(
     r"\b(?:(?:full|regular|retail|list|original)\s+)?price(?:\s+tag)?\s*(?:is|was|of|:|=|at)?\s*"
     r"(?:about|around|approximately|roughly)?\s*(?P<value>[^\s].{0,40})"
@@ -1233,7 +1218,7 @@ _FREE_PRICE_RE = re.compile(
     re.IGNORECASE,
 )
 _FREE_CURRENCY_RE = re.compile(
-    r"\bcurrency\s+(?:is|:)\s+(?P<value>[\w$£€¥ .]{1,20}?)" + _SENTENCE_END, re.IGNORECASE
+    r"\bcurrency\s+(?:is|:)\s+(?P<value>[\w$£€¥ .]{1,20}?)(?=\.(?:\s|$)|[;\n]|$|\s\d{1,2}\.\s)", re.IGNORECASE
 )
 
 
@@ -1245,7 +1230,7 @@ def _blank(text: str, spans: list[tuple[int, int]]) -> str:
     return "".join(chars)
 
 
-def _read_free_text(text: str, found: _Found, size_currencies: list[str]) -> None:
+def _read_free_text(text: str, found: _Found, size_currencies: list[str], fieldset: FieldSet) -> None:
     size_spans: list[tuple[int, int]] = []
     for match in _FREE_PRICE_BEFORE_SIZE_RE.finditer(text):
         amount, currency = parse_price(match.group("price"))
@@ -1269,38 +1254,34 @@ def _read_free_text(text: str, found: _Found, size_currencies: list[str]) -> Non
         size_spans.append((sentence_start, match.start() + len(match.group(0)) - len(rest) + chosen.end))
     remaining = _blank(text, size_spans)
 
-    if "title" not in found.text:
-        for pattern in _FREE_TITLE_RES:
+    for name, phrases in _patterns(fieldset).phrases.items():
+        if name in found.text:
+            continue
+        for pattern in phrases:
             match = pattern.search(remaining)
-            if match:
-                found.set_text("title", _strip_value(match.group("value")))
+            if match and match.group("value"):
+                found.set_text(name, _strip_value(match.group("value")))
                 break
-    if "brand" not in found.text:
-        match = _FREE_BRAND_RE.search(remaining)
-        if match:
-            found.set_text("brand", _strip_value(match.group("value") or match.group("maker") or ""))
-    if "category" not in found.text:
-        match = _FREE_CATEGORY_RE.search(remaining)
-        if match:
-            found.set_text("category", _strip_value(match.group("value") or match.group("under") or ""))
-    if not found.currency_given:
+    if not found.currency_given and fieldset.first("currency") is not None:
         match = _FREE_CURRENCY_RE.search(remaining)
         if match and normalise_currency(match.group("value")):
             found.set_currency(match.group("value"))
-    if found.price is None:
+    main_price = _main_price(fieldset)
+    if main_price is not None and main_price not in found.prices:
         for match in _FREE_PRICE_RE.finditer(remaining):
             value = match.group("value") or match.group("verb") or ""
             amounts = _find_amounts(value)
             if amounts and amounts[0].start < 12:
-                found.price, found.price_currency = amounts[0].amount, amounts[0].currency
+                if amounts[0].amount is not None:
+                    found.prices[main_price] = (amounts[0].amount, amounts[0].currency)
                 if amounts[0].problem == AMBIGUOUS:
-                    found.ambiguous_price = value[amounts[0].start : amounts[0].end]
+                    found.ambiguous[main_price] = value[amounts[0].start : amounts[0].end]
                 break
-    if found.price is None:
+    if main_price is not None and main_price not in found.prices:
         # A single amount written with its currency ("Burberry scarf - £450") is the price.
         amounts = _find_amounts(remaining, marked_only=True)
-        if len({(money.amount, money.currency) for money in amounts}) == 1:
-            found.price, found.price_currency = amounts[0].amount, amounts[0].currency
+        if len({(money.amount, money.currency) for money in amounts}) == 1 and amounts[0].amount is not None:
+            found.prices[main_price] = (amounts[0].amount, amounts[0].currency)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1308,8 +1289,8 @@ def _read_free_text(text: str, found: _Found, size_currencies: list[str]) -> Non
 # --------------------------------------------------------------------------------------------------------------
 
 
-def parse_answer(text: str) -> ProductFields:
-    """Everything an answer says about the product. Never raises; unreadable parts are simply left empty."""
+def parse_answer(text: str, fieldset: FieldSet = BUILTIN_FIELDS) -> ProductFields:
+    """Every declared field an answer gives. Never raises; unreadable parts are simply left empty."""
     if not isinstance(text, str):
         text = "" if text is None else str(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -1318,21 +1299,21 @@ def parse_answer(text: str) -> ProductFields:
     found = _Found()
     data, start, end = _find_json(text)
     if data is not None:
-        _read_json_object(data, found)
+        _read_json_object(data, found, fieldset)
         text = text[:start] + text[end:]
     text = re.sub(r"```[a-zA-Z]*", "", text)
     if not text.strip():
-        return found.fields(size_currencies)
+        return found.fields(fieldset, size_currencies)
 
     lines = _BULLET_RE.sub("", _MARKUP_RE.sub("", _tables_to_lines(text)))
     labelled = _Found()
-    used = _read_labelled_text(lines, labelled, size_currencies)
+    used = _read_labelled_text(lines, labelled, size_currencies, fieldset)
     found.merge(labelled)
 
     free = _Found()
-    _read_free_text(_blank(lines, used), free, size_currencies)
+    _read_free_text(_blank(lines, used), free, size_currencies, fieldset)
     found.merge(free)
-    return found.fields(size_currencies)
+    return found.fields(fieldset, size_currencies)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1344,7 +1325,9 @@ _LABEL_REACH = 48
 _SIZE_PRICE_PREFIX = "size_price:"
 
 
-def value_spans(text: str, values: Mapping[str, object]) -> dict[str, tuple[int, int]]:
+def value_spans(
+    text: str, values: Mapping[str, object], fieldset: FieldSet = BUILTIN_FIELDS
+) -> dict[str, tuple[int, int]]:
     """The character span in the raw answer `text` where each parsed value was written, keyed like `values`
     (field names; "size_price:<size>" for one size's price). Text values are found as written (or
     JSON-escaped, or case-folded), numbers as any number token of that value, currencies as their code, word or
@@ -1355,7 +1338,8 @@ def value_spans(text: str, values: Mapping[str, object]) -> dict[str, tuple[int,
     for name, value in values.items():
         if value is None or value == "":
             continue
-        if name == "currency" and isinstance(value, str):
+        spec = fieldset.get(name)
+        if spec is not None and spec.kind == "currency" and isinstance(value, str):
             candidates = _currency_spans(text, value)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             candidates = _number_spans(text, float(value))
@@ -1365,7 +1349,7 @@ def value_spans(text: str, values: Mapping[str, object]) -> dict[str, tuple[int,
             continue
         if not candidates:
             continue
-        labelled = [span for span in candidates if _has_label(text, span[0], name)]
+        labelled = [span for span in candidates if _has_label(text, span[0], name, fieldset)]
         spans[name] = (labelled or candidates)[0]
     return spans
 
@@ -1397,15 +1381,16 @@ def _currency_spans(text: str, code: str) -> list[tuple[int, int]]:
     ]
 
 
-def _has_label(text: str, start: int, name: str) -> bool:
+def _has_label(text: str, start: int, name: str, fieldset: FieldSet = BUILTIN_FIELDS) -> bool:
     """Whether the field's own label stands just before `start` on the same line."""
     line_start = text.rfind("\n", 0, start) + 1
     before = text[max(line_start, start - _LABEL_REACH) : start]
     if name.startswith(_SIZE_PRICE_PREFIX):
         size = re.escape(name.removeprefix(_SIZE_PRICE_PREFIX))
         return re.search(rf"(?<![\w.]){size}(?![\w.])", before, re.IGNORECASE) is not None
-    pattern = _TEXT_LABELS.get(name)
-    if pattern is None:
+    spec = fieldset.get(name)
+    if spec is None:
         return False
+    pattern = "|".join(_key_pattern(key) for key in sorted(spec.answer_keys, key=len, reverse=True))
     label = rf"(?:^|[^\w])(?:{pattern})[\"']?\s*(?:[:=]|\bis\b)[^:=]*$"
     return re.search(label, before, re.IGNORECASE) is not None

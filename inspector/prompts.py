@@ -2,7 +2,7 @@
 
 Two built-in prompts:
 
-- ``extract`` (default) asks for one JSON object with the keys brand, title, category, price, currency and sizes;
+- ``extract`` (default) asks for one JSON object with one key per declared field (`inspector.fields`);
 - ``original`` is the question of the fine-tune this project grew out of, "What is shown in this image?", answered
   "Product: {title}, Category: {category}, Full Price: {price}".
 
@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inspector.errors import InputError
-from inspector.fields import FIELD_NAMES, ProductFields
+from inspector.fields import BUILTIN_FIELDS, FieldSet, FieldSpec, ProductFields
 from inspector.parsing import normalise_size
+from inspector.units import format_quantity
 
 __all__ = [
     "ANSWER_STYLES",
@@ -47,16 +48,32 @@ class Prompt:
     answer_style: str
 
 
-_EXTRACT_TEXT = (
-    "Read this product listing image. Answer with one JSON object and nothing else, with these keys: "
-    '"brand", "title" (the product name as written), "category", "price" (the full price as a number), '
-    '"currency" (ISO 4217 code such as "USD"), "sizes" (an object mapping each size shown to its price as a '
-    "number, {} if there is none). Use null for anything not shown."
-)
+def _describe(spec: FieldSpec) -> str:
+    """How the JSON prompt asks for one field: its key, then what it is in brackets."""
+    parts = [spec.description] if spec.description else []
+    if spec.kind == "number":
+        parts.append(f"a number in {spec.unit}" if spec.unit else "a number")
+    if spec.kind == "category" and spec.values:
+        parts.append("one of: " + ", ".join(spec.values))
+    return f'"{spec.key}"' + (f" ({'; '.join(parts)})" if parts else "")
+
+
+def extract_text(fieldset: FieldSet = BUILTIN_FIELDS) -> str:
+    """The default question: one JSON object with exactly the declared fields."""
+    keys = ", ".join(_describe(spec) for spec in fieldset)
+    return (
+        "Read this product listing image. Answer with one JSON object and nothing else, with these keys: "
+        f"{keys}. Use null for anything not shown."
+    )
+
+
 _ORIGINAL_TEXT = "What is shown in this image?"
+#: The original fine-tune's answer opens with these labels, in this order ("Product: …, Category: …, Full
+#: Price: …"); the other fields follow as "Label: value".
+_ORIGINAL_LABELS = {"title": "Product", "category": "Category", "price": "Full Price"}
 
 BUILTIN_PROMPTS: dict[str, Prompt] = {
-    "extract": Prompt("extract", _EXTRACT_TEXT, "json"),
+    "extract": Prompt("extract", extract_text(), "json"),
     "original": Prompt("original", _ORIGINAL_TEXT, "original"),
 }
 DEFAULT_PROMPT = "extract"
@@ -93,11 +110,15 @@ def _sizes_question(style: str, sizes: list[str]) -> str:
 
 
 def get_prompt(
-    name: str | None = None, prompt_file: str | Path | None = None, sizes: list[str] | None = None
+    name: str | None = None,
+    prompt_file: str | Path | None = None,
+    sizes: list[str] | None = None,
+    fieldset: FieldSet = BUILTIN_FIELDS,
 ) -> Prompt:
     """A built-in prompt by name (default "extract"), or the text of a prompt file (named "file:<stem>").
 
-    With `sizes`, the question also asks for the prices in those sizes.
+    The "extract" prompt asks for exactly the fields of `fieldset`. With `sizes`, the question also asks for
+    the prices in those sizes.
     """
     if name is not None and prompt_file is not None:
         raise InputError("Pass either a prompt name (--prompt) or a prompt file (--prompt-file), not both.")
@@ -111,6 +132,8 @@ def get_prompt(
                 f"Unknown prompt {name!r}. Available prompts: {available}; or pass your own with --prompt-file."
             )
         prompt = BUILTIN_PROMPTS[key]
+        if key == "extract" and fieldset != BUILTIN_FIELDS:
+            prompt = Prompt(prompt.name, extract_text(fieldset), prompt.answer_style)
     if not sizes:
         if _SIZES_PLACEHOLDER in prompt.text:
             raise InputError(
@@ -155,47 +178,59 @@ def _number(value: float) -> str:
     return text
 
 
-def format_answer(fields: ProductFields, style: str = "json") -> str:
+def _answer_value(spec: FieldSpec, value: object) -> str | None:
+    """One value as "Label: value" answers write it."""
+    if value is None:
+        return None
+    if spec.kind == "price":
+        return _number(value) if math.isfinite(value) else None
+    if spec.kind == "number":
+        return format_quantity(value, spec.unit)
+    return str(value)
+
+
+def _json_value(spec: FieldSpec, value: object) -> object:
+    if spec.kind in ("price", "number"):
+        return float(value) if value is not None and math.isfinite(value) else None
+    return value
+
+
+def format_answer(fields: ProductFields, style: str = "json", fieldset: FieldSet = BUILTIN_FIELDS) -> str:
     """The canonical answer for `fields`, as training teaches it; `parse_answer` reads it back to the same fields.
 
-    - "json": one line, keys in field order (sizes as "sizes"), every key present with null for missing values
+    - "json": one line, the declared fields' keys in order, every key present with null for missing values
       so that the model learns to say null rather than guess;
     - "original": "Product: {title}, Category: {category}, Full Price: {price}" as the original fine-tune wrote
-      it, followed by ", Brand: …", ", Currency: …" and ", Size 6.5: 115.0" for the values present;
-    - "free": one "Key: value" line per value present.
+      it, followed by ", Label: value" for the other fields present and ", Size 6.5: 115.0" per size;
+    - "free": one "Label: value" line per value present.
     """
     if style not in ANSWER_STYLES:
         raise InputError(f"Unknown answer style {style!r}; use one of: {', '.join(ANSWER_STYLES)}.")
-    price = fields.price if fields.price is not None and math.isfinite(fields.price) else None
+    sizes_spec = fieldset.first("size_prices")
     sizes = {
         size: amount
-        for size, amount in (fields.size_prices or {}).items()
+        for size, amount in ((fields[sizes_spec.name] if sizes_spec else None) or {}).items()
         if amount is not None and math.isfinite(amount)
     }
     if style == "json":
         data: dict[str, object] = {}
-        for name in FIELD_NAMES:
-            if name == "size_prices":
-                data["sizes"] = {size: float(amount) for size, amount in sizes.items()}
-            elif name == "price":
-                data["price"] = float(price) if price is not None else None
+        for spec in fieldset:
+            if spec.kind == "size_prices":
+                data[spec.key] = {size: float(amount) for size, amount in sizes.items()}
             else:
-                data[name] = getattr(fields, name)
+                data[spec.key] = _json_value(spec, fields[spec.name])
         return json.dumps(data, ensure_ascii=False)
 
+    pairs: list[tuple[str, str | None]] = []
     if style == "original":
-        pairs = [("Product", fields.title), ("Category", fields.category)]
-        pairs.append(("Full Price", _number(price) if price is not None else None))
-        pairs += [("Brand", fields.brand), ("Currency", fields.currency)]
-        pairs += [(f"Size {size}", _number(amount)) for size, amount in sizes.items()]
-        return ", ".join(f"{key}: {value}" for key, value in pairs if value is not None)
-
-    pairs = [
-        ("Brand", fields.brand),
-        ("Title", fields.title),
-        ("Category", fields.category),
-        ("Price", _number(price) if price is not None else None),
-        ("Currency", fields.currency),
-    ]
+        pairs += [
+            (label, _answer_value(fieldset[name], fields[name]) if name in fieldset else None)
+            for name, label in _ORIGINAL_LABELS.items()
+        ]
+    for spec in fieldset:
+        if spec.kind == "size_prices" or (style == "original" and spec.name in _ORIGINAL_LABELS):
+            continue
+        pairs.append((spec.label, _answer_value(spec, fields[spec.name])))
     pairs += [(f"Size {size}", _number(amount)) for size, amount in sizes.items()]
-    return "\n".join(f"{key}: {value}" for key, value in pairs if value is not None)
+    separator = ", " if style == "original" else "\n"
+    return separator.join(f"{key}: {value}" for key, value in pairs if value is not None)

@@ -23,7 +23,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from inspector import __version__
 from inspector.errors import InputError, InspectorError
-from inspector.fields import FIELD_NAMES, Outcome
+from inspector.fields import FieldSet, Outcome
 from inspector.outputs import write_text_atomic
 from inspector.review import DECISIONS, accuracy_at_coverage, review_view_data
 from inspector.scoring import normalise_label
@@ -77,23 +77,34 @@ def _asset(name: str) -> str:
     return source
 
 
-def render_report(store: Store, run_id: int, out_path: Path, compare_run_id: int | None = None) -> Path:
+def render_report(
+    store: Store,
+    run_id: int,
+    out_path: Path,
+    compare_run_id: int | None = None,
+    fieldset: FieldSet | None = None,
+) -> Path:
     """Write the report of `run_id` (side by side with `compare_run_id` if given) to `out_path`; returns it.
 
     The file is written atomically: a reader never sees half a report.
     """
-    html = render_report_html(store, run_id, compare_run_id)
+    html = render_report_html(store, run_id, compare_run_id, fieldset)
     # Lone surrogates (undecodable file names in older databases) are not UTF-8: show them as U+FFFD.
     return write_text_atomic(out_path, re.sub("[\ud800-\udfff]", "\ufffd", html), "the report")
 
 
-def render_report_html(store: Store, run_id: int, compare_run_id: int | None = None) -> str:
+def render_report_html(
+    store: Store, run_id: int, compare_run_id: int | None = None, fieldset: FieldSet | None = None
+) -> str:
+    """The report's HTML. Columns, filters, metrics and confusion tables follow the fields the run read
+    (stored with it), or `fieldset` where given; in a comparison, the first run's fields then the second's."""
     run_ids = [run_id] if compare_run_id is None else [run_id, compare_run_id]
     if compare_run_id is not None and compare_run_id == run_id:
         raise InputError(
             f"--compare must name another run than {run_id}: comparing a run with itself shows nothing"
         )
-    views = [_run_view(store, rid) for rid in run_ids]
+    fieldset = fieldset or _union(*(store.get_run(rid).fields for rid in run_ids))
+    views = [_run_view(store, rid, fieldset) for rid in run_ids]
     if len(views) == 2:
         views[0]["letter"], views[1]["letter"] = "A", "B"
     # One inline script (allowed by its hash): the image table, then the review view.
@@ -105,9 +116,9 @@ def render_report_html(store: Store, run_id: int, compare_run_id: int | None = N
     return template.render(
         runs=views,
         compare=len(views) == 2,
-        fields=FIELD_NAMES,
-        metric_fields=_metric_fields(views),
-        data=_clean_json(_client_data(views)),
+        fields=[(spec.name, spec.label) for spec in fieldset],
+        metric_fields=_metric_fields(views, fieldset),
+        data=_clean_json(_client_data(views, fieldset)),
         css=_asset("report.css"),
         script=script,
         script_hash=script_hash,
@@ -129,19 +140,34 @@ def _script_hash(script: str) -> str:
 # ------------------------------------------------------------------------------------------ per run
 
 
-def _run_view(store: Store, run_id: int) -> dict:
+def _union(first: FieldSet, *others: FieldSet) -> FieldSet:
+    specs = list(first)
+    for other in others:
+        specs += [spec for spec in other if spec.name not in first]
+    return FieldSet(tuple(specs))
+
+
+def _confusable(fieldset: FieldSet) -> list:
+    """Fields with a confusion table and a value filter: the categorical ones."""
+    return [spec for spec in fieldset if spec.kind == "category"]
+
+
+def _run_view(store: Store, run_id: int, fieldset: FieldSet) -> dict:
     info = store.get_run(run_id)
     rows = store.run_rows(info.id)
     metrics = {name: _metric_dict(m.to_dict()) for name, m in store.run_metrics(info.id).items()}
     for row in rows:
-        row["outcomes"], row["size_outcomes"] = _row_outcomes(row["field_results"])
+        row["outcomes"], row["size_outcomes"] = _row_outcomes(row["field_results"], fieldset)
     return {
         "info": info,
         "letter": "",
         "rows": rows,
         "metrics": metrics,
         "counts": _counts(info, rows),
-        "confusion": _confusion(rows),
+        "confusions": [
+            {"field": spec.name, "label": spec.label, **_confusion(rows, spec.name)}
+            for spec in _confusable(fieldset)
+        ],
         "settings": _flat_items(info.settings),
         "versions": _flat_items(info.versions),
         "extra_stats": _flat_items({k: v for k, v in info.stats.items() if k not in _SHOWN_STATS}),
@@ -165,8 +191,8 @@ def _metric_dict(values: dict) -> dict:
     }
 
 
-def _row_outcomes(results: list[dict]) -> tuple[dict[str, str], dict[str, str]]:
-    """field -> outcome for the row's cells; per-size outcomes merged into size_prices unless it has its own.
+def _row_outcomes(results: list[dict], fieldset: FieldSet) -> tuple[dict[str, str], dict[str, str]]:
+    """field -> outcome for the row's cells; per-size outcomes merged into the size table's cell.
 
     A scored row without any size result had no size prices on either side: both empty.
     """
@@ -178,11 +204,14 @@ def _row_outcomes(results: list[dict]) -> tuple[dict[str, str], dict[str, str]]:
             sizes[name[len(SIZE_PRICE_PREFIX) :]] = result["outcome"]
         else:
             outcomes[name] = result["outcome"]
-    if "size_prices" not in outcomes and sizes:
+    table = fieldset.first("size_prices")
+    if table is None or table.name in outcomes:
+        return outcomes, sizes
+    if sizes:
         present = set(sizes.values())
-        outcomes["size_prices"] = next((o for o in _SIZE_OUTCOME_PRIORITY if o in present), Outcome.WRONG)
-    elif "size_prices" not in outcomes and outcomes:
-        outcomes["size_prices"] = Outcome.BOTH_EMPTY
+        outcomes[table.name] = next((o for o in _SIZE_OUTCOME_PRIORITY if o in present), Outcome.WRONG)
+    elif outcomes:
+        outcomes[table.name] = Outcome.BOTH_EMPTY
     return outcomes, sizes
 
 
@@ -212,14 +241,14 @@ def _category_key(value: str | None) -> str:
     return normalise_label(value) or NONE_KEY
 
 
-def _confusion(rows: list[dict]) -> dict:
-    """Truth category x predicted category counts over the rows that have a catalogue row."""
+def _confusion(rows: list[dict], field: str) -> dict:
+    """Catalogue value x predicted value counts of one categorical field, over the rows with a catalogue row."""
     pairs = []
     spellings: dict[str, Counter] = defaultdict(Counter)
     for row in rows:
         if row["truth"] is None:
             continue
-        truth, predicted = row["truth"]["fields"]["category"], row["predicted"]["category"]
+        truth, predicted = row["truth"]["fields"].get(field), row["predicted"].get(field)
         pair = (_category_key(truth), _category_key(predicted))
         pairs.append(pair)
         for key, value in zip(pair, (truth, predicted), strict=True):
@@ -270,11 +299,11 @@ def _confusion(rows: list[dict]) -> dict:
     }
 
 
-def _metric_fields(views: list[dict]) -> list[str]:
-    """Fields with metrics in any run: the standard ones in their order, then e.g. size_price:<size>."""
+def _metric_fields(views: list[dict], fieldset: FieldSet) -> list[str]:
+    """Fields with metrics in any run: the declared ones in their order, then e.g. size_price:<size>."""
     names = {name for view in views for name in view["metrics"]}
-    extra = sorted(names - set(FIELD_NAMES), key=_natural_key)
-    return [name for name in FIELD_NAMES if name in names] + extra
+    extra = sorted(names - set(fieldset.names), key=_natural_key)
+    return [name for name in fieldset.names if name in names] + extra
 
 
 def _natural_key(text: str) -> tuple:
@@ -289,10 +318,11 @@ def _natural_key(text: str) -> tuple:
 # ------------------------------------------------------------------------------- client-side data
 
 
-def _client_data(views: list[dict]) -> dict:
+def _client_data(views: list[dict], fieldset: FieldSet) -> dict:
     """Everything the page script needs, with short keys: it is repeated for every image."""
     by_image: dict[int, dict] = {}
     order: list[int] = []
+    confusable = _confusable(fieldset)
     for index, view in enumerate(views):
         for row in view["rows"]:
             entry = by_image.get(row["image_id"])
@@ -303,14 +333,16 @@ def _client_data(views: list[dict]) -> dict:
                     "wh": [row["width"], row["height"]] if row["width"] and row["height"] else None,
                     "truth": None,
                     "tr": None,
-                    "ct": None,
+                    "tk": {},
                     "runs": [None] * len(views),
                 }
                 order.append(row["image_id"])
             if entry["truth"] is None and row["truth"] is not None:
                 entry["truth"] = row["truth"]["fields"]
                 entry["tr"] = [row["truth"]["row_number"], row["truth"]["key"]]
-                entry["ct"] = _category_key(row["truth"]["fields"]["category"])
+                entry["tk"] = {
+                    spec.name: _category_key(row["truth"]["fields"].get(spec.name)) for spec in confusable
+                }
             entry["runs"][index] = {
                 "v": row["predicted"],
                 "o": row["outcomes"],
@@ -318,7 +350,7 @@ def _client_data(views: list[dict]) -> dict:
                 "raw": row["raw_output"],
                 "err": row["error"],
                 "ms": row["latency_ms"],
-                "cp": _category_key(row["predicted"]["category"]),
+                "pk": {spec.name: _category_key(row["predicted"].get(spec.name)) for spec in confusable},
                 "fr": [
                     [r["field"], r["outcome"], r["predicted"], r["expected"], r["score"], r["confidence"]]
                     for r in row["field_results"]
@@ -326,19 +358,33 @@ def _client_data(views: list[dict]) -> dict:
             }
     rows = [by_image[i] for i in order]
     rows.sort(key=lambda r: r["p"])
-    categories: dict[str, Counter] = defaultdict(Counter)
+    # The value filter: each categorical field's values, by how they group for scoring (catalogue first).
+    values: dict[str, dict[str, Counter]] = {spec.name: defaultdict(Counter) for spec in confusable}
     for row in rows:
         first = next(run for run in row["runs"] if run is not None)
-        category = row["truth"]["category"] if row["truth"] else first["v"]["category"]
-        row["cat"] = _category_key(category)
-        categories[row["cat"]][" ".join(category.split()) if category else "(none)"] += 1
+        row["g"] = {}
+        for spec in confusable:
+            value = row["truth"].get(spec.name) if row["truth"] else first["v"].get(spec.name)
+            row["g"][spec.name] = _category_key(value)
+            values[spec.name][row["g"][spec.name]][" ".join(value.split()) if value else "(none)"] += 1
     return {
-        "fields": list(FIELD_NAMES),
+        "fields": list(fieldset.names),
+        "kinds": {spec.name: [spec.kind, spec.unit] for spec in fieldset},
         "runs": [{"id": v["info"].id, "label": v["info"].label, "letter": v["letter"]} for v in views],
-        "categories": sorted(
-            ([key, counts.most_common(1)[0][0], sum(counts.values())] for key, counts in categories.items()),
-            key=lambda c: (-c[2], c[1]),
-        ),
+        "groups": [
+            [
+                spec.name,
+                spec.label,
+                sorted(
+                    (
+                        [key, counts.most_common(1)[0][0], sum(counts.values())]
+                        for key, counts in values[spec.name].items()
+                    ),
+                    key=lambda c: (-c[2], c[1]),
+                ),
+            ]
+            for spec in confusable
+        ],
         "mismatches": list(MISMATCHES),
         "rows": rows,
     }

@@ -24,7 +24,7 @@ from inspector.backends.base import Generation
 from inspector.confidence import field_confidences, with_confidence
 from inspector.discovery import ImageSource, discover, read_source
 from inspector.errors import FetchError
-from inspector.fields import FieldResult, ProductFields, TruthRecord
+from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, ProductFields, TruthRecord, load_fields
 from inspector.images import ImageLoadError, LoadedImage, decode_image, make_thumbnail, sha256_hex
 from inspector.outputs import check_output_file
 from inspector.parsing import parse_answer
@@ -63,6 +63,8 @@ class ScanConfig:
     prompt: str | None = None
     prompt_file: str | None = None
     sizes: list[str] = field(default_factory=list)
+    #: A fields file (TOML) declaring fields on top of (or instead of) the built-ins; see docs/fields.md.
+    fields_file: str | None = None
     #: Images per model call; 0 picks one from free GPU memory (8 on CPU).
     batch_size: int = 8
     max_new_tokens: int = 256
@@ -98,6 +100,14 @@ class ScanConfig:
             num_crops=self.num_crops,
         )
 
+    def fieldset(self) -> FieldSet:
+        """The fields this scan reads: the built-ins, extended or replaced by `fields_file`."""
+        return load_fields(self.fields_file)
+
+    def scan_prompt(self) -> Prompt:
+        """The question asked: the named prompt or prompt file; the default one asks for the declared fields."""
+        return get_prompt(self.prompt, self.prompt_file, self.sizes or None, self.fieldset())
+
     def generation_settings(self) -> GenerationSettings:
         return GenerationSettings(max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens)
 
@@ -105,12 +115,17 @@ class ScanConfig:
         """What makes two scans the same run: every setting except those in `NOT_IN_RUN_KEY`, which change speed
         or bookkeeping but not answers (greedy decoding). Derived, not listed, so a new setting is part of a run's
         identity unless someone decides otherwise. Paths are resolved and the prompt is its text, so the same
-        scan started from another folder or with a copied prompt file is still the same run."""
+        scan started from another folder or with a copied prompt file is still the same run. Likewise the fields
+        count by their declarations, not the fields file's path; the built-ins (no file) add nothing."""
         identity = {k: v for k, v in asdict(self).items() if k not in NOT_IN_RUN_KEY}
         identity["inputs"] = sorted(str(Path(i).resolve()) if "://" not in i else i for i in self.inputs)
         identity["truth"] = str(Path(self.truth).resolve()) if self.truth else None
         del identity["prompt_file"]
         identity["prompt"] = prompt.text
+        del identity["fields_file"]
+        fieldset = self.fieldset()
+        if fieldset != BUILTIN_FIELDS:
+            identity["fields"] = fieldset.to_json()
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -240,14 +255,14 @@ def read_scan_inputs(config: ScanConfig) -> ScanInputs:
         from inspector.backends.hf import check_device
 
         check_device(config.device)
-    get_prompt(config.prompt, config.prompt_file, config.sizes or None)
+    config.scan_prompt()  # reads the fields file too
     PriceTolerance.parse(config.price_tolerance)
     sources = discover(config.inputs)
     truth = None
     if config.truth:
         from inspector.truth import load_truth
 
-        truth = load_truth(config.truth, config.truth_columns, config.truth_key)
+        truth = load_truth(config.truth, config.truth_columns, config.truth_key, config.fieldset())
     return ScanInputs(sources, truth)
 
 
@@ -285,14 +300,15 @@ class Scanner:
         self.backend = backend
         self.store = store
         self.progress = progress or SilentProgress()
-        self.prompt = get_prompt(config.prompt, config.prompt_file, config.sizes or None)
+        self.fields = config.fieldset()
+        self.prompt = config.scan_prompt()
         self.settings = config.generation_settings()
         self.tolerance = PriceTolerance.parse(config.price_tolerance)
         self.truth_by_location: dict[str, TruthRecord] = {}
         self.truth_summary: dict | None = None
         self.batch_size = config.batch_size or auto_batch_size(backend, self.settings)
         self.answerer = BatchAnswerer(backend, self.prompt, self.settings, self.progress.message)
-        self.finisher = ItemFinisher(self.tolerance, config.title_threshold)
+        self.finisher = ItemFinisher(self.tolerance, config.title_threshold, self.fields)
         self.prepares_items = self.answerer.prepares_items
         #: Seconds the scan's thread spent waiting for the loader threads' next image.
         self.input_wait_seconds = 0.0
@@ -489,16 +505,19 @@ class BatchAnswerer:
 class ItemFinisher:
     """Stage 3 of a scan (local and Ray alike): parse an answer and score it against the image's catalogue row."""
 
-    def __init__(self, tolerance: PriceTolerance, title_threshold: float) -> None:
+    def __init__(
+        self, tolerance: PriceTolerance, title_threshold: float, fieldset: FieldSet = BUILTIN_FIELDS
+    ) -> None:
         self.tolerance = tolerance
         self.title_threshold = title_threshold
+        self.fields = fieldset
 
     def item(self, answer: Answer, truth: TruthRecord | None) -> ItemResult:
         pending = answer.pending
-        parsed = parse_answer(answer.text) if answer.text is not None else None
+        parsed = parse_answer(answer.text, self.fields) if answer.text is not None else None
         results = self.score(parsed, truth)
         if answer.generation is not None and parsed is not None and results:
-            with_confidence(results, field_confidences(answer.generation, parsed))
+            with_confidence(results, field_confidences(answer.generation, parsed, self.fields))
         loaded = pending.loaded
         return ItemResult(
             sha256=pending.sha256,
@@ -527,7 +546,9 @@ class ItemFinisher:
         model failed on it) counts as having said nothing, so its catalogue values are "missed", not ignored."""
         if truth is None:
             return []
-        return score_answer(parsed or ProductFields(), truth.fields, self.tolerance, self.title_threshold)
+        return score_answer(
+            parsed or ProductFields(), truth.fields, self.tolerance, self.title_threshold, self.fields
+        )
 
 
 def commit_batch(
@@ -549,6 +570,7 @@ def start_run(
         k: v for k, v in asdict(config).items() if k not in ("inputs", "db", "report", "truth", "run_name")
     }
     settings["batch_size"] = batch_size
+    settings["fields"] = config.fieldset().to_json()  # so that a report on this run knows its fields
     return store.start_run(
         config.run_key(prompt),
         name=config.run_name,

@@ -3,10 +3,13 @@
 Outcomes follow attribute-value-extraction benchmarks: correct, wrong, missed (the catalogue has a value, the
 model gave none), spurious (the model gave a value, the catalogue has none), both_empty.
 
-- brand and category: equal after `normalise_label` (case, accents, punctuation, whitespace, "&" = "and");
-- title: token F1 of the normalised words (as SQuAD scores answers) at least `title_threshold`; score = F1;
+- categories (brand, category): equal after `normalise_label` (case, accents, punctuation, whitespace, "&" = "and");
+- text (title): token F1 of the normalised words (as SQuAD scores answers) at least `title_threshold`; score = F1;
 - price and each size's price: absolute difference within a `PriceTolerance`; score = absolute error;
-- currency: the same ISO 4217 code.
+- currency: the same ISO 4217 code;
+- number fields: equal within the field's tolerance after unit conversion; score = absolute error.
+
+Each field is scored by its kind (`SCORERS`), so user-declared fields are scored like the built-ins.
 
 Per field, `summarise` gives:
 
@@ -25,12 +28,14 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from inspector.errors import InputError
-from inspector.fields import FIELD_NAMES, FieldResult, Outcome, ProductFields
+from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, FieldSpec, Outcome, ProductFields
 from inspector.parsing import normalise_currency, normalise_size
+from inspector.units import format_quantity
 
 __all__ = [
     "FieldMetrics",
@@ -193,43 +198,86 @@ def _sizes(prices: dict | None) -> dict[str, float]:
     return result
 
 
+def _score_text(spec: FieldSpec, ours: object, theirs: object, tolerance: PriceTolerance) -> FieldResult:
+    both = _present(ours) and _present(theirs)
+    similarity = title_similarity(str(ours), str(theirs)) if both else None
+    outcome = _bucket(
+        ours, theirs, both and similarity >= (spec.threshold if spec.threshold is not None else 0.6)
+    )
+    return FieldResult(spec.name, outcome, _text(ours), _text(theirs), similarity)
+
+
+def _score_category(spec: FieldSpec, ours: object, theirs: object, tolerance: PriceTolerance) -> FieldResult:
+    equal = _present(ours) and _present(theirs) and normalise_label(ours) == normalise_label(theirs)
+    allowed = None
+    if spec.values and _present(ours):
+        allowed = 1.0 if normalise_label(ours) in {normalise_label(value) for value in spec.values} else 0.0
+    return FieldResult(spec.name, _bucket(ours, theirs, equal), _text(ours), _text(theirs), allowed)
+
+
+def _score_currency(spec: FieldSpec, ours: object, theirs: object, tolerance: PriceTolerance) -> FieldResult:
+    ours_code = normalise_currency(ours) if _present(ours) else None
+    theirs_code = normalise_currency(theirs) if _present(theirs) else None
+    # An unrecognised code still counts as a value given (it is wrong), not as no value.
+    equal = ours_code is not None and ours_code == theirs_code
+    if _present(ours) and _present(theirs) and ours_code is None and theirs_code is None:
+        equal = str(ours).strip().upper() == str(theirs).strip().upper()
+    return FieldResult(spec.name, _bucket(ours, theirs, equal), _text(ours), _text(theirs))
+
+
+def _score_price(spec: FieldSpec, ours: object, theirs: object, tolerance: PriceTolerance) -> FieldResult:
+    if spec.tolerance is not None:
+        tolerance = PriceTolerance(absolute=spec.tolerance)
+    return _score_amount(spec.name, ours, theirs, tolerance)
+
+
+def _score_number(spec: FieldSpec, ours: object, theirs: object, tolerance: PriceTolerance) -> FieldResult:
+    both = _present(ours) and _present(theirs)
+    error = abs(ours - theirs) if both else None
+    allowed = spec.tolerance if spec.tolerance is not None else 0.0
+    equal = both and error <= allowed + 1e-9 * max(1.0, abs(theirs))
+    return FieldResult(
+        spec.name,
+        _bucket(ours, theirs, equal),
+        format_quantity(ours, spec.unit) if _present(ours) else None,
+        format_quantity(theirs, spec.unit) if _present(theirs) else None,
+        error,
+    )
+
+
+#: How each kind of field is compared (size_prices is scored size by size in `score_answer`).
+SCORERS: dict[str, Callable[[FieldSpec, Any, Any, PriceTolerance], FieldResult]] = {
+    "text": _score_text,
+    "category": _score_category,
+    "currency": _score_currency,
+    "price": _score_price,
+    "number": _score_number,
+}
+
+
 def score_answer(
     predicted: ProductFields,
     truth: ProductFields,
     tolerance: PriceTolerance = PriceTolerance(),
     title_threshold: float = 0.6,
+    fieldset: FieldSet = BUILTIN_FIELDS,
 ) -> list[FieldResult]:
-    """One FieldResult per field (FIELD_NAMES without size_prices), then one "size_price:<size>" per size that
-    either side has, sizes in `size_sort_key` order."""
+    """One FieldResult per declared field (size tables aside), then one "size_price:<size>" per size that either
+    side has, sizes in `size_sort_key` order. `title_threshold` is the threshold of text fields that declare none."""
     results: list[FieldResult] = []
-    for name in FIELD_NAMES:
-        if name == "size_prices":
+    for spec in fieldset:
+        if spec.kind == "size_prices":
             continue
-        ours, theirs = getattr(predicted, name), getattr(truth, name)
-        if name == "price":
-            results.append(_score_amount(name, ours, theirs, tolerance))
-        elif name == "title":
-            both = _present(ours) and _present(theirs)
-            similarity = title_similarity(str(ours), str(theirs)) if both else None
-            outcome = _bucket(ours, theirs, both and similarity >= title_threshold)
-            results.append(FieldResult(name, outcome, _text(ours), _text(theirs), similarity))
-        elif name == "currency":
-            ours_code = normalise_currency(ours) if _present(ours) else None
-            theirs_code = normalise_currency(theirs) if _present(theirs) else None
-            # An unrecognised code still counts as a value given (it is wrong), not as no value.
-            equal = ours_code is not None and ours_code == theirs_code
-            if _present(ours) and _present(theirs) and ours_code is None and theirs_code is None:
-                equal = str(ours).strip().upper() == str(theirs).strip().upper()
-            results.append(FieldResult(name, _bucket(ours, theirs, equal), _text(ours), _text(theirs)))
-        else:
-            equal = _present(ours) and _present(theirs) and normalise_label(ours) == normalise_label(theirs)
-            results.append(FieldResult(name, _bucket(ours, theirs, equal), _text(ours), _text(theirs)))
-
-    our_sizes, their_sizes = _sizes(predicted.size_prices), _sizes(truth.size_prices)
-    for size in sorted(set(our_sizes) | set(their_sizes), key=size_sort_key):
-        results.append(
-            _score_amount(SIZE_FIELD_PREFIX + size, our_sizes.get(size), their_sizes.get(size), tolerance)
-        )
+        if spec.kind == "text" and spec.threshold is None:
+            spec = replace(spec, threshold=title_threshold)
+        results.append(SCORERS[spec.kind](spec, predicted[spec.name], truth[spec.name], tolerance))
+    sizes = fieldset.first("size_prices")
+    if sizes is not None:
+        our_sizes, their_sizes = _sizes(predicted[sizes.name]), _sizes(truth[sizes.name])
+        for size in sorted(set(our_sizes) | set(their_sizes), key=size_sort_key):
+            results.append(
+                _score_amount(SIZE_FIELD_PREFIX + size, our_sizes.get(size), their_sizes.get(size), tolerance)
+            )
     return results
 
 
@@ -253,7 +301,7 @@ class FieldMetrics:
     precision: float | None = None
     recall: float | None = None
     f1: float | None = None
-    #: Price fields only: mean absolute error where both sides have a value.
+    #: Price and number fields only: mean absolute error where both sides have a value.
     mean_abs_error: float | None = None
     #: Price fields only: how many results the mean absolute error is over.
     error_count: int = 0
@@ -270,7 +318,7 @@ def _field_group(name: str) -> str:
     return SIZE_FIELD if name.startswith(SIZE_FIELD_PREFIX) else name
 
 
-def summarise(results: Iterable[FieldResult]) -> dict[str, FieldMetrics]:
+def summarise(results: Iterable[FieldResult], fieldset: FieldSet = BUILTIN_FIELDS) -> dict[str, FieldMetrics]:
     """Metrics per field, in field order; all "size_price:<size>" results are added up as "size_price"."""
     metrics: dict[str, FieldMetrics] = {}
     errors: dict[str, list[float]] = {}
@@ -281,7 +329,8 @@ def summarise(results: Iterable[FieldResult]) -> dict[str, FieldMetrics]:
             raise ValueError(f"Unknown outcome {result.outcome!r} for field {result.field!r}.")
         setattr(entry, result.outcome, getattr(entry, result.outcome) + 1)
         entry.n += 1
-        is_amount = group in ("price", SIZE_FIELD)
+        spec = fieldset.get(group)
+        is_amount = group == SIZE_FIELD or (spec is not None and spec.kind in ("price", "number"))
         if is_amount and result.outcome in (Outcome.CORRECT, Outcome.WRONG) and result.score is not None:
             errors.setdefault(group, []).append(float(result.score))
     for group, entry in metrics.items():
@@ -294,7 +343,7 @@ def summarise(results: Iterable[FieldResult]) -> dict[str, FieldMetrics]:
         if errors.get(group):
             entry.mean_abs_error = sum(errors[group]) / len(errors[group])
             entry.error_count = len(errors[group])
-    order = [name for name in FIELD_NAMES if name != "size_prices"] + [SIZE_FIELD]
+    order = [spec.name for spec in fieldset if spec.kind != "size_prices"] + [SIZE_FIELD]
     return dict(
         sorted(metrics.items(), key=lambda item: (order.index(item[0]) if item[0] in order else 99, item[0]))
     )

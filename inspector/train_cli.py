@@ -66,9 +66,10 @@ def _pct(value: float | None) -> str:
 def _accuracy_line(figures: dict) -> str:
     """Field accuracies that were measured (a NaN means there was nothing to compare, e.g. no size prices)."""
     parts = [f"field accuracy {_pct(figures.get('eval_field_accuracy'))}"]
-    for name in ("brand", "title", "category", "price", "currency", "size_price"):
-        if _measured(figures.get(f"eval_{name}_accuracy")):
-            parts.append(f"{_FIELD_LABELS.get(name, name)} {_pct(figures[f'eval_{name}_accuracy'])}")
+    for key, value in figures.items():  # every scored field, in the order the evaluation logged them
+        name = key.removeprefix("eval_").removesuffix("_accuracy")
+        if key.startswith("eval_") and key.endswith("_accuracy") and name != "field" and _measured(value):
+            parts.append(f"{_FIELD_LABELS.get(name, name)} {_pct(value)}")
     if _measured(figures.get("eval_price_mae")):
         parts.append(f"price MAE {figures['eval_price_mae']:.2f}")
     return ", ".join(parts)
@@ -157,6 +158,12 @@ def _split_list(value: str | None) -> list[str] | None:
 @click.option("--prompt", help="Built-in prompt: extract (default, JSON answers) or original.")
 @click.option("--prompt-file", type=click.Path(dir_okay=False), help="File holding a custom prompt.")
 @click.option("--sizes", help="Also ask for (and teach) the prices in these sizes, e.g. 6.5,7.5,8")
+@click.option(
+    "--fields",
+    "fields_file",
+    type=click.Path(dir_okay=False),
+    help="TOML file declaring more fields to teach and evaluate (colour, material, ...), see docs/fields.md.",
+)
 @click.option(
     "--answer-style",
     type=click.Choice(["json", "original", "free"]),
@@ -315,11 +322,14 @@ def train_command(**options):
     `inspector scan --model OUTPUT/best`.
     """
     with friendly_errors():
+        from inspector.fields import load_fields
         from inspector.prompts import parse_sizes_option
         from inspector.truth import parse_column_mapping
 
         options["truth_columns"] = (
-            None if options["truth_columns"] is None else parse_column_mapping(options["truth_columns"])
+            None
+            if options["truth_columns"] is None
+            else parse_column_mapping(options["truth_columns"], load_fields(options["fields_file"]))
         )
         options["sizes"] = parse_sizes_option(options["sizes"]) if options["sizes"] else []
         options["lora_targets"] = _split_list(options["lora_targets"])

@@ -39,7 +39,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from inspector.errors import TruthError  # noqa: F401 - part of this module's API
-from inspector.fields import ProductFields, TruthRecord
+from inspector.fields import BUILTIN_FIELDS, FieldSet, ProductFields, TruthRecord
 from inspector.parsing import (
     AMBIGUOUS,
     NEGATIVE,
@@ -50,10 +50,12 @@ from inspector.parsing import (
     parse_size_prices,
     read_price,
 )
+from inspector.units import parse_quantity
 
 __all__ = [
-    "COLUMN_CANDIDATES",
-    "MAPPING_KEYS",
+    "LOCATOR_CANDIDATES",
+    "column_candidates",
+    "mapping_keys",
     "CellProblem",
     "MalformedRow",
     "TruthError",
@@ -64,18 +66,13 @@ __all__ = [
 ]
 
 
-#: Keys accepted by `parse_column_mapping`, besides "size:<size>" for a column holding one size's price.
-MAPPING_KEYS: tuple[str, ...] = ("brand", "title", "category", "price", "currency", "sizes", "path", "key")
-_MAPPING_ALIASES = {
-    "image": "path",
-    "image_path": "path",
-    "file": "path",
-    "size_prices": "sizes",
-    "name": "title",
-}
+#: Keys of the image-locating columns; the fields' keys (e.g. "brand", "sizes") come from the declarations.
+LOCATOR_KEYS: tuple[str, ...] = ("path", "key")
+_LOCATOR_ALIASES = {"image": "path", "image_path": "path", "file": "path"}
 
-#: Column names tried for each field, best first, compared after `_normalise_header`.
-COLUMN_CANDIDATES: dict[str, tuple[str, ...]] = {
+#: Column names tried for the image-locating columns, best first, compared after `_normalise_header`. Each
+#: field's own column names are part of its declaration (`FieldSpec.column_names`).
+LOCATOR_CANDIDATES: dict[str, tuple[str, ...]] = {
     "path": (
         "local_image_path",
         "image_path",
@@ -116,45 +113,28 @@ COLUMN_CANDIDATES: dict[str, tuple[str, ...]] = {
         "gtin",
         "asin",
     ),
-    "title": (
-        "title",
-        "product_name",
-        "productname",
-        "product_title",
-        "name",
-        "item_name",
-        "product",
-        "item",
-        "description",
-    ),
-    "brand": ("brand", "brand_name", "manufacturer", "maker", "designer", "vendor"),
-    "category": (
-        "category",
-        "category3_code",
-        "category_name",
-        "product_category",
-        "product_type",
-        "type",
-        "category_code",
-        "category2_code",
-        "category1_code",
-        "department",
-    ),
-    "price": (
-        "full_price",
-        "price",
-        "regular_price",
-        "list_price",
-        "retail_price",
-        "original_price",
-        "unit_price",
-        "msrp",
-        "cost",
-        "amount",
-    ),
-    "currency": ("currency", "currency_code", "currency_iso", "ccy", "curr"),
-    "sizes": ("sizes", "size_prices", "size_price", "prices_by_size", "price_by_size", "size_price_map"),
 }
+
+
+def mapping_keys(fieldset: FieldSet = BUILTIN_FIELDS) -> tuple[str, ...]:
+    """Keys accepted by ``--truth-columns``, besides "size:<size>" for a column holding one size's price."""
+    return tuple(spec.key for spec in fieldset) + LOCATOR_KEYS
+
+
+def _mapping_aliases(fieldset: FieldSet) -> dict[str, str]:
+    """Other names accepted for a mapping key: a field's name where its key differs, its synonyms."""
+    aliases = dict(_LOCATOR_ALIASES)
+    for spec in fieldset:
+        for name in (spec.name, *spec.synonyms):
+            aliases.setdefault(_normalise_header(name), spec.key)
+    return aliases
+
+
+def column_candidates(fieldset: FieldSet = BUILTIN_FIELDS) -> dict[str, tuple[str, ...]]:
+    """Mapping key -> column names tried, best first (normalised like `_normalise_header`)."""
+    fields = {spec.key: tuple(name.replace(" ", "_") for name in spec.column_names) for spec in fieldset}
+    return {"path": LOCATOR_CANDIDATES["path"], "key": LOCATOR_CANDIDATES["key"], **fields}
+
 
 #: Per-size price columns: "price_6.5", "size_6.5", "Price (6.5)", "Size 6.5 price", "price_us_8", "6.5".
 #: Letter sizes need a separator after the prefix, so that "prices" and "sizes" are not size "S".
@@ -252,10 +232,11 @@ class TruthMatch:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def parse_column_mapping(text: str) -> dict[str, str]:
+def parse_column_mapping(text: str, fieldset: FieldSet = BUILTIN_FIELDS) -> dict[str, str]:
     """``brand=Brand,title="Product Name",price=Cost,size:6.5="Price 6.5"`` -> {field: column}.
 
-    Keys: brand, title, category, price, currency, sizes (one "size:price;…" column), path, key, and
+    Keys: the declared fields' keys (brand, title, category, price, currency, sizes: one "size:price;…"
+    column, and any field of a --fields file), their names and synonyms, path, key, and
     "size:<size>" for a column holding the price of one size. Quotes (single or double) may hold commas.
     """
     if text is None or not str(text).strip():
@@ -270,6 +251,7 @@ def parse_column_mapping(text: str) -> dict[str, str]:
         parts = [part for part in lexer if part.strip()]
     except ValueError as error:  # unbalanced quotes
         raise TruthError(f"--truth-columns: {error} in {text!r}; close every quote you open.") from None
+    known, aliases = mapping_keys(fieldset), _mapping_aliases(fieldset)
     mapping: dict[str, str] = {}
     for part in parts:
         key, separator, column = part.partition("=")
@@ -278,7 +260,7 @@ def parse_column_mapping(text: str) -> dict[str, str]:
             raise TruthError(
                 f"--truth-columns: {part.strip()!r} is not FIELD=COLUMN; write it like brand=Brand,price=Cost"
             )
-        key = _MAPPING_ALIASES.get(key, key)
+        key = key if key in known else aliases.get(_normalise_header(key), key)
         if key.startswith("size:"):
             size = normalise_size(key[len("size:") :])
             if not size:
@@ -286,9 +268,9 @@ def parse_column_mapping(text: str) -> dict[str, str]:
                     f"--truth-columns: {part.strip()!r} names no size; write it like size:6.5=Col"
                 )
             key = f"size:{size}"
-        elif key not in MAPPING_KEYS:
+        elif key not in known:
             raise TruthError(
-                f"--truth-columns: unknown field {key!r}; use {', '.join(MAPPING_KEYS)} or size:<size>."
+                f"--truth-columns: unknown field {key!r}; use {', '.join(known)} or size:<size>."
             )
         if key in mapping:
             raise TruthError(f"--truth-columns: {key!r} is mapped twice.")
@@ -482,7 +464,11 @@ def _find_column(columns: list[str], wanted: str) -> str | None:
 
 
 def _detect_columns(
-    frame_columns: list[str], mapping: dict[str, str], key_column: str | None, path: Path
+    frame_columns: list[str],
+    mapping: dict[str, str],
+    key_column: str | None,
+    path: Path,
+    fieldset: FieldSet = BUILTIN_FIELDS,
 ) -> tuple[dict[str, str], bool]:
     found_list = ", ".join(repr(column) for column in frame_columns) or "none"
     columns: dict[str, str] = {}
@@ -508,7 +494,7 @@ def _detect_columns(
     by_normalised: dict[str, str] = {}
     for column in frame_columns:
         by_normalised.setdefault(_normalise_header(column), column)
-    for name, candidates in COLUMN_CANDIDATES.items():
+    for name, candidates in column_candidates(fieldset).items():
         if name in columns:
             continue
         for candidate in candidates:
@@ -517,7 +503,7 @@ def _detect_columns(
                 columns[name] = column
                 used.add(column)
                 break
-    if not any(key.startswith("size:") for key in mapping):
+    if fieldset.first("size_prices") is not None and not any(key.startswith("size:") for key in mapping):
         for column in frame_columns:
             if column in used:
                 continue
@@ -532,7 +518,7 @@ def _detect_columns(
     product_fields = [key for key in columns if key not in ("path", "key")]
     if not product_fields:
         raise TruthError(
-            f"Truth CSV {path} has no product columns (brand, title, category, price, currency, sizes). "
+            f"Truth CSV {path} has no product columns ({', '.join(spec.key for spec in fieldset)}). "
             f'Columns found: {found_list}. Name them with --truth-columns, e.g. title="Product Name",price=Cost.'
         )
     if "path" not in columns and "key" not in columns:
@@ -544,10 +530,14 @@ def _detect_columns(
 
 
 def load_truth(
-    csv_path: str | Path, columns: dict[str, str] | None = None, key_column: str | None = None
+    csv_path: str | Path,
+    columns: dict[str, str] | None = None,
+    key_column: str | None = None,
+    fieldset: FieldSet = BUILTIN_FIELDS,
 ) -> TruthTable:
     """Reads a truth CSV. `columns` maps fields to column names (from `parse_column_mapping`); the others are
-    found by name. `key_column` names a column whose values appear in image file names (``--truth-key``).
+    found by their declared column names (`fieldset`). `key_column` names a column whose values appear in
+    image file names (``--truth-key``).
 
     The encoding and the delimiter are detected (`_decode`, `_delimiter`). A record whose cell count differs
     from the header's is skipped and listed in `malformed_rows`; it never moves another row's cells. Rows are
@@ -572,16 +562,17 @@ def load_truth(
     column_names = [name.strip() for name in header]
 
     mapping = dict(columns or {})
+    known, aliases = mapping_keys(fieldset), _mapping_aliases(fieldset)
     for key in list(mapping):
-        canonical = _MAPPING_ALIASES.get(key, key)
-        if canonical not in MAPPING_KEYS and not canonical.startswith("size:"):
-            raise TruthError(f"Unknown truth field {key!r}; use {', '.join(MAPPING_KEYS)} or size:<size>.")
+        canonical = key if key in known else aliases.get(_normalise_header(key), key)
+        if canonical not in known and not canonical.startswith("size:"):
+            raise TruthError(f"Unknown truth field {key!r}; use {', '.join(known)} or size:<size>.")
         mapping[canonical] = mapping.pop(key)
-    used_columns, key_explicit = _detect_columns(column_names, mapping, key_column, path)
+    used_columns, key_explicit = _detect_columns(column_names, mapping, key_column, path, fieldset)
 
     rows = _Rows(data, delimiter)
     malformed: list[MalformedRow] = []
-    table = TruthTable(path, used_columns, key_explicit, column_names, rows, malformed, encoding)
+    table = TruthTable(path, used_columns, key_explicit, column_names, rows, malformed, encoding, fieldset)
     path_at = column_names.index(used_columns["path"]) if "path" in used_columns else None
     key_at = column_names.index(used_columns["key"]) if "key" in used_columns else None
     expected = len(column_names)
@@ -645,54 +636,76 @@ def _cell(row: dict, column: str | None) -> str | None:
 
 
 def _read_row(
-    row: dict, row_number: int, columns: dict[str, str], problems: list[CellProblem]
+    row: dict,
+    row_number: int,
+    columns: dict[str, str],
+    problems: list[CellProblem],
+    fieldset: FieldSet = BUILTIN_FIELDS,
 ) -> tuple[ProductFields, str | None, str | None]:
     def problem(column: str, value: str, what: str) -> None:
         problems.append(CellProblem(row_number, column, value, what))
 
-    fields = ProductFields(
-        brand=clean_text(_cell(row, columns.get("brand"))),
-        title=clean_text(_cell(row, columns.get("title"))),
-        category=clean_text(_cell(row, columns.get("category"))),
-    )
-    raw_currency = _cell(row, columns.get("currency"))
-    if clean_text(raw_currency) is not None:
-        fields.currency = normalise_currency(raw_currency)
-        if fields.currency is None:
-            problem(columns["currency"], raw_currency, "not a currency (use an ISO 4217 code such as USD)")
+    fields = ProductFields()
+    # The currency column comes first: it settles what a price's separators mean.
+    currency_spec = fieldset.first("currency")
+    currency: str | None = None
+    if currency_spec is not None:
+        raw_currency = _cell(row, columns.get(currency_spec.key))
+        if clean_text(raw_currency) is not None:
+            currency = normalise_currency(raw_currency)
+            if currency is None:
+                problem(columns[currency_spec.key], raw_currency, "not a currency (use an ISO 4217 code such as USD)")
 
     def price(column: str, raw: str) -> float | None:
         """The cell's amount by `read_price`'s rules (the currency column settling separators), or a problem."""
-        reading = read_price(raw, fields.currency)
+        reading = read_price(raw, currency)
         if reading.amount is None:
             problem(column, raw, _PRICE_PROBLEMS.get(reading.problem, "not a price"))
         return reading.amount
 
-    raw_price = _cell(row, columns.get("price"))
+    main_price = fieldset.first("price")
     price_currency = None
-    if clean_text(raw_price) is not None:
-        fields.price = price(columns["price"], raw_price)
-        if fields.price is not None:
-            price_currency = read_price(raw_price, fields.currency).currency
-    if fields.currency is None:
-        fields.currency = price_currency
+    for spec in fieldset:
+        raw = _cell(row, columns.get(spec.key))
+        if spec.kind in ("size_prices", "currency") or clean_text(raw) is None:
+            continue
+        column = columns[spec.key]
+        if spec.kind in ("text", "category"):
+            fields[spec.name] = clean_text(raw)
+        elif spec.kind == "price":
+            fields[spec.name] = price(column, raw)
+            if fields[spec.name] is not None and spec is main_price:
+                price_currency = read_price(raw, currency).currency
+        elif spec.kind == "number":
+            fields[spec.name] = parse_quantity(raw, spec.unit)
+            if fields[spec.name] is None:
+                unit = f" in {spec.unit} (or a unit convertible to it)" if spec.unit else ""
+                problem(column, raw, f"not a number{unit}")
+    if currency is None:
+        currency = price_currency
+    if currency_spec is not None:
+        fields[currency_spec.name] = currency
 
-    raw_sizes = _cell(row, columns.get("sizes"))
-    if clean_text(raw_sizes) is not None:
-        sizes, bad = parse_size_prices(raw_sizes, fields.currency)
-        for size, amount in sizes.items():
-            fields.size_prices.setdefault(size, amount)
-        for entry in bad:
-            problem(columns["sizes"], entry, "not a size:price pair")
-    for key, column in columns.items():
-        if not key.startswith("size:"):
-            continue
-        raw = _cell(row, column)
-        if clean_text(raw) is None:
-            continue
-        amount = price(column, raw)
-        if amount is not None:
-            fields.size_prices.setdefault(key[len("size:") :], amount)
+    sizes_spec = fieldset.first("size_prices")
+    if sizes_spec is not None:
+        size_prices: dict[str, float] = {}
+        raw_sizes = _cell(row, columns.get(sizes_spec.key))
+        if clean_text(raw_sizes) is not None:
+            sizes, bad = parse_size_prices(raw_sizes, currency)
+            for size, amount in sizes.items():
+                size_prices.setdefault(size, amount)
+            for entry in bad:
+                problem(columns[sizes_spec.key], entry, "not a size:price pair")
+        for key, column in columns.items():
+            if not key.startswith("size:"):
+                continue
+            raw = _cell(row, column)
+            if clean_text(raw) is None:
+                continue
+            amount = price(column, raw)
+            if amount is not None:
+                size_prices.setdefault(key[len("size:") :], amount)
+        fields[sizes_spec.name] = size_prices
 
     image_ref = clean_text(_cell(row, columns.get("path")))
     key = clean_text(_cell(row, columns.get("key")))
@@ -781,8 +794,11 @@ class TruthTable:
         rows: _Rows,
         malformed_rows: list[MalformedRow],
         encoding: str,
+        fieldset: FieldSet = BUILTIN_FIELDS,
     ) -> None:
         self.csv_path = csv_path
+        #: The fields read from each row.
+        self.fieldset = fieldset
         #: Field -> CSV column used ("path", "key", brand/title/…, "sizes", and "size:<size>" per size column).
         self.columns = columns
         #: True when the key column was named by the user (substring matching), False when found automatically.
@@ -834,7 +850,7 @@ class TruthTable:
             row = dict(zip(reversed(self.column_names), reversed(cells), strict=True))
             row_number = self._rows.row_numbers[index]
             problems: list[CellProblem] = []
-            fields, image_ref, key = _read_row(row, row_number, self.columns, problems)
+            fields, image_ref, key = _read_row(row, row_number, self.columns, problems, self.fieldset)
             record = TruthRecord(
                 row_number=row_number, key=key or image_ref, fields=fields, image_ref=image_ref
             )

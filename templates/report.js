@@ -5,6 +5,7 @@
 
   var data = JSON.parse(document.getElementById("report-data").textContent);
   var FIELDS = data.fields;
+  var KINDS = data.kinds;
   var RUNS = data.runs;
   var ROWS = data.rows;
   var MISMATCH = {};
@@ -12,7 +13,7 @@
   var COMPARE = RUNS.length > 1;
 
   var state = {
-    mismatches: false, field: "", outcome: "", category: "", change: "", search: "",
+    mismatches: false, field: "", outcome: "", value: "", change: "", search: "",
     confusion: null, sortKey: "n", sortDir: 1, page: 0, pageSize: 50, expanded: {}
   };
 
@@ -48,14 +49,18 @@
     return false;
   }
 
+  function kindOf(field) { return (KINDS[field] || ["text", ""])[0]; }
+
   function fmtValue(field, value) {
     if (isEmpty(value)) return "";
-    if (field === "size_prices") {
+    var kind = kindOf(field);
+    if (kind === "size_prices") {
       return Object.keys(value).sort(sizeOrder).map(function (size) {
         return size + ": " + fmtNumber(value[size]);
       }).join(" · ");
     }
-    if (field === "price") return fmtNumber(value);
+    if (kind === "price") return fmtNumber(value);
+    if (kind === "number") return (String(+value.toPrecision(6)) + " " + KINDS[field][1]).trim();
     return String(value);
   }
 
@@ -111,10 +116,10 @@
     var fields = scopedFields();
     if (state.mismatches && !row.runs.some(function (run) { return runMismatch(run, fields); })) return false;
     if (state.outcome && !row.runs.some(function (run) { return runHasOutcome(run, fields, state.outcome); })) return false;
-    if (state.category && categoryValue(row.cat) !== state.category) return false;
+    if (state.value && valueOption(state.value.field, row.g[state.value.field]) !== state.value.option) return false;
     if (state.confusion) {
-      var run = row.runs[state.confusion.run];
-      if (!run || row.ct !== state.confusion.truth || run.cp !== state.confusion.pred) return false;
+      var run = row.runs[state.confusion.run], f = state.confusion.field;
+      if (!run || row.tk[f] !== state.confusion.truth || run.pk[f] !== state.confusion.pred) return false;
     }
     if (state.change) {
       // Better/worse only where both runs looked at the image and the catalogue has a row for it.
@@ -178,7 +183,7 @@
     line.title = (letter ? letter + ": " : "") + outcomeLabel(outcome);
     if (letter) line.appendChild(el("b", "letter letter-" + letter, letter));
     var value = run.v[field];
-    if (field === "size_prices" && !isEmpty(value)) {
+    if (kindOf(field) === "size_prices" && !isEmpty(value)) {
       Object.keys(value).sort(sizeOrder).forEach(function (size) {
         var chip = el("span", "size o-" + (run.sz[size] || outcome || "none"), size + ": " + fmtNumber(value[size]));
         chip.title = "size " + size + ": " + outcomeLabel(run.sz[size]);
@@ -423,20 +428,29 @@
     render();
   }
 
-  // The "no category" key is "", the value of "all" too: give it a value no normalised category can have.
-  function categoryValue(key) { return key === "" ? "(none)" : key; }
+  // The value filter lists each categorical field's values. A field's "no value" key is "": give it a value
+  // no normalised value can have, and prefix the field so that equal values of two fields stay apart.
+  function valueOption(field, key) { return field + "\u0000" + (key === "" ? "(none)" : key); }
 
-  var categorySelect = $("filter-category");
-  data.categories.forEach(function (c) {
-    var option = el("option", null, c[1] + " (" + c[2] + ")");
-    option.value = categoryValue(c[0]);
-    categorySelect.appendChild(option);
+  var valueSelect = $("filter-value");
+  data.groups.forEach(function (group) {
+    var optgroup = el("optgroup");
+    optgroup.label = group[1];
+    group[2].forEach(function (c) {
+      var option = el("option", null, c[1] + " (" + c[2] + ")");
+      option.value = valueOption(group[0], c[0]);
+      optgroup.appendChild(option);
+    });
+    valueSelect.appendChild(optgroup);
   });
 
   $("filter-mismatches").addEventListener("change", function (e) { update({ mismatches: e.target.checked }); });
   $("filter-field").addEventListener("change", function (e) { update({ field: e.target.value }); });
   $("filter-outcome").addEventListener("change", function (e) { update({ outcome: e.target.value }); });
-  categorySelect.addEventListener("change", function (e) { update({ category: e.target.value }); });
+  valueSelect.addEventListener("change", function (e) {
+    var option = e.target.value;
+    update({ value: option ? { field: option.split("\u0000")[0], option: option } : "" });
+  });
   if ($("filter-change")) {
     $("filter-change").addEventListener("change", function (e) { update({ change: e.target.value }); });
   }
@@ -479,18 +493,18 @@
     td.addEventListener("click", function () {
       var table = td.closest("table");
       var run = parseInt(table.dataset.run, 10);
-      setConfusion({ run: run, truth: td.dataset.truth, pred: td.dataset.pred },
+      setConfusion({ run: run, field: table.dataset.field, truth: td.dataset.truth, pred: td.dataset.pred },
         (COMPARE ? RUNS[run].letter + ": " : "") + td.title.replace(/: show these images$/, ""));
     });
   });
 
   $("reset").addEventListener("click", function () {
     ["filter-mismatches"].forEach(function (id) { $(id).checked = false; });
-    ["filter-field", "filter-outcome", "filter-category", "filter-change", "search"].forEach(function (id) {
+    ["filter-field", "filter-outcome", "filter-value", "filter-change", "search"].forEach(function (id) {
       if ($(id)) $(id).value = "";
     });
     chip.hidden = true;
-    update({ mismatches: false, field: "", outcome: "", category: "", change: "", search: "", confusion: null });
+    update({ mismatches: false, field: "", outcome: "", value: "", change: "", search: "", confusion: null });
   });
 
   // ------------------------------------------------------------------------------- lightbox

@@ -543,8 +543,8 @@ def _assert_well_formed(fields: ProductFields) -> None:
     assert fields.price is None or (isinstance(fields.price, float) and math.isfinite(fields.price))
     assert fields.price is None or fields.price >= 0
     assert fields.currency is None or fields.currency in ISO_CURRENCIES
-    assert isinstance(fields.size_prices, dict)
-    for size, amount in fields.size_prices.items():
+    assert fields.size_prices is None or isinstance(fields.size_prices, dict)
+    for size, amount in (fields.size_prices or {}).items():
         assert isinstance(size, str) and size and normalise_size(size) == size and size.encode("utf-8")
         assert isinstance(amount, float) and math.isfinite(amount) and amount >= 0
 

@@ -302,7 +302,7 @@ def test_round_trip_of_fields_loaded_from_a_catalogue(tmp_path: Path) -> None:
             "Category": fields.category or "",
             "Price": f"{fields.price:,.2f}" if fields.price is not None else "",
             "Currency": fields.currency or "",
-            "sizes": ";".join(f"{size}:{amount}" for size, amount in fields.size_prices.items()),
+            "sizes": ";".join(f"{size}:{amount}" for size, amount in (fields.size_prices or {}).items()),
         }
         rows.append(row)
     path = tmp_path / "catalogue.csv"

@@ -14,10 +14,16 @@ import pytest
 from PIL import Image, ImageDraw
 
 from inspector.errors import InputError, RunNotFoundError
-from inspector.fields import ProductFields, TruthRecord
+from inspector.fields import BUILTIN_FIELDS, ProductFields, TruthRecord
 from inspector.report import render_report, render_report_html
 from inspector.scoring import score_answer
 from inspector.store import ItemResult, Store, open_store
+
+
+def builtin_fields(*values: object) -> ProductFields:
+    """The built-in fields in declaration order: brand, title, category, price, currency, size_prices."""
+    return ProductFields(dict(zip(BUILTIN_FIELDS.names, values, strict=False)))
+
 
 #: Hostile values: each tries to break out of its context (element text, attribute, script block, JSON string).
 XSS_PATH = "odd/<script>window.__xss=1</script>\"'.jpg"
@@ -42,10 +48,10 @@ RUN_ARGS = dict(
     truth_path="catalogue.csv",
 )
 
-SHOE = ProductFields("Nike", "Dunk Low Retro", "Shoes", 115.0, "USD", {"6.5": 115.0, "8": 120.0})
-BOOT = ProductFields("Adidas", "Samba OG", "Shoes", 120.0, "USD", {"8": 120.0})
-BAG = ProductFields("Burberry", "Check Tote Bag", "Bags", 1290.0, "GBP")
-TEE = ProductFields("Acme", "Logo T-Shirt", "T-Shirts", 25.0, "EUR")
+SHOE = builtin_fields("Nike", "Dunk Low Retro", "Shoes", 115.0, "USD", {"6.5": 115.0, "8": 120.0})
+BOOT = builtin_fields("Adidas", "Samba OG", "Shoes", 120.0, "USD", {"8": 120.0})
+BAG = builtin_fields("Burberry", "Check Tote Bag", "Bags", 1290.0, "GBP")
+TEE = builtin_fields("Acme", "Logo T-Shirt", "T-Shirts", 25.0, "EUR")
 
 
 def thumbnail(color: tuple[int, int, int]) -> bytes:
@@ -91,15 +97,15 @@ def base_items() -> list[ItemResult]:
             1,
             "shoes/adidas-samba.jpg",
             BOOT,
-            ProductFields("Adidas", "Samba OG", "Shoes", 99.0, "USD", {"8": 99.0}),
+            builtin_fields("Adidas", "Samba OG", "Shoes", 99.0, "USD", {"8": 99.0}),
         ),
-        item(2, "bags/burberry-tote.jpg", BAG, ProductFields(None, "Check Tote Bag", "Bags", 1290.0, "GBP")),
+        item(2, "bags/burberry-tote.jpg", BAG, builtin_fields(None, "Check Tote Bag", "Bags", 1290.0, "GBP")),
         item(
-            3, XSS_PATH, TEE, ProductFields(XSS_BRAND, "Logo T-Shirt", "T-Shirts", 25.0, "EUR"), raw=XSS_RAW
+            3, XSS_PATH, TEE, builtin_fields(XSS_BRAND, "Logo T-Shirt", "T-Shirts", 25.0, "EUR"), raw=XSS_RAW
         ),
         item(4, "broken/truncated.jpg", SHOE, None, error=XSS_ERROR),
-        item(5, "extra/no-row.jpg", None, ProductFields("Kiyo", "Sun Hat", "Hats", 30.0, "JPY")),
-        item(6, "tees/acme-shirt.jpg", TEE, ProductFields("Acme", "Logo T-Shirt", "Shirts", 25.0, "EUR")),
+        item(5, "extra/no-row.jpg", None, builtin_fields("Kiyo", "Sun Hat", "Hats", 30.0, "JPY")),
+        item(6, "tees/acme-shirt.jpg", TEE, builtin_fields("Acme", "Logo T-Shirt", "Shirts", 25.0, "EUR")),
         item(7, "bags/burberry-2.jpg", BAG, BAG),
     ]
 
@@ -122,7 +128,7 @@ def tuned_items() -> list[ItemResult]:
             1,
             "shoes/adidas-samba.jpg",
             BOOT,
-            ProductFields("Adidas", "Samba OG", "Shoes", 99.0, "USD", {"8": 120.0}),
+            builtin_fields("Adidas", "Samba OG", "Shoes", 99.0, "USD", {"8": 120.0}),
         ),
         item(2, "bags/burberry-tote.jpg", BAG, BAG),
         item(3, XSS_PATH, TEE, TEE),
@@ -166,19 +172,20 @@ class Cells(HTMLParser):
 
     def __init__(self) -> None:
         super().__init__()
-        self.cells: dict[tuple[int, str, str], str] = {}
+        #: (run, field, catalogue value, model value) -> count shown
+        self.cells: dict[tuple[int, str, str, str], str] = {}
         self.cards: dict[str, str] = {}
-        self._table_run: int | None = None
-        self._cell: tuple[int, str, str] | None = None
+        self._table: tuple[int, str] | None = None
+        self._cell: tuple[int, str, str, str] | None = None
         self._card_key: str | None = None
         self._in: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
         a = dict(attrs)
         if tag == "table" and "confusion" in (a.get("class") or ""):
-            self._table_run = int(a["data-run"])
+            self._table = (int(a["data-run"]), a["data-field"])
         if tag == "td" and "data-pred" in a:
-            self._cell = (self._table_run, a["data-truth"], a["data-pred"])
+            self._cell = (*self._table, a["data-truth"], a["data-pred"])
         if tag == "span" and a.get("class") in ("k", "v"):
             self._in = a["class"]
 
@@ -279,19 +286,20 @@ def test_rows_carry_outcomes_for_the_filters(demo) -> None:
     assert rows["extra/no-row.jpg"]["truth"] is None and rows["extra/no-row.jpg"]["runs"][0]["o"] == {}
     assert rows["shoes/nike-dunk.jpg"]["tr"] == [1, "SKU-0"]
     assert rows["shoes/nike-dunk.jpg"]["wh"] == [600, 800]
-    categories = {key: (label, n) for key, label, n in data["categories"]}
-    assert categories["shoes"] == ("Shoes", 3) and categories["hats"] == ("Hats", 1)
+    groups = {name: {key: (label, n) for key, label, n in values} for name, _, values in data["groups"]}
+    assert list(groups) == ["brand", "category"]  # the categorical fields, in field order
+    assert groups["category"]["shoes"] == ("Shoes", 3) and groups["category"]["hats"] == ("Hats", 1)
 
 
 def test_category_confusion_table(demo) -> None:
     store, base, _ = demo
     cells = parse(render_report_html(store, base)).cells
-    assert cells[(0, "shoes", "shoes")] == "2"
-    assert cells[(0, "shoes", "")] == "1"  # the failed image: no predicted category
-    assert cells[(0, "bags", "bags")] == "2"
-    assert cells[(0, "t shirts", "t shirts")] == "1"
-    assert cells[(0, "t shirts", "shirts")] == "1"
-    assert ("extra", "hats") not in {(t, p) for _, t, p in cells}  # no catalogue row: not in the table
+    assert cells[(0, "category", "shoes", "shoes")] == "2"
+    assert cells[(0, "category", "shoes", "")] == "1"  # the failed image: no predicted category
+    assert cells[(0, "category", "bags", "bags")] == "2"
+    assert cells[(0, "category", "t shirts", "t shirts")] == "1"
+    assert cells[(0, "category", "t shirts", "shirts")] == "1"
+    assert ("extra", "hats") not in {(t, p) for _, _, t, p in cells}  # no catalogue row: not in the table
 
 
 def test_compare_two_runs(demo) -> None:
@@ -309,7 +317,7 @@ def test_compare_two_runs(demo) -> None:
     brand_a = store.run_metrics(base)["brand"].accuracy
     brand_b = store.run_metrics(tuned)["brand"].accuracy
     assert f"+{round(100 * (brand_b - brand_a), 1)} pt" in html
-    assert html.count('class="confusion"') == 2
+    assert html.count('class="confusion"') == 4  # brand and category, for each run
     with pytest.raises(InputError, match="another run"):
         render_report_html(store, base, base)
 
@@ -321,7 +329,7 @@ def test_runs_without_truth_images_or_finite_numbers(tmp_path: Path) -> None:
         assert report_data(html)["rows"] == [] and "No field was scored" in html
 
         odd = store.start_run("odd", name="odd", **RUN_ARGS)
-        nan = ProductFields("A", "B", "C", float("nan"), "USD", {"8": float("inf")})
+        nan = builtin_fields("A", "B", "C", float("nan"), "USD", {"8": float("inf")})
         store.add_batch(odd, [item(0, "a.jpg", None, nan), item(1, "b.jpg", None, None, error="boom")])
         store.finish_run(odd, "interrupted", {"elapsed_s": float("nan")})
         data = report_data(render_report_html(store, odd))  # refuses NaN/Infinity

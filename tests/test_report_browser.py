@@ -27,7 +27,7 @@ from test_report import (
     item,
 )
 
-from inspector.fields import ProductFields
+from inspector.fields import BUILTIN_FIELDS, ProductFields
 from inspector.report import render_report
 from inspector.store import open_store
 
@@ -40,6 +40,12 @@ try:  # a missing selenium skips each test (a failure where all tests are requir
     from selenium.webdriver.support.ui import Select, WebDriverWait
 except ImportError:
     webdriver = None
+
+
+def builtin_fields(*values: object) -> ProductFields:
+    """The built-in fields in declaration order: brand, title, category, price, currency, size_prices."""
+    return ProductFields(dict(zip(BUILTIN_FIELDS.names, values, strict=False)))
+
 
 CHROMIUM_FLAGS = (
     "--headless=new",
@@ -233,7 +239,7 @@ def test_compare_report(chrome, reports) -> None:
 
 def test_category_filter_can_pick_images_without_a_category(chrome, tmp_path: Path) -> None:
     """The "(none)" category must filter, not act like "all" (both used to have the value "")."""
-    no_category = ProductFields("Acme", "Mystery Box", None, 10.0, "USD")
+    no_category = builtin_fields("Acme", "Mystery Box", None, 10.0, "USD")
     with open_store(tmp_path / "r.db") as store:
         run = store.start_run("k", name=None, **RUN_ARGS)
         store.add_batch(

@@ -201,6 +201,73 @@ def m005_prediction_retryable(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE predictions ADD COLUMN retryable BOOLEAN"))
 
 
+
+#: The value columns of predictions and truth before m006; frozen history, not the current field list.
+_M006_LEGACY_TEXT = ("brand", "title", "category", "currency")
+
+
+def m006_field_values(conn: Connection) -> None:
+    """Every field value in one long-form table (custom fields included), filled from the existing columns."""
+    md = MetaData()
+    json = JSON(none_as_null=True)
+    field_values = Table(
+        "field_values",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+        Column("image_id", Integer, ForeignKey("images.id"), nullable=False),
+        Column("source", String(20), nullable=False),
+        Column("field", String(100), nullable=False),
+        Column("value", Text),
+        Column("number", Float),
+        Column("data", json),
+        UniqueConstraint(
+            "run_id", "image_id", "source", "field", name="uq_field_values_run_image_source_field"
+        ),
+        Index("ix_field_values_run_field", "run_id", "field"),
+        Index("ix_field_values_image", "image_id"),
+    )
+    Table("runs", md, Column("id", Integer, primary_key=True))
+    Table("images", md, Column("id", Integer, primary_key=True))
+    md.create_all(conn, tables=[field_values])
+    for source, table in (("predicted", "predictions"), ("truth", "truth")):
+        for column in _M006_LEGACY_TEXT:
+            conn.execute(
+                text(
+                    "INSERT INTO field_values (run_id, image_id, source, field, value) "
+                    f"SELECT run_id, image_id, :source, :field, {column} FROM {table} "
+                    f"WHERE {column} IS NOT NULL AND {column} <> ''"
+                ),
+                {"source": source, "field": column},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO field_values (run_id, image_id, source, field, value, number) "
+                f"SELECT run_id, image_id, :source, 'price', CAST(price AS TEXT), price FROM {table} "
+                "WHERE price IS NOT NULL"
+            ),
+            {"source": source},
+        )
+        rows = conn.execute(
+            text(f"SELECT run_id, image_id, size_prices FROM {table} WHERE size_prices IS NOT NULL")
+        )
+        sizes = [
+            {"run_id": run_id, "image_id": image_id, "source": source, "field": "size_prices", "data": data}
+            for run_id, image_id, data in rows
+        ]
+        decoded = [dict(row, data=_json_value(row["data"])) for row in sizes]
+        decoded = [row for row in decoded if row["data"]]
+        if decoded:
+            conn.execute(insert(field_values), decoded)
+
+
+def _json_value(value: object) -> object:
+    """A JSON column read with plain SQL: SQLite gives text, Postgres the decoded value."""
+    import json as json_module
+
+    return json_module.loads(value) if isinstance(value, str) else value
+
+
 #: Every migration, in the order they are applied. Append only.
 MIGRATIONS: list[Migration] = [
     m001_initial,
@@ -208,8 +275,8 @@ MIGRATIONS: list[Migration] = [
     m003_field_result_confidence,
     m004_reviews,
     m005_prediction_retryable,
+    m006_field_values,
 ]
-
 
 
 def applied_migrations(conn: Connection) -> set[str]:

@@ -13,15 +13,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import JSON, Float, delete, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspector.errors import RunNotFoundError, StoreError
-from inspector.fields import FIELD_NAMES, FieldResult, ProductFields, TruthRecord
+from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, FieldValue, ProductFields, TruthRecord
 from inspector.store.engine import create_store_engine, database_url, sqlite_file
 from inspector.store.migrations import apply_migrations, pending_migrations
-from inspector.store.tables import FieldResultRow, ImageRow, Prediction, ReviewRow, Run, TruthRow, utc_now
+from inspector.store.tables import (
+    FieldResultRow,
+    FieldValueRow,
+    ImageRow,
+    Prediction,
+    ReviewRow,
+    Run,
+    TruthRow,
+    utc_now,
+)
 
 if TYPE_CHECKING:
     from inspector.scoring import FieldMetrics
@@ -95,6 +104,11 @@ class RunInfo:
     n_failed: int | None
     images_per_s: float | None
     stats: dict
+
+    @property
+    def fields(self) -> FieldSet:
+        """The fields the run read (stored in its settings; runs from before --fields read the built-ins)."""
+        return FieldSet.from_json(self.settings.get("fields"))
 
     @property
     def label(self) -> str:
@@ -399,7 +413,7 @@ class Store:
         """Per-field accuracy, precision, recall, F1 and MAE of the run (see `inspector.scoring.summarise`)."""
         from inspector.scoring import summarise
 
-        return summarise(self.field_results(run_id))
+        return summarise(self.field_results(run_id), self.get_run(run_id).fields)
 
     # -------------------------------------------------------------------------------------- reviews
 
@@ -510,6 +524,18 @@ class Store:
             truth = {
                 t.image_id: t for t in session.scalars(select(TruthRow).where(TruthRow.run_id == run_id))
             }
+            stored: dict[tuple[str, int], ProductFields] = defaultdict(ProductFields)
+            value_query = select(
+                FieldValueRow.source,
+                FieldValueRow.image_id,
+                FieldValueRow.field,
+                FieldValueRow.value,
+                FieldValueRow.number,
+                FieldValueRow.data,
+            ).where(FieldValueRow.run_id == run_id)
+            for source, image_id, name, text_value, number, data in session.execute(value_query):
+                stored[source, image_id][name] = _stored_value(text_value, number, data)
+            fieldset = _run_info(self._run_row(session, run_id)).fields
             results: dict[int, list[dict]] = defaultdict(list)
             result_query = (
                 select(
@@ -543,14 +569,14 @@ class Store:
                         "error": prediction.error,
                         "latency_ms": prediction.latency_ms,
                         "created_at": _aware(prediction.created_at),
-                        "predicted": _fields_of(prediction),
+                        "predicted": stored[PREDICTED, prediction.image_id].to_dict(fieldset),
                         "truth": None
                         if matched is None
                         else {
                             "row_number": matched.row_number,
                             "key": matched.key,
                             "image_ref": matched.image_ref,
-                            "fields": _fields_of(matched),
+                            "fields": stored[TRUTH, prediction.image_id].to_dict(fieldset),
                         },
                         "field_results": results.get(prediction.id, []),
                     }
@@ -594,10 +620,59 @@ def _fill_image_facts(image: ImageRow, item: ItemResult) -> None:
             setattr(image, name, value)
 
 
-def _fields_of(row: Prediction | TruthRow) -> dict:
-    values = {name: getattr(row, name) for name in FIELD_NAMES}
-    values["size_prices"] = values["size_prices"] or {}
-    return values
+def _stored_value(text_value: str | None, number: float | None, data: object) -> FieldValue:
+    if number is not None:
+        return number
+    if data is not None:
+        return data
+    return text_value
+
+
+def _value_row(run_id: int, image_id: int, source: str, name: str, value: FieldValue) -> dict | None:
+    """One `field_values` row for a value, or None for a missing one."""
+    row = {"run_id": run_id, "image_id": image_id, "source": source, "field": name[:_FIELD_LENGTH]}
+    if isinstance(value, dict):
+        data = _jsonable(value)
+        return {**row, "value": None, "number": None, "data": data} if data else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = _finite_floats(float(value))
+        return None if number is None else {**row, "value": repr(number), "number": number, "data": None}
+    text = _text(value)
+    return {**row, "value": text, "number": None, "data": None} if text else None
+
+
+def _value_rows(run_id: int, todo: list[tuple[int, ItemResult]]) -> list[dict]:
+    rows = []
+    for image_id, item in todo:
+        sides = [(PREDICTED, item.parsed or {}), (TRUTH, item.truth.fields if item.truth else {})]
+        for source, values in sides:
+            for name, value in values.items():
+                row = _value_row(run_id, image_id, source, name, value)
+                if row is not None:
+                    rows.append(row)
+    return rows
+
+
+def _legacy_columns(table, values: ProductFields) -> dict:
+    """The built-in fields' own columns in predictions/truth (kept for existing queries), where a field of the
+    same name exists: derived from the table, so no list of fields is kept here."""
+    columns = {}
+    for name, value in values.items():
+        if name in _VALUE_COLUMNS and name in table.c:
+            column = table.c[name]
+            if isinstance(column.type, Float):
+                columns[name] = _finite_floats(value) if isinstance(value, (int, float)) else None
+            elif isinstance(column.type, JSON):
+                columns[name] = _jsonable(value) if isinstance(value, dict) else None
+            else:
+                columns[name] = _text(value) if isinstance(value, str) else None
+    return columns
+
+
+#: Columns of predictions and truth that hold a built-in field's value (the others are bookkeeping).
+_VALUE_COLUMNS = frozenset(set(Prediction.__table__.c.keys()) & set(BUILTIN_FIELDS.names))
+_JSON_COLUMNS = frozenset(name for name in _VALUE_COLUMNS if isinstance(Prediction.__table__.c[name].type, JSON))
+PREDICTED, TRUTH = "predicted", "truth"
 
 
 def _insert_items(session: Session, run_id: int, todo: list[tuple[int, ItemResult]], now: datetime) -> None:
@@ -611,6 +686,9 @@ def _insert_items(session: Session, run_id: int, todo: list[tuple[int, ItemResul
     truth = [_truth_values(run_id, image_id, item.truth) for image_id, item in mine if item.truth is not None]
     if truth:
         session.execute(insert(TruthRow.__table__), truth)
+    values = _value_rows(run_id, mine)
+    if values:
+        session.execute(insert(FieldValueRow.__table__), values)
     results = [
         {
             "prediction_id": prediction_ids[image_id],
@@ -698,7 +776,7 @@ def _insert_ignoring_conflicts(session: Session, table, rows: list[dict], confli
 
 
 def _drop_retryable(session: Session, run_id: int, image_ids: list[int], paths: list[str | None]) -> None:
-    """Remove this run's retryable failures of these images or paths (with their truth rows and field results),
+    """Remove this run's retryable failures of these images or paths (with their truth rows, field values and results),
     so that the new outcome takes their place. A failed download is stored under a stand-in image (its bytes were
     never seen), so a later successful download of the same URL is a different image: the path links them."""
     found: dict[int, int] = {}
@@ -719,21 +797,22 @@ def _drop_retryable(session: Session, run_id: int, image_ids: list[int], paths: 
         session.execute(delete(Prediction).where(Prediction.id.in_(chunk)))
     for chunk in _chunks(list(set(found.values()))):
         session.execute(delete(TruthRow).where(TruthRow.run_id == run_id, TruthRow.image_id.in_(chunk)))
+        session.execute(
+            delete(FieldValueRow).where(FieldValueRow.run_id == run_id, FieldValueRow.image_id.in_(chunk))
+        )
 
 
 def _prediction_values(run_id: int, image_id: int, item: ItemResult, now: datetime) -> dict:
     parsed = item.parsed or ProductFields()
+    legacy = {name: None for name in _VALUE_COLUMNS} | _legacy_columns(Prediction.__table__, parsed)
+    if item.parsed is not None:  # an answer without sizes stores {}, as older versions did
+        legacy.update({name: {} for name, value in legacy.items() if value is None and name in _JSON_COLUMNS})
     return {
         "run_id": run_id,
         "image_id": image_id,
         "path": _text(item.path),
         "raw_output": _text(item.raw_output),
-        "brand": _text(parsed.brand),
-        "title": _text(parsed.title),
-        "category": _text(parsed.category),
-        "price": _finite_floats(parsed.price),
-        "currency": _text(parsed.currency),
-        "size_prices": _jsonable(parsed.size_prices) if item.parsed is not None else None,
+        **legacy,
         "latency_ms": _finite_floats(item.latency_ms),
         "error": _text(item.error),
         "retryable": bool(item.retryable and item.error),
@@ -749,12 +828,8 @@ def _truth_values(run_id: int, image_id: int, truth: TruthRecord) -> dict:
         "row_number": truth.row_number,
         "key": _text(truth.key),
         "image_ref": _text(truth.image_ref),
-        "brand": _text(fields.brand),
-        "title": _text(fields.title),
-        "category": _text(fields.category),
-        "price": _finite_floats(fields.price),
-        "currency": _text(fields.currency),
-        "size_prices": _jsonable(fields.size_prices),
+        **{name: None for name in _VALUE_COLUMNS},
+        **_legacy_columns(TruthRow.__table__, fields),
     }
 
 

@@ -89,7 +89,9 @@ class ImageRow(Base):
 
 
 class Prediction(Base):
-    """What the model answered for one image in one run (or why it could not)."""
+    """What the model answered for one image in one run (or why it could not).
+
+    The built-in fields keep their columns here for existing queries; `field_values` holds every field."""
 
     __tablename__ = "predictions"
     __table_args__ = (UniqueConstraint("run_id", "image_id", name="uq_predictions_run_image"),)
@@ -174,6 +176,33 @@ class ReviewRow(Base):
     corrected_value: Mapped[str | None] = mapped_column(Text)
     reviewer: Mapped[str | None] = mapped_column(String(200))
     reviewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FieldValueRow(Base):
+    """One field value of one image in one run, as the model answered it ("predicted") or as the catalogue has
+    it ("truth"): every declared field, built-in or from a --fields file, in one long-form table."""
+
+    __tablename__ = "field_values"
+    __table_args__ = (
+        UniqueConstraint(
+            "run_id", "image_id", "source", "field", name="uq_field_values_run_image_source_field"
+        ),
+        Index("ix_field_values_run_field", "run_id", "field"),
+        Index("ix_field_values_image", "image_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    #: "predicted" or "truth".
+    source: Mapped[str] = mapped_column(String(20))
+    field: Mapped[str] = mapped_column(String(100))
+    #: The value as text ("Navy", "115.0", "500 ml" is stored as "500.0" with `number` 500.0).
+    value: Mapped[str | None] = mapped_column(Text)
+    #: Price and number fields: the number (numbers in the field's declared unit).
+    number: Mapped[float | None] = mapped_column(Float)
+    #: Size tables: size -> price.
+    data: Mapped[dict | None] = mapped_column(JSONColumn)
 
 
 # Indexes for the queries the report and the data team run most (by run, by image across runs).

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from inspector.errors import InputError
+from inspector.fields import FieldSet, load_fields
 
 METHODS: tuple[str, ...] = ("full", "lora", "frozen-vision")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "mixed", "fp32")
@@ -36,6 +37,7 @@ class TrainConfig:
     prompt: str | None = None  # built-in prompt (default "extract"): the question asked for every image
     prompt_file: str | None = None  # or a file holding the question
     sizes: list[str] = field(default_factory=list)  # also ask for (and teach) the prices in these sizes
+    fields_file: str | None = None  # TOML file declaring more fields: labels, prompt and evaluation follow it
     answer_style: str | None = None  # "json" | "original" | "free"; default: the prompt's own style
     num_crops: int | None = None  # Phi-3.5-vision crops per image (checkpoint default 4)
 
@@ -120,18 +122,21 @@ class TrainConfig:
             raise InputError("--keep-adapter only applies to --method lora")
         if self.num_crops is not None and self.num_crops < 1:
             raise InputError(f"--num-crops must be at least 1, got {self.num_crops}")
-        from inspector.training.evaluation import METRIC_NAMES
+        from inspector.training.evaluation import metric_names
 
         metric = self.best_metric_key
-        if metric.removeprefix("eval_") not in METRIC_NAMES:
-            raise InputError(
-                f"Unknown --best-metric {self.best_metric!r}; use one of: {', '.join(METRIC_NAMES)}"
-            )
+        names = metric_names(self.fieldset())
+        if metric.removeprefix("eval_") not in names:
+            raise InputError(f"Unknown --best-metric {self.best_metric!r}; use one of: {', '.join(names)}")
         if metric != "eval_loss" and self.eval_samples == 0:
             raise InputError(
                 f"--best-metric {self.best_metric} needs generated answers; set --eval-samples above 0 "
                 "or use --best-metric loss"
             )
+
+    def fieldset(self) -> FieldSet:
+        """The fields taught and evaluated: the built-ins, extended or replaced by `fields_file`."""
+        return load_fields(self.fields_file)
 
     @property
     def best_metric_key(self) -> str:

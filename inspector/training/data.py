@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import random
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from inspector.discovery import ImageSource, discover, read_source
 from inspector.errors import InputError
-from inspector.fields import ProductFields
+from inspector.fields import FieldSet, ProductFields
 from inspector.images import ImageLoadError, decode_image, sha256_hex
 from inspector.prompts import Prompt, format_answer, get_prompt
+from inspector.scoring import SIZE_FIELD
 from inspector.training.config import TrainConfig
 from inspector.truth import load_truth
 
@@ -78,15 +79,18 @@ class TrainingData:
     summary: DataSummary
     #: Fields that the catalogue gives for at least one example: the ones evaluation averages over.
     scored_fields: list[str]
+    #: The fields taught and evaluated.
+    fields: FieldSet
 
 
-def restrict_sizes(fields: ProductFields, sizes: list[str]) -> ProductFields:
+def restrict_sizes(fields: ProductFields, sizes: list[str], fieldset: FieldSet) -> ProductFields:
     """Only the asked sizes' prices: that is what a prompt with sizes asks the model for."""
-    if not sizes:
+    table = fieldset.first("size_prices")
+    if not sizes or table is None:
         return fields
-    return replace(
-        fields, size_prices={s: p for s, p in (fields.size_prices or {}).items() if s in set(sizes)}
-    )
+    restricted = ProductFields(fields)
+    restricted[table.name] = {s: p for s, p in (fields[table.name] or {}).items() if s in set(sizes)}
+    return restricted
 
 
 def _check_image(source: ImageSource) -> tuple[str | None, str | None]:
@@ -99,14 +103,13 @@ def _check_image(source: ImageSource) -> tuple[str | None, str | None]:
     return sha256_hex(data), None
 
 
-def _scored_fields(examples: list[Example]) -> list[str]:
-    names = []
-    for name in ("brand", "title", "category", "price", "currency"):
-        if any(getattr(e.truth, name) not in (None, "") for e in examples):
-            names.append(name)
-    if any(e.truth.size_prices for e in examples):
-        names.append("size_price")
-    return names
+def _scored_fields(examples: list[Example], fieldset: FieldSet) -> list[str]:
+    """The fields some catalogue row gives a value for (a size table's sizes count as "size_price")."""
+    return [
+        SIZE_FIELD if spec.kind == "size_prices" else spec.name
+        for spec in fieldset
+        if any(e.truth[spec.name] is not None for e in examples)
+    ]
 
 
 def split_examples(
@@ -135,7 +138,8 @@ def _read_examples(
 ) -> list[Example]:
     """Examples from one catalogue CSV and its images; adds its counts to `summary`. Images whose bytes are in
     `seen` (already used) are skipped as duplicates."""
-    table = load_truth(csv_path, config.truth_columns, config.truth_key)
+    fieldset = config.fieldset()
+    table = load_truth(csv_path, config.truth_columns, config.truth_key, fieldset)
     sources = [s for s in discover([image_root]) if s.path is not None]
     roots = sorted({s.root for s in sources if s.root is not None})
     match = table.match([s.path for s in sources], roots)
@@ -165,12 +169,14 @@ def _read_examples(
         if record.row_number in bad_rows:
             summary.bad_rows += 1
             continue
-        truth = restrict_sizes(record.fields, config.sizes)
+        truth = restrict_sizes(record.fields, config.sizes, fieldset)
         if truth.is_empty():
             summary.empty_rows += 1
             continue
         examples.append(
-            Example(source.location, source.path, record.row_number, truth, format_answer(truth, style))
+            Example(
+                source.location, source.path, record.row_number, truth, format_answer(truth, style, fieldset)
+            )
         )
     return examples
 
@@ -182,7 +188,8 @@ def load_training_data(config: TrainConfig, workers: int = 4) -> TrainingData:
     on, even when the training folder holds a copy). Raises InputError when nothing is left to train on, with
     the counts that say why.
     """
-    prompt = get_prompt(config.prompt, config.prompt_file, config.sizes or None)
+    fieldset = config.fieldset()
+    prompt = get_prompt(config.prompt, config.prompt_file, config.sizes or None, fieldset)
     style = config.answer_style or prompt.answer_style
     format_answer(ProductFields(), style)  # unknown style -> InputError before any work
 
@@ -206,7 +213,7 @@ def load_training_data(config: TrainConfig, workers: int = 4) -> TrainingData:
             f"{summary.bad_rows} with unreadable cells. "
             "Check --images and --truth (and --truth-columns / --truth-key for how rows name their images)"
         )
-    return TrainingData(train, val, prompt, style, summary, _scored_fields(examples))
+    return TrainingData(train, val, prompt, style, summary, _scored_fields(examples, fieldset), fieldset)
 
 
 class ExampleDataset:

@@ -9,24 +9,37 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from inspector.fields import FieldResult, Outcome
+from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, Outcome
 from inspector.parsing import parse_answer
-from inspector.scoring import PriceTolerance, score_answer, summarise
+from inspector.scoring import SIZE_FIELD, PriceTolerance, score_answer, summarise
 from inspector.training.collator import chat_prompt, stop_token_ids
 from inspector.training.data import Example, ExampleDataset
 
-#: Fields scored per answer (size prices summed up as "size_price"), and those with a mean absolute error.
-SCORED_FIELDS: tuple[str, ...] = ("brand", "title", "category", "price", "currency", "size_price")
-AMOUNT_FIELDS: tuple[str, ...] = ("price", "size_price")
-#: Every figure an evaluation logs (without the "eval_" prefix); any can be the best-model metric.
-METRIC_NAMES: tuple[str, ...] = (
-    "loss",
-    "field_accuracy",
-    "exact_match",
-    "parsed",
-    *(f"{name}_accuracy" for name in SCORED_FIELDS),
-    *(f"{name}_mae" for name in AMOUNT_FIELDS),
-)
+
+def scored_names(fieldset: FieldSet) -> tuple[str, ...]:
+    """Names scored per answer: each declared field, a size table's sizes summed up as "size_price"."""
+    return tuple(SIZE_FIELD if spec.kind == "size_prices" else spec.name for spec in fieldset)
+
+
+def amount_names(fieldset: FieldSet) -> tuple[str, ...]:
+    """Names with a mean absolute error: price and number fields, and the size prices."""
+    return tuple(
+        SIZE_FIELD if spec.kind == "size_prices" else spec.name
+        for spec in fieldset
+        if spec.kind in ("price", "number", "size_prices")
+    )
+
+
+def metric_names(fieldset: FieldSet = BUILTIN_FIELDS) -> tuple[str, ...]:
+    """Every figure an evaluation logs (without the "eval_" prefix); any can be the best-model metric."""
+    return (
+        "loss",
+        "field_accuracy",
+        "exact_match",
+        "parsed",
+        *(f"{name}_accuracy" for name in scored_names(fieldset)),
+        *(f"{name}_mae" for name in amount_names(fieldset)),
+    )
 
 
 @dataclass
@@ -45,14 +58,16 @@ class EvaluationOutcome:
     records: list[AnswerRecord]
 
 
-def generation_metrics(records: list[AnswerRecord], scored_fields: list[str]) -> dict[str, float]:
+def generation_metrics(
+    records: list[AnswerRecord], scored_fields: list[str], fieldset: FieldSet = BUILTIN_FIELDS
+) -> dict[str, float]:
     """eval_<field>_accuracy per field, eval_price_mae / eval_size_price_mae, eval_field_accuracy (the mean of
     the accuracies of `scored_fields`), eval_exact_match (every field right) and eval_parsed (answers that
     parse_answer read anything from)."""
-    summary = summarise(result for record in records for result in record.results)
+    summary = summarise((result for record in records for result in record.results), fieldset)
     # Every figure is always there (NaN when nothing was measured) so that any of them can pick the best model.
-    metrics: dict[str, float] = {f"eval_{name}_accuracy": math.nan for name in SCORED_FIELDS}
-    metrics.update({f"eval_{name}_mae": math.nan for name in AMOUNT_FIELDS})
+    metrics: dict[str, float] = {f"eval_{name}_accuracy": math.nan for name in scored_names(fieldset)}
+    metrics.update({f"eval_{name}_mae": math.nan for name in amount_names(fieldset)})
     for name, figures in summary.items():
         if figures.accuracy is not None:
             metrics[f"eval_{name}_accuracy"] = figures.accuracy
@@ -65,7 +80,7 @@ def generation_metrics(records: list[AnswerRecord], scored_fields: list[str]) ->
     right = (Outcome.CORRECT, Outcome.BOTH_EMPTY)
     exact = [all(r.outcome in right for r in record.results) for record in records]
     metrics["eval_exact_match"] = sum(exact) / len(exact) if exact else 0.0
-    parsed = [not parse_answer(record.answer).is_empty() for record in records]
+    parsed = [not parse_answer(record.answer, fieldset).is_empty() for record in records]
     metrics["eval_parsed"] = sum(parsed) / len(parsed) if parsed else 0.0
     metrics["eval_generated"] = float(len(records))
     return metrics
@@ -86,6 +101,7 @@ class GenerationEvaluator:
         num_crops: int | None = None,
         tolerance: PriceTolerance | None = None,
         title_threshold: float = 0.6,
+        fieldset: FieldSet = BUILTIN_FIELDS,
     ) -> None:
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -97,6 +113,7 @@ class GenerationEvaluator:
         self.processor_kwargs = {"num_crops": num_crops} if num_crops is not None else {}
         self.tolerance = tolerance or PriceTolerance()
         self.title_threshold = title_threshold
+        self.fieldset = fieldset
 
     def generate(self, model, images: list) -> list[str]:
         """Greedy answers for `images`, batched with left padding, stopping at end of turn."""
@@ -141,12 +158,16 @@ class GenerationEvaluator:
                 for item, answer in zip(items, answers, strict=True):
                     example = self.dataset.examples[item["index"]]
                     results = score_answer(
-                        parse_answer(answer), example.truth, self.tolerance, self.title_threshold
+                        parse_answer(answer, self.fieldset),
+                        example.truth,
+                        self.tolerance,
+                        self.title_threshold,
+                        self.fieldset,
                     )
                     records.append(AnswerRecord(example, answer, results))
         finally:
             model.train(was_training)
-        return EvaluationOutcome(generation_metrics(records, self.scored_fields), records)
+        return EvaluationOutcome(generation_metrics(records, self.scored_fields, self.fieldset), records)
 
 
 def _compute_dtype(model):

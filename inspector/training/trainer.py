@@ -397,6 +397,7 @@ def build_trainer(
             num_crops=config.num_crops,
             tolerance=PriceTolerance.parse(config.price_tolerance),
             title_threshold=config.title_threshold,
+            fieldset=data.fields,
         )
     if config.wandb:
         _wandb_setup(config, output)
