@@ -94,7 +94,7 @@ def test_any_other_exception_is_a_bug_and_shows_as_one(bug):
 
 
 def test_a_bug_inside_a_scan_is_not_passed_off_as_a_user_error(tmp_path, sample_dir, monkeypatch):
-    def broken(answer):
+    def broken(answer, fieldset=None):
         return {}["brand"]
 
     monkeypatch.setattr("inspector.scan.parse_answer", broken)
