@@ -429,8 +429,9 @@
   }
 
   // The value filter lists each categorical field's values. A field's "no value" key is "": give it a value
-  // no normalised value can have, and prefix the field so that equal values of two fields stay apart.
-  function valueOption(field, key) { return field + "\u0000" + (key === "" ? "(none)" : key); }
+  // no normalised value can have, and prefix the field ("category=hats": field names have no "=") so that
+  // equal values of two fields stay apart.
+  function valueOption(field, key) { return field + "=" + (key === "" ? "(none)" : key); }
 
   var valueSelect = $("filter-value");
   data.groups.forEach(function (group) {
@@ -449,7 +450,7 @@
   $("filter-outcome").addEventListener("change", function (e) { update({ outcome: e.target.value }); });
   valueSelect.addEventListener("change", function (e) {
     var option = e.target.value;
-    update({ value: option ? { field: option.split("\u0000")[0], option: option } : "" });
+    update({ value: option ? { field: option.slice(0, option.indexOf("=")), option: option } : "" });
   });
   if ($("filter-change")) {
     $("filter-change").addEventListener("change", function (e) { update({ change: e.target.value }); });

@@ -190,16 +190,19 @@ def test_search_sort_category_confusion_and_lightbox(chrome, reports) -> None:
     assert visible_paths(chrome)[:2] == ["bags/burberry-2.jpg", "bags/burberry-tote.jpg"]  # 1290.00
     assert price.get_attribute("aria-sort") == "descending"
 
-    Select(chrome.find_element(By.ID, "filter-category")).select_by_value("hats")
+    Select(chrome.find_element(By.ID, "filter-value")).select_by_value("category=hats")
     assert visible_paths(chrome) == ["extra/no-row.jpg"]
+    Select(chrome.find_element(By.ID, "filter-value")).select_by_value("brand=burberry")
+    assert visible_paths(chrome) == ["bags/burberry-2.jpg", "bags/burberry-tote.jpg"]
     chrome.find_element(By.ID, "reset").click()
 
     chrome.find_element(
-        By.CSS_SELECTOR, "table.confusion td[data-truth='t shirts'][data-pred='shirts']"
+        By.CSS_SELECTOR,
+        "table.confusion[data-field='category'] td[data-truth='t shirts'][data-pred='shirts']",
     ).click()
     assert visible_paths(chrome) == ["tees/acme-shirt.jpg"]
     chip = chrome.find_element(By.ID, "confusion-chip")
-    assert chip.is_displayed() and "T-Shirts → Shirts" in chip.text
+    assert chip.is_displayed() and "Category T-Shirts → Shirts" in chip.text
     chip.find_element(By.TAG_NAME, "button").click()
     assert len(visible_paths(chrome)) == 8
 
@@ -253,11 +256,11 @@ def test_category_filter_can_pick_images_without_a_category(chrome, tmp_path: Pa
         report = render_report(store, run, tmp_path / "report.html")
     load(chrome, report)
     assert len(visible_paths(chrome)) == 3
-    select = Select(chrome.find_element(By.ID, "filter-category"))
-    (none,) = [o for o in select.options if o.text.startswith("(none)")]
+    select = Select(chrome.find_element(By.ID, "filter-value"))
+    (none,) = [o for o in select.options if o.text.startswith("(none)")]  # only the category has an empty one
     none.click()
     assert visible_paths(chrome) == ["misc/box.jpg"]
-    select.select_by_value("shoes")
+    select.select_by_value("category=shoes")
     assert visible_paths(chrome) == ["shoes/nike-dunk.jpg"]
     chrome.find_element(By.ID, "reset").click()
     assert len(visible_paths(chrome)) == 3 and select.first_selected_option.text == "all"
