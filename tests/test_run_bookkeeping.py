@@ -32,6 +32,7 @@ CHANGED = {
     "prompt": "original",
     "prompt_file": "prompt.txt",
     "sizes": ["8"],
+    "fields_file": "fields.toml",
     "batch_size": 3,
     "max_new_tokens": 17,
     "min_new_tokens": 5,
@@ -52,6 +53,7 @@ CHANGED = {
 def key(config: ScanConfig, tmp_path: Path) -> str:
     prompt_file = tmp_path / "prompt.txt"
     prompt_file.write_text("What brand is this?")
+    (tmp_path / "fields.toml").write_text('[fields.colour]\nkind = "category"\n')
     prompt = get_prompt(config.prompt, str(prompt_file) if config.prompt_file else None, config.sizes or None)
     return config.run_key(prompt)
 
