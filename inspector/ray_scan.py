@@ -34,8 +34,7 @@ from typing import Any
 
 from inspector.discovery import ImageSource
 from inspector.errors import InspectorError, RayError
-from inspector.fields import TruthRecord
-from inspector.prompts import get_prompt
+from inspector.fields import FieldSet, TruthRecord
 from inspector.scan import (
     AUTO_BATCH_LIMIT,
     Answer,
@@ -168,7 +167,7 @@ class AnswerStage:
     def __init__(self, config: ScanConfig) -> None:
         self.backend = config.load_backend()
         settings = config.generation_settings()
-        prompt = get_prompt(config.prompt, config.prompt_file, config.sizes or None)
+        prompt = config.scan_prompt()
         self.batch_size = config.batch_size or auto_batch_size(self.backend, settings)
         self.answerer = BatchAnswerer(self.backend, prompt, settings, logging.getLogger(__name__).warning)
 
@@ -193,9 +192,10 @@ def _without_pixels(answer: Answer) -> Answer:
     return replace(answer, pending=replace(pending, loaded=replace(pending.loaded, image=None), prepared=None))
 
 
-def finish_stage(batch: dict, *, price_tolerance: str, title_threshold: float) -> dict:
-    """Stage 4 (CPU): parse and score each answer; unreadable images get their (all missed) outcomes."""
-    finisher = ItemFinisher(PriceTolerance.parse(price_tolerance), title_threshold)
+def finish_stage(batch: dict, *, price_tolerance: str, title_threshold: float, fields: list[dict]) -> dict:
+    """Stage 4 (CPU): parse and score each answer; unreadable images get their (all missed) outcomes. `fields`:
+    the declarations as JSON (`FieldSet.to_json`), so that tasks need no fields file."""
+    finisher = ItemFinisher(PriceTolerance.parse(price_tolerance), title_threshold, FieldSet.from_json(fields))
     rows = _unpack(batch)
     for index, row in enumerate(rows):
         if row.stage == "answer":
@@ -260,7 +260,7 @@ def scan_on_ray(
     ray = import_ray()
     inputs = inputs or read_scan_inputs(config)
     progress = progress or SilentProgress()
-    prompt = get_prompt(config.prompt, config.prompt_file, config.sizes or None)
+    prompt = config.scan_prompt()
     sources = inputs.sources[: config.limit] if config.limit is not None else inputs.sources
     truth_by_location, truth_summary = match_truth(inputs.truth, sources)
     connect(address)
@@ -352,7 +352,11 @@ def _results(
             finish_stage,
             batch_size=layout.batch_size,
             batch_format="numpy",
-            fn_kwargs={"price_tolerance": config.price_tolerance, "title_threshold": config.title_threshold},
+            fn_kwargs={
+                "price_tolerance": config.price_tolerance,
+                "title_threshold": config.title_threshold,
+                "fields": config.fieldset().to_json(),
+            },
         )
     )
     seen: set[str] = set()
