@@ -145,13 +145,16 @@ def test_scan_summary_counts_malformed_rows_and_unparseable_cells(runner, tmp_pa
     result = runner.invoke(
         cli,
         ["scan", str(sample_dir), "--truth", str(truth), "--model", model, "--db", str(tmp_path / "r.db"),
-         "--no-report"],
+         "--report", str(tmp_path / "report.html")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[1] == (
         f"Truth: {n_images - 1} of {n_images} images matched a row, 0 of {n_images - 1} rows matched no image "
         "(1 unparseable cells, 1 malformed rows skipped: line 2)"
     )
+    report = (tmp_path / "report.html").read_text(encoding="utf-8")
+    for key, value in (("truth.malformed_rows", "1"), ("truth.malformed_at_lines", "2"), ("truth.unparseable_cells", "1")):
+        assert f"<th>{key}</th><td>{value}</td>" in report
 
 
 def test_python_dash_m_runs_the_cli():
