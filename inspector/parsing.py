@@ -23,13 +23,13 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 from inspector.fields import BUILTIN_FIELDS, SENTENCE_END, FieldSet, FieldSpec, ProductFields, normalise_key
+from inspector.numbers import AMBIGUOUS, NUMBER_RE, UNREADABLE, read_number
 from inspector.units import parse_quantity
 
 __all__ = [
     "AMBIGUOUS",
     "ISO_CURRENCIES",
     "NEGATIVE",
-    "NOT_A_PRICE",
     "PriceReading",
     "clean_text",
     "normalise_currency",
@@ -241,10 +241,6 @@ def normalise_currency(text: str | None) -> str | None:
 # Amounts
 # --------------------------------------------------------------------------------------------------------------
 
-#: Characters used between groups of thousands besides "," and "." (apostrophe, no-break and thin spaces).
-_GROUP_CHARS = "'’\u00a0\u202f\u2009"
-#: A numeric token: digits with separators inside ("1,290.00", "1.290,00", "1'290", "2,15", ".5" is not a price).
-_NUMBER_RE = rf"\d(?:[\d,.{_GROUP_CHARS}]*\d)?"
 #: Minus signs, as a regex character class body: hyphen-minus, the minus sign and the en dash that word
 #: processors put in its place (the hyphen escaped, so that the class never reads as a range).
 _MINUS = r"\-−–"
@@ -253,7 +249,7 @@ _NO_CENTS_RE = r"[.,][-–—]{1,2}"
 _MONEY_RE = re.compile(
     rf"(?P<sign>(?<![\w.,{_MINUS}])[{_MINUS}](?=\S))?"
     rf"(?:(?P<pre>{_MARKER_RE})[ \u00a0\u202f]*(?P<inner_sign>[{_MINUS}](?=\d))?)?"
-    rf"(?P<num>(?<![\d.,]){_NUMBER_RE}(?![\d]))(?P<no_cents>{_NO_CENTS_RE}(?![\d]))?(?!\s*%)"
+    rf"(?P<num>(?<![\d.,]){NUMBER_RE}(?![\d]))(?P<no_cents>{_NO_CENTS_RE}(?![\d]))?(?!\s*%)"
     rf"(?:[ \u00a0\u202f]*(?P<post>{_MARKER_RE}))?",
     re.IGNORECASE,
 )
@@ -263,46 +259,15 @@ _MONEY_RE = re.compile(
 #: neither currency writes three decimals; "KWD 1.250" is not settled.
 _THREE_DECIMAL_CURRENCIES = frozenset(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"])
 
-#: Why a text holding a number gives no price.
-NOT_A_PRICE = "not a price"
+#: Why a text holding a number gives no price (besides `AMBIGUOUS`, from `inspector.numbers`).
 NEGATIVE = "negative"
-AMBIGUOUS = "ambiguous"
-
-
-def _grouped(text: str, mark: str) -> float | None:
-    """The value of "1,290,000" (groups of three after the first), or None if the groups are not of three."""
-    if re.fullmatch(rf"\d{{1,3}}(?:{re.escape(mark)}\d{{3}})+", text):
-        return float(text.replace(mark, ""))
-    return None
 
 
 def _read_number(token: str, currency: str | None, no_cents: bool = False) -> tuple[float | None, str | None]:
-    """The value of a numeric token, or None and why (`NOT_A_PRICE`, `AMBIGUOUS`). The rules are the table in
-    `read_price`'s docstring; `currency` is the one written with the amount or known for it, if any."""
-    text = re.sub(rf"(?<=\d)[{_GROUP_CHARS}](?=\d{{3}}(?!\d))", "", token)
-    if any(char in text for char in _GROUP_CHARS):
-        return None, NOT_A_PRICE
-    commas, dots = text.count(","), text.count(".")
-    if not commas and not dots:
-        return float(text), None
-    if commas and dots:
-        last = max(text.rfind(","), text.rfind("."))
-        decimal_mark = text[last]
-        whole, fraction = text[:last], text[last + 1 :]
-        thousands = "." if decimal_mark == "," else ","
-        value = None if no_cents else _grouped(whole, thousands) if thousands in whole else None
-        return (None, NOT_A_PRICE) if value is None else (float(f"{int(value)}.{fraction}"), None)
-    mark = "," if commas else "."
-    if text.count(mark) > 1 or no_cents:
-        value = _grouped(text, mark) if mark in text else float(text)
-        return (None, NOT_A_PRICE) if value is None else (value, None)
-    whole, fraction = text.split(mark)
-    if len(fraction) != 3 or len(whole) > 3 or whole == "0":
-        return float(f"{whole}.{fraction}"), None
-    # "1,290" / "1.299": thousands, or a decimal mark before three decimals? Only the currency can tell.
-    if currency is None or currency in _THREE_DECIMAL_CURRENCIES:
-        return None, AMBIGUOUS
-    return float(whole + fraction), None
+    """The value of a numeric token in a price, or None and why (`UNREADABLE`, `AMBIGUOUS`): the rules of
+    `inspector.numbers.read_number`, where a currency with 0 or 2 decimals settles "1,290" as thousands."""
+    settled = currency is not None and currency not in _THREE_DECIMAL_CURRENCIES
+    return read_number(token, thousands_settled=settled, whole=no_cents)
 
 
 def _number_readings(token: str) -> set[float]:
@@ -339,8 +304,8 @@ def _find_amounts(text: str, marked_only: bool = False, currency: str | None = N
             continue
         amount, problem = _read_number(match.group("num"), written or currency, bool(match.group("no_cents")))
         if amount is not None and not math.isfinite(amount):
-            amount, problem = None, NOT_A_PRICE
-        if problem == NOT_A_PRICE:
+            amount, problem = None, UNREADABLE
+        if problem == UNREADABLE:
             continue
         if amount is not None and (match.group("sign") or (pre_currency and match.group("inner_sign"))):
             amount, problem = None, NEGATIVE
@@ -1207,7 +1172,7 @@ _FREE_SIZE_RE = re.compile(
     re.IGNORECASE,
 )
 _FREE_PRICE_BEFORE_SIZE_RE = re.compile(
-    rf"(?P<price>(?:(?:{_MARKER_RE})[ \u00a0]*)?(?<![\d.,]){_NUMBER_RE}(?:[ \u00a0]*{_MARKER_RE})?)[ \t]+(?:for|in)[ \t]+"
+    rf"(?P<price>(?:(?:{_MARKER_RE})[ \u00a0]*)?(?<![\d.,]){NUMBER_RE}(?:[ \u00a0]*{_MARKER_RE})?)[ \t]+(?:for|in)[ \t]+"
     rf"(?:a[ \t]+|the[ \t]+)?size[ \t]+(?P<size>{_SIZE_TOKEN})",
     re.IGNORECASE,
 )
@@ -1365,7 +1330,7 @@ def _text_spans(text: str, value: str) -> list[tuple[int, int]]:
 
 def _number_spans(text: str, value: float) -> list[tuple[int, int]]:
     spans = []
-    for match in re.finditer(rf"(?<![\d.,]){_NUMBER_RE}(?!\d)", text):
+    for match in re.finditer(rf"(?<![\d.,]){NUMBER_RE}(?!\d)", text):
         token = match.group(0)
         readings = _number_readings(token)
         if any(reading is not None and math.isclose(reading, value, rel_tol=1e-9) for reading in readings):

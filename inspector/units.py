@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import re
 
+from inspector.numbers import NUMBER_RE, read_number
+
 __all__ = ["UNITS", "format_quantity", "parse_quantity", "unit_dimension"]
 
 #: unit spelling (lower case) -> (dimension, factor to the dimension's base unit).
@@ -40,7 +42,8 @@ _add("length", 0.3048, "ft", "foot", "feet")
 _add("count", 1.0, "pcs", "pc", "pieces", "piece", "pack", "count", "ct", "x")
 
 _QUANTITY_RE = re.compile(
-    r"^\s*(?P<number>[-+]?\d+(?:[.,]\d+)?|[-+]?[.,]\d+)\s*(?P<unit>[a-zA-Z\"][a-zA-Z. \"]*)?\s*$"
+    rf"^\s*(?P<sign>[-+])?(?:(?P<number>{NUMBER_RE})|(?P<fraction>[.,]\d+))\s*"
+    r"(?P<unit>[a-zA-Z\"][a-zA-Z. \"]*)?\s*$"
 )
 
 
@@ -63,9 +66,15 @@ def parse_quantity(value: object, unit: str = "") -> float | None:
     match = _QUANTITY_RE.match(str(value))
     if not match:
         return None
-    number = float(match.group("number").replace(",", "."))
-    if not math.isfinite(number):
+    if match.group("fraction"):
+        number: float | None = float(match.group("fraction").replace(",", "."))
+    else:
+        # "1,500 ml" is 1500 ml or 1.5 ml: `read_number` leaves it empty rather than guess (inspector.numbers).
+        number, _ = read_number(match.group("number"))
+    if number is None or not math.isfinite(number):
         return None
+    if match.group("sign") == "-":
+        number = -number
     written = " ".join((match.group("unit") or "").casefold().split()).rstrip(".")
     if not written:
         return number

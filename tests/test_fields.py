@@ -155,6 +155,14 @@ def test_a_missing_fields_file_is_an_input_error(tmp_path: Path) -> None:
         ("500 ml", "", None),  # a field without a unit can't say what 500 ml is
         ("12", "", 12.0),
         ("", "ml", None),
+        # the number rules of prices (inspector.numbers): a single separator before three digits is ambiguous
+        ("1,500 ml", "ml", None),
+        ("1.500 g", "g", None),
+        ("1,234.5 g", "g", 1234.5),
+        ("1.234,5 g", "g", 1234.5),
+        ("2,5 kg", "g", 2500.0),
+        ("0,750 l", "ml", 750.0),
+        ("1'500 ml", "ml", 1500.0),
     ],
 )
 def test_quantities_are_compared_after_unit_conversion(value, unit, expected) -> None:
