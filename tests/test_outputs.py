@@ -209,3 +209,23 @@ def test_a_report_write_that_is_stopped_keeps_the_old_report_and_no_temporary_fi
         write_text_atomic(report, "<html>new</html>", "the report")
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
     assert report.read_text() == "the previous report"
+
+
+def test_an_older_database_is_upgraded_on_read_where_it_can_be_and_explained_where_it_cannot(tmp_path):
+    from inspector.store.engine import create_store_engine, database_url
+    from inspector.store.migrations import MIGRATIONS, apply_migrations
+
+    folder = tmp_path / "results"
+    db = folder / "old.db"
+    engine = create_store_engine(database_url(db))
+    apply_migrations(engine, until=MIGRATIONS[-2].__name__)  # as the previous release left it
+    engine.dispose()
+    with read_only(folder):
+        refused = CliRunner().invoke(cli, ["runs", "--db", str(db)])
+    assert refused.exit_code == 1 and len(refused.output.splitlines()) == 1, refused.output
+    assert refused.output.startswith(f"Error: {db} was written by an older inspector and must be upgraded once")
+    assert refused.output.endswith(f"open it once where it can be written, e.g. `inspector runs --db {db}`\n")
+    upgraded = CliRunner().invoke(cli, ["runs", "--db", str(db)])
+    assert upgraded.exit_code == 0, upgraded.output
+    with read_only(folder):
+        assert CliRunner().invoke(cli, ["runs", "--db", str(db)]).exit_code == 0

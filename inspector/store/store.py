@@ -131,7 +131,16 @@ def open_store(url_or_path: str | Path, *, read_only: bool = False) -> Store:
         if _opened(engine, shown, url, check_only=True):
             return Store(engine, shown)
         engine.dispose()  # an older schema: upgrade it, which needs write access
-    engine = create_store_engine(url)
+        try:
+            engine = create_store_engine(url)
+        except StoreError as error:
+            raise StoreError(
+                f"{url.database} was written by an older inspector and must be upgraded once before this version "
+                f"can read it, which needs write access ({error}); open it once where it can be written, e.g. "
+                f"`inspector runs --db {url.database}`"
+            ) from error
+    else:
+        engine = create_store_engine(url)
     _opened(engine, shown, url, check_only=False)
     return Store(engine, shown)
 
