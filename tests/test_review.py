@@ -152,3 +152,14 @@ def test_export_to_an_unknown_format_is_a_one_line_error(confident_scan, tmp_pat
     result = CliRunner().invoke(cli, ["export", "1", "--db", str(confident_scan["db"]), "--out", str(out)])
     assert result.exit_code == 1
     assert result.stderr == f"Error: {out}: write .csv or .parquet (the extension picks the format)\n"
+
+
+def test_export_of_an_unknown_field_is_a_one_line_error(confident_scan, tmp_path):
+    from inspector.fields import FIELD_NAMES
+
+    out = tmp_path / "results.csv"
+    args = ["export", "1", "--db", str(confident_scan["db"]), "--out", str(out), "--field", "colour"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: --field colour: unknown field; use one of {', '.join(FIELD_NAMES)}\n"
+    assert not out.exists()
