@@ -229,3 +229,14 @@ def test_an_older_database_is_upgraded_on_read_where_it_can_be_and_explained_whe
     assert upgraded.exit_code == 0, upgraded.output
     with read_only(folder):
         assert CliRunner().invoke(cli, ["runs", "--db", str(db)]).exit_code == 0
+
+
+@pytest.mark.parametrize("command", ["scan", "runs", "report"])
+def test_a_db_that_is_a_folder_is_one_line(tmp_path, sample_dir, command):
+    args = {"scan": ["scan", str(sample_dir), "--model", "fake:/no/such/answers.json", "--no-report"]}.get(
+        command, [command]
+    )
+    result = CliRunner().invoke(cli, [*args, "--db", str(tmp_path)])
+    assert (result.exit_code, result.output) == (
+        1, f"Error: --db {tmp_path} is a folder; pass a database file name, e.g. {tmp_path}/inspector.db\n"
+    )  # fmt: skip

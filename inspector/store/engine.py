@@ -49,6 +49,8 @@ def create_store_engine(url: URL, *, read_only: bool = False) -> Engine:
     file or its folder is read-only. A writer checks up front that it can write there (before a model loads)."""
     shown = url.render_as_string(hide_password=True)
     path = sqlite_file(url)
+    if path is not None and path.is_dir():
+        raise StoreError(f"--db {path} is a folder; pass a database file name, e.g. {path / 'inspector.db'}")
     if path is not None and read_only:
         return _read_only_sqlite_engine(path)
     if path is not None:
