@@ -6,8 +6,11 @@ The canonical Ray Data batch-inference shape, with the local scan's functions in
    catalogue, exactly as `Scanner` does;
 2. CPU tasks read, hash and decode images (`scan.load_image`); images the run already holds are dropped here, by
    sha256; unreadable images become error rows;
-3. GPU actors, one loaded backend each (`num_gpus=1`, one per GPU), answer batches of images grouped by the
-   backend's batch key (`scan.BatchAnswerer`: out-of-memory halving, per-image isolation of failures);
+3. GPU actors, one loaded backend each (`num_gpus=1`, one per GPU), make the model inputs in threads where the
+   backend makes them per image (`backend.prepare_item`, as the local loader threads do) and answer batches of
+   images grouped by the backend's batch key (`scan.BatchAnswerer`: out-of-memory halving, per-image isolation
+   of failures). Without GPUs, Ray fuses stage 2 into these actors (same resources, so no transfer between);
+   with GPUs the stages stay apart and decoding scales over every node's CPUs;
 4. CPU tasks parse and score the answers (`scan.ItemFinisher`);
 5. the results stream back to the driver, which commits them batch by batch (`scan.commit_batch`, i.e.
    `Store.add_batch`): SQLite on one machine, Postgres across many.
@@ -170,9 +173,13 @@ class AnswerStage:
         prompt = config.scan_prompt()
         self.batch_size = config.batch_size or auto_batch_size(self.backend, settings)
         self.answerer = BatchAnswerer(self.backend, prompt, settings, logging.getLogger(__name__).warning)
+        self.prepare = self.answerer.prepare()
+        self.workers = max(1, config.workers)
 
     def __call__(self, batch: dict) -> dict:
         rows = _unpack(batch)
+        if self.prepare is not None:
+            self._prepare([row.payload for row in rows if row.stage == "image"])
         groups: dict[object, list[int]] = {}
         for index, row in enumerate(rows):
             if row.stage == "image":
@@ -184,6 +191,21 @@ class AnswerStage:
                 for index, answer in zip(chunk, answers, strict=True):
                     rows[index] = _Row("answer", _without_pixels(answer), rows[index].truth)
         return _pack(rows)
+
+
+    def _prepare(self, images: list[PendingImage]) -> None:
+        """Model inputs for backends that make them per image (Phi-3.5-vision), in threads, as the local scan's
+        loader threads do. Made here rather than in the CPU stage: they are the model's own tensors (pinned
+        memory, the model's dtype) and need its processor; a failure leaves the image to the plain path."""
+
+        def prepare(pending: PendingImage) -> None:
+            try:
+                pending.prepared = self.prepare(pending.loaded.image)
+            except Exception:  # noqa: BLE001 - the plain path reports the error per image
+                pending.prepared = None
+
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="prepare") as pool:
+            list(pool.map(prepare, images))
 
 
 def _without_pixels(answer: Answer) -> Answer:

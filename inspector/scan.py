@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from inspector.backends import Backend, GenerationSettings
+from inspector.backends import Backend, GenerationSettings, backend_name
 from inspector.backends.base import Generation
 from inspector.confidence import field_confidences, with_confidence
 from inspector.discovery import ImageSource, discover, read_source
@@ -575,7 +575,7 @@ def start_run(
         config.run_key(prompt),
         name=config.run_name,
         model=config.model,
-        backend=backend.describe().get("backend", "unknown") if backend else "hf",
+        backend=backend.describe().get("backend", "unknown") if backend else backend_name(config.model),
         prompt_name=prompt.name,
         prompt_text=prompt.text,
         settings=settings,

@@ -137,7 +137,7 @@ def test_a_ray_scan_on_two_nodes_stores_the_same_rows_as_a_local_scan(
     assert comparable_rows(db) == expected
     with open_store(db) as store:
         (run,) = store.list_runs()
-        assert (run.status, run.n_images, run.n_failed) == ("completed", 37, 1)
+        assert (run.status, run.n_images, run.n_failed, run.backend) == ("completed", 37, 1, "fake")
 
 
 def test_a_second_ray_scan_resumes_the_run_and_answers_nothing_again(cluster, images, answers_file, tmp_path):
@@ -195,17 +195,23 @@ def test_a_model_actor_that_dies_mid_scan_loses_and_duplicates_nothing(
 
 
 @pytest.mark.slow
-def test_the_tiny_model_gives_the_same_answers_on_ray_as_locally(cluster, images, tiny_llava, tmp_path):
-    """Greedy, fp32, one image per call: the answer depends on the image alone, not on which actor or batch."""
+@pytest.mark.parametrize("family", ["llava", "phi3v"])
+def test_the_tiny_model_gives_the_same_answers_on_ray_as_locally(cluster, images, tmp_path, request, family):
+    """Greedy, fp32, one image per call: the answer depends on the image alone, not on which actor or batch.
+    Phi-3.5-vision also makes its inputs per image (`prepare_item`), in the actor's threads."""
+    model = request.getfixturevalue(f"tiny_{family}")
     options = {"batch_size": 1, "max_new_tokens": 12, "device": "cpu", "dtype": "fp32", "limit": 8}
-    local = config_for(images, str(tiny_llava), str(tmp_path / "local.db"), **options)
+    if family == "phi3v":
+        options["num_crops"] = 1  # 336×336 pixels per image: enough to test, quick on a CPU
+    local = config_for(images, str(model), str(tmp_path / "local.db"), **options)
     local_scan(local)
-    config = config_for(images, str(tiny_llava), str(tmp_path / "ray.db"), **options)
+    config = config_for(images, str(model), str(tmp_path / "ray.db"), **options)
 
     summary = scan_on_ray(config, actors=2)
 
     assert (summary.status, summary.processed) == ("completed", 8)
     rows = comparable_rows(config.db)
+    assert all(r["error"] is None and r["raw_output"] for r in rows)
     assert [r["raw_output"] for r in rows] == [r["raw_output"] for r in comparable_rows(local.db)]
     assert rows == comparable_rows(local.db)
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from inspector.backends.base import Backend, BackendError, GenerationSettings
 
-__all__ = ["Backend", "BackendError", "GenerationSettings", "load_backend"]
+__all__ = ["Backend", "BackendError", "GenerationSettings", "backend_name", "load_backend"]
+
+
+def backend_name(model: str) -> str:
+    """Which backend `load_backend(model)` builds, without building it (what a run records before any loads)."""
+    return "fake" if model.startswith("fake:") else "hf"
 
 
 def load_backend(
@@ -17,7 +22,7 @@ def load_backend(
     num_crops: int | None = None,
 ) -> Backend:
     """`fake:FILE` replays answers from FILE (for tests and demos); anything else is a Hugging Face id or folder."""
-    if model.startswith("fake:"):
+    if backend_name(model) == "fake":
         from inspector.backends.fake import FakeBackend
 
         return FakeBackend.from_file(model.removeprefix("fake:"))
