@@ -1,7 +1,8 @@
 """Proof that `inspector train` learns, and learns from the images: a small VLM trained from random init.
 
 1. A few thousand synthetic listing cards (`inspector.samples.generate_dataset`): the category is told only by
-   the drawn product picture, the price only by the printed text. The first --heldout rows are held out
+   the drawn product picture, the price only by the printed text, the colour (a custom field, declared in the
+   fields.toml written with the cards and passed as `fields_file`) by the picture's paint (and half the titles). The first --heldout rows are held out
    (heldout.csv, passed as `val_truth`: never trained on); the rest make train.csv.
 2. The control: train_shuffled.csv, the same training rows with their images shuffled across rows, so the
    answers no longer match the pictures. Anything the control "learns" comes from the answers alone (priors).
@@ -37,9 +38,9 @@ DEFAULT_TOKENIZER_DIRS = (
     REPO.parent / "shared" / "phi35v",
     Path("/work/shared/phi35v"),
 )
-FIELDS = ("brand", "title", "category", "price", "currency", "size_price")
-#: Fields that only the image can tell apart (the picture, the printed price) and the ones the control may guess.
-IMAGE_FIELDS = ("category", "price")
+FIELDS = ("brand", "title", "category", "price", "currency", "size_price", "colour")
+#: Fields that only the image can tell apart (the picture, the printed price, the paint); the control may guess.
+IMAGE_FIELDS = ("category", "price", "colour")
 
 #: Model sizes: (language model, vision tower) overrides of the tiny Phi-3.5-vision config.
 PHI3V_SIZES = {
@@ -85,7 +86,7 @@ def prepare_data(out: Path, n: int, heldout: int, seed: int, workers: int) -> Pa
     folder = out / "data"
     truth = folder / "truth.csv"
     marker = folder / "generated.json"
-    wanted = {"n": n, "seed": seed}
+    wanted = {"n": n, "seed": seed, "columns": "with colour"}  # data from before the colour column is redrawn
     if not (marker.is_file() and json.loads(marker.read_text()) == wanted):
         shutil.rmtree(folder, ignore_errors=True)
         generate_dataset(folder, n, seed, workers=workers)
@@ -130,13 +131,15 @@ def build_initial_model(
 
 def build_llava(folder: Path, size: str, data: Path, seed: int) -> None:
     """A small LLaVA (CLIP tower + Llama decoder) with a byte-level BPE tokenizer trained on the answers."""
-    from inspector.prompts import BUILTIN_PROMPTS, format_answer
+    from inspector.fields import load_fields
+    from inspector.prompts import BUILTIN_PROMPTS, format_answer, get_prompt
     from inspector.tiny import build_tiny_llava, train_tokenizer
     from inspector.truth import load_truth
 
-    table = load_truth(data / "train.csv")
-    corpus = [format_answer(record.fields, "json") for record in table.records]
-    corpus += [prompt.text for prompt in BUILTIN_PROMPTS.values()]
+    fieldset = load_fields(data / "fields.toml")
+    table = load_truth(data / "train.csv", fieldset=fieldset)
+    corpus = [format_answer(record.fields, "json", fieldset) for record in table.records]
+    corpus += [prompt.text for prompt in BUILTIN_PROMPTS.values()] + [get_prompt(fieldset=fieldset).text]
     tokenizer = train_tokenizer(["<image>"], vocab_size=4000 if size == "small" else 800, corpus=corpus)
     if size == "small":
         build_tiny_llava(
@@ -194,6 +197,7 @@ def run_one(name: str, args, data: Path, model: Path) -> dict:
         truth=str(data / csv_name),
         val_truth=str(data / "heldout.csv"),
         images=str(data),
+        fields_file=str(data / "fields.toml"),
         model=str(model),
         output=str(output),
         seed=args.seed,

@@ -83,7 +83,7 @@ def _rows(store: Store, run_id: int, what: str, mismatches_only: bool, field: st
     rows = []
     for image in store.run_rows(run_id, with_thumbnails=False):
         truth = image["truth"]
-        catalogue_category = truth["fields"]["category"] if truth else None
+        catalogue_category = truth["fields"].get("category") if truth else None
         if wanted_category is not None and (normalise_label(catalogue_category) or "") != wanted_category:
             continue
         results = [r for r in image["field_results"] if _wanted_field(r["field"], field)]

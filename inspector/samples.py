@@ -1,7 +1,8 @@
 """Synthetic e-commerce listing cards with a matching catalogue CSV: the sample images and training data.
 
-Each card shows a product picture drawn from simple shapes (its category is told only by the picture: the word
-is never printed), a brand, a title, a price in one of several currencies and formats, a product code and, for
+Each card shows a product picture drawn from simple shapes in the product's colour (its category is told only by
+the picture: the word is never printed; the colour is in the catalogue's ``colour`` column, declared for
+``--fields`` in the fields.toml written next to it), a brand, a title, a price in one of several currencies and formats, a product code and, for
 sneakers, a size/price table. Output is byte-identical for the same seed: only Pillow's built-in font
 (`ImageFont.load_default(size=...)`) is used and every random choice comes from seeded generators.
 
@@ -67,6 +68,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "currency_code",
     "product_code",
     "size_prices",
+    "colour",
 )
 SAVE_OPTIONS: dict[str, tuple[str, dict]] = {
     "jpg": ("JPEG", {"quality": 85}),
@@ -853,6 +855,7 @@ def _truth_row(product: SampleProduct, image_path: str) -> list[str]:
         product.currency,
         product.product_code,
         sizes,
+        product.colour,
     ]
 
 
@@ -876,7 +879,26 @@ def _write(out_dir: Path, products: list[SampleProduct], seed: int, image_folder
         writer.writerow(CSV_COLUMNS)
         for product, rel in zip(products, relative, strict=True):
             writer.writerow(_truth_row(product, rel))
+    (out_dir / FIELDS_FILE).write_text(fields_toml(), encoding="utf-8")
     return csv_path
+
+
+#: The fields file written next to truth.csv: the visual attributes the catalogue has besides the built-ins.
+FIELDS_FILE = "fields.toml"
+
+
+def fields_toml() -> str:
+    """The cards' custom fields for `--fields`: the product's colour, painted in the picture (a visual attribute:
+    about half the titles name it too, the other half only the picture shows)."""
+    values = ", ".join(f'"{name}"' for name in COLOURS)
+    return (
+        "# The sample cards' own attribute besides the built-in fields: inspector scan --fields fields.toml\n"
+        "[fields.colour]\n"
+        'kind = "category"\n'
+        'synonyms = ["color", "main colour"]\n'
+        'description = "the main colour of the product"\n'
+        f"values = [{values}]\n"
+    )
 
 
 def generate_samples(

@@ -20,5 +20,6 @@ if [ -z "$MODEL" ]; then
 else
   shift
 fi
-.venv/bin/inspector scan sample_images --truth sample_images/truth.csv --model "$MODEL" \
-  --db inspector.db --report report.html "$@"
+# sample_images/fields.toml adds the cards' colour (a visual attribute) to the six built-in fields.
+.venv/bin/inspector scan sample_images --truth sample_images/truth.csv --fields sample_images/fields.toml \
+  --model "$MODEL" --db inspector.db --report report.html "$@"

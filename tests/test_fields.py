@@ -426,3 +426,13 @@ def test_a_database_written_before_fields_opens_reports_and_resumes(tmp_path: Pa
         assert conn.execute("SELECT brand FROM predictions WHERE path LIKE '%004_%'").fetchone() == (
             "Saffron Lane",
         )
+
+
+def test_report_fields_shows_other_declarations_of_a_stored_run(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    shutil.copy(OLD_DB / "before-fields.db", db)
+    labels = write(tmp_path / "labels.toml", '[fields.title]\nlabel = "Product name"\n')
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(cli, ["report", "--db", str(db), "--out", str(out), "--fields", str(labels)])
+    assert result.exit_code == 0, result.output
+    assert '<th data-sort="title" data-field="title">Product name</th>' in out.read_text(encoding="utf-8")

@@ -119,7 +119,7 @@ def test_generation_is_byte_identical_for_the_same_seed(generated, tmp_path):
     generate_samples(tmp_path, n=12, seed=0)  # 12 cards: every format and card size
     again = files_of(tmp_path)
     first = files_of(generated)
-    assert len(again) == 13
+    assert len(again) == 14  # 12 cards, truth.csv and fields.toml
     assert all(again[name] == first[name] for name in again if name != "truth.csv")
 
 
@@ -129,7 +129,7 @@ def test_a_different_seed_gives_different_cards(generated, tmp_path):
 
 
 def test_files_are_small_and_mixed(generated):
-    images = [path for path in generated.iterdir() if path.name != "truth.csv"]
+    images = [path for path in generated.iterdir() if path.name not in ("truth.csv", samples.FIELDS_FILE)]
     assert len(images) == 36
     assert max(path.stat().st_size for path in images) < 60_000
     assert sum(path.stat().st_size for path in images) < 2_000_000
@@ -158,6 +158,7 @@ def test_truth_csv_matches_the_images(generated):
             assert {size: float(price) for size, price in parsed.items()} == product.size_prices
         else:
             assert row["size_prices"] == ""
+        assert row["colour"] == product.colour
         loaded = decode_image((generated / product.file_name).read_bytes())
         assert (loaded.width, loaded.height) == product.card_size
 
@@ -224,6 +225,34 @@ def test_cards_use_the_product_colour():
         assert pixels.get(samples.COLOURS[colour], 0) > 0.03 * card.width * card.height, colour
 
 
+def test_the_catalogue_colour_is_what_the_picture_shows(generated):
+    """The colour column is a visual attribute: on every card, the catalogue's colour covers at least 1% of the
+    pixels (JPEG/WebP-compressed, within 24 per channel) and is one of the two most common named colours."""
+    import numpy as np
+
+    palette = np.array(list(samples.COLOURS.values()))
+    names = list(samples.COLOURS)
+    for row in read_csv(generated / "truth.csv"):
+        with Image.open(generated / row["local_image_path"]) as image:
+            # Every 4th pixel each way (nearest, no blending): the same shares, 16 times less work.
+            pixels = np.asarray(image.convert("RGB"), dtype=np.int16)[::4, ::4].reshape(-1, 1, 3)
+        shares = (np.abs(pixels - palette).max(axis=2) <= 24).mean(axis=0)
+        assert shares[names.index(row["colour"])] >= 0.01, row
+        assert row["colour"] in [names[i] for i in np.argsort(-shares)[:2]], row
+
+
+def test_the_fields_file_declares_the_colour_and_finds_its_column(generated):
+    from inspector.fields import BUILTIN_FIELDS, load_fields
+    from inspector.truth import load_truth
+
+    fieldset = load_fields(generated / samples.FIELDS_FILE)
+    assert fieldset.names == (*BUILTIN_FIELDS.names, "colour")
+    assert fieldset["colour"].values == tuple(samples.COLOURS)
+    table = load_truth(generated / "truth.csv", fieldset=fieldset)
+    assert table.columns["colour"] == "colour"
+    assert [record.fields["colour"] for record in table.records] == [p.colour for p in make_products(36, seed=0)]
+
+
 def test_draw_card_is_deterministic_and_sized():
     product = dataclasses.replace(make_products(1, seed=2)[0], card_size=(1000, 500))
     first = draw_card(product, random.Random(42))
@@ -274,6 +303,7 @@ def test_committed_sample_images_are_what_the_generator_draws(generated):
     if not (committed / "truth.csv").is_file():
         pytest.skip("sample_images/ not generated yet")
     assert (generated / "truth.csv").read_bytes() == (committed / "truth.csv").read_bytes()
+    assert (generated / samples.FIELDS_FILE).read_bytes() == (committed / samples.FIELDS_FILE).read_bytes()
     for row in read_csv(generated / "truth.csv"):
         name = row["local_image_path"]
         fresh = decode_image((generated / name).read_bytes()).image

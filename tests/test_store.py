@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import UniqueConstraint, create_engine, inspect, text
 
 from inspector.errors import RunNotFoundError
-from inspector.fields import FieldResult, Outcome, ProductFields, TruthRecord
+from inspector.fields import BUILTIN_FIELDS, FieldResult, Outcome, ProductFields, TruthRecord
 from inspector.store import (
     ItemResult,
     Review,
@@ -706,3 +706,88 @@ def test_two_scans_on_postgres_store_each_image_once_and_print_no_warnings(
         # The run's totals are the table's, not the last writer's share of it.
         assert conn.execute(text("SELECT n_images FROM runs")).scalar() == n_images
     engine.dispose()
+
+
+# ----------------------------------------------------------------------------- field values (m006)
+
+
+def _custom_fields_round_trip(url: str) -> None:
+    """Custom fields are stored like built-ins: one long-form row per value, read back by name with the run's
+    declarations; the pivot of docs/schema.md gives one row per image."""
+    from inspector.fields import FieldSet, FieldSpec
+
+    fieldset = FieldSet((*BUILTIN_FIELDS, FieldSpec("colour", "category"), FieldSpec("volume", "number", unit="ml")))
+    item = make_item(0)
+    item.parsed["colour"], item.parsed["volume"] = "Navy", 500.0
+    item.truth.fields["colour"], item.truth.fields["volume"] = "navy", 330.0
+    with open_store(url) as store:
+        run = store.start_run("custom", **{**RUN_ARGS, "settings": {"fields": fieldset.to_json()}})
+        store.add_batch(run, [item, make_item(1)])
+        assert store.get_run(run).fields == fieldset
+        rows = {row["path"]: row for row in store.run_rows(run)}
+        assert rows["img/0.jpg"]["predicted"]["colour"] == "Navy" and rows["img/0.jpg"]["predicted"]["volume"] == 500.0
+        assert rows["img/0.jpg"]["truth"]["fields"]["volume"] == 330.0
+        assert rows["img/1.jpg"]["predicted"]["colour"] is None  # declared, not answered
+        with store.engine.connect() as conn:
+            wide = conn.execute(
+                text(
+                    "SELECT i.path, MAX(CASE WHEN v.field = 'colour' AND v.source = 'predicted' THEN v.value END), "
+                    "MAX(CASE WHEN v.field = 'volume' AND v.source = 'truth' THEN v.number END), "
+                    "MAX(CASE WHEN v.field = 'brand' AND v.source = 'predicted' THEN v.value END) "
+                    "FROM field_values v JOIN images i ON i.id = v.image_id WHERE v.run_id = :run GROUP BY i.path "
+                    "ORDER BY i.path"
+                ),
+                {"run": run},
+            ).all()
+        assert [tuple(row) for row in wide] == [("img/0.jpg", "Navy", 330.0, "Nike"), ("img/1.jpg", None, None, "Nike")]
+
+
+def _database_before_field_values(url: str) -> None:
+    """A database at m005 (values only in the predictions/truth columns) gets them copied into field_values."""
+    engine = create_store_engine(database_url(url))
+    apply_migrations(engine, until="m005_prediction_retryable")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, key, name, model, backend, prompt_name, prompt_text, settings, versions, "
+                "inputs, status, started_at) VALUES (7, 'old-key', 'old', 'm', 'hf', 'p', 'prompt', '{}', '{}', "
+                "'[]', 'completed', '2024-01-02 03:04:05')"
+            )
+        )
+        conn.execute(text("INSERT INTO images (id, sha256, path) VALUES (1, :sha, 'a.jpg')"), {"sha": "ab" * 32})
+        conn.execute(
+            text(
+                "INSERT INTO predictions (id, run_id, image_id, path, brand, price, size_prices, created_at) "
+                "VALUES (1, 7, 1, 'a.jpg', 'Acme', 3.5, :sp, '2024-01-02 03:04:06')"
+            ),
+            {"sp": '{"8": 3.5}'},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO truth (run_id, image_id, row_number, brand, currency, size_prices) "
+                "VALUES (7, 1, 1, 'ACME', 'USD', NULL)"
+            )
+        )
+    engine.dispose()
+    with open_store(url) as store:
+        [row] = store.run_rows(7)
+        assert row["predicted"] == {**row["predicted"], "brand": "Acme", "price": 3.5, "size_prices": {"8": 3.5}}
+        assert row["predicted"]["title"] is None
+        assert row["truth"]["fields"]["brand"] == "ACME" and row["truth"]["fields"]["currency"] == "USD"
+        assert row["truth"]["fields"]["size_prices"] == {}
+
+
+def test_custom_fields_round_trip_on_sqlite(db: Path) -> None:
+    _custom_fields_round_trip(str(db))
+
+
+def test_custom_fields_round_trip_on_postgres(postgres_url: str) -> None:
+    _custom_fields_round_trip(postgres_url)
+
+
+def test_field_values_are_filled_from_an_older_database_on_sqlite(db: Path) -> None:
+    _database_before_field_values(str(db))
+
+
+def test_field_values_are_filled_from_an_older_database_on_postgres(postgres_url: str) -> None:
+    _database_before_field_values(postgres_url)
