@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from inspector.errors import InputError, OutputError
-from inspector.fields import FIELD_NAMES, Outcome
+from inspector.fields import Outcome
 from inspector.outputs import make_folder, write_text_atomic
 from inspector.review import CATALOGUE_WRONG
 from inspector.scoring import SIZE_FIELD_PREFIX, normalise_label
@@ -56,8 +56,9 @@ def export_run(
         raise InputError(f"{out}: write .csv or .parquet (the extension picks the format)")
     if what not in EXPORT_KINDS:
         raise InputError(f"unknown export {what!r}: use {' or '.join(EXPORT_KINDS)}")
-    if field and field not in FIELD_NAMES and field != "size_price" and not field.startswith(SIZE_FIELD_PREFIX):
-        raise InputError(f"--field {field}: unknown field; use one of {', '.join(FIELD_NAMES)}")
+    names = store.get_run(run_id).fields.names  # the run's own fields, custom ones included
+    if field and field not in names and field != "size_price" and not field.startswith(SIZE_FIELD_PREFIX):
+        raise InputError(f"--field {field}: unknown field; use one of {', '.join(names)}")
     if suffix == ".parquet":
         try:
             import pyarrow  # noqa: F401

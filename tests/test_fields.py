@@ -328,6 +328,12 @@ def test_custom_fields_end_to_end_through_a_fields_file_only(
     assert CliRunner().invoke(cli, ["report", "--db", str(db), "--out", str(again)]).exit_code == 0
     assert '<th data-sort="volume" data-field="volume">Volume</th>' in again.read_text(encoding="utf-8")
 
+    # `inspector export --field colour` knows the run's custom fields.
+    exported = tmp_path / "colour.csv"
+    result = CliRunner().invoke(cli, ["export", "1", "--db", str(db), "--out", str(exported), "--field", "colour"])
+    assert result.exit_code == 0, result.output
+    assert exported.read_text(encoding="utf-8").count("colour") == 3
+
     # The same scan with the fields file is the same run (resumes); without it, another run.
     rerun = CliRunner().invoke(cli, [*args, "--fields", str(fields_file), "--no-report"])
     assert "Run 1:" in rerun.output and "3 already done" in rerun.output
