@@ -42,6 +42,7 @@ class StepClock:
 
     def __init__(self) -> None:
         self.times: dict[int, float] = {}
+        self.losses: dict[int, float] = {}
 
     def start(self, total_steps: int, first_step: int) -> None:
         pass
@@ -52,7 +53,8 @@ class StepClock:
         self.times[step] = time.perf_counter()
 
     def log(self, step: int, figures: dict) -> None:
-        pass
+        if "loss" in figures:
+            self.losses[step] = figures["loss"]
 
     def message(self, text: str) -> None:
         pass
@@ -97,7 +99,7 @@ def measure(method: str, args, files: Path, csv_path: Path, output: Path) -> dic
         eval_samples=0,
         best_metric="loss",
         workers=args.workers,
-        logging_steps=10**6,
+        logging_steps=1 if args.log_losses else 10**6,
     )
     config.validate()
     data = load_training_data(config, workers=args.workers)
@@ -117,6 +119,11 @@ def measure(method: str, args, files: Path, csv_path: Path, output: Path) -> dic
         torch.cuda.reset_peak_memory_stats()
     model, build_seconds = build_model(files, tiny=args.tiny, device=device, dtype=getattr(torch, dtype_name))
     model.config._attn_implementation = args.attn
+    if args.full_logits:
+        model.loss_on_labelled_positions_only = False  # the path before: (batch, length, vocab) fp32 logits
+    from inspector.speedups import fuse
+
+    fused = fuse(model, args.fuse)
     model = apply_method(model, config)
     parameters, trainable_parameters = count_parameters(model)
     clock = StepClock()
@@ -154,7 +161,12 @@ def measure(method: str, args, files: Path, csv_path: Path, output: Path) -> dic
         "build_seconds": round(build_seconds, 2),
         "run_seconds": round(total_seconds, 2),
         "final_loss": trainer.state.log_history[-1].get("train_loss"),
+        "fuse": args.fuse,
+        "fused_modules": len(fused),
+        "logits": "full" if args.full_logits else "labelled positions",
     }
+    if args.log_losses:
+        result["losses"] = [round(clock.losses[step], 5) for step in sorted(clock.losses)]
     if device == "cuda":
         result["peak_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         result["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
@@ -182,6 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lora-r", type=int, default=64)
     parser.add_argument("--workers", type=int, default=8, help="dataloader processes")
     parser.add_argument("--tiny", action="store_true", help="tiny random config (CPU smoke test)")
+    parser.add_argument("--fuse", default="none", choices=("none", "compile", "liger"), help="element-wise fusion")
+    parser.add_argument("--full-logits", action="store_true", help="loss from full logits (the path before)")
+    parser.add_argument("--log-losses", action="store_true", help="record the loss of every step")
     args = parser.parse_args(argv)
 
     files = find_files(args.files)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from inspector import __version__
 from inspector.console import RichScanProgress, friendly_errors, stderr_console, stdout_console, stoppable
+from inspector.speedups import FUSIONS, QUANTIZATIONS
 from inspector.train_cli import train_command
 
 
@@ -63,7 +64,8 @@ def cli() -> None:
 @click.option("--db", default="inspector.db", show_default=True, help="SQLite file or SQLAlchemy URL.")
 @click.option("--report", "report_path", default="report.html", show_default=True, help="HTML report to write.")
 @click.option("--no-report", is_flag=True, help="Do not write an HTML report.")
-@click.option("--batch-size", default="8", show_default=True, help="Images per model call, or 'auto' (GPU memory).")
+@click.option("--batch-size", default="auto", show_default=True,
+              help="Images per model call, or 'auto': sized from free GPU memory (up to 128), 8 on CPU.")
 @click.option("--prompt", "prompt_name", help="Built-in prompt: extract (default, JSON) or original.")
 @click.option("--prompt-file", type=click.Path(dir_okay=False), help="File holding a custom prompt.")
 @click.option("--sizes", help="Also ask for the prices in these sizes, e.g. 6.5,7.5,8")
@@ -75,6 +77,10 @@ def cli() -> None:
 @click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32.")
 @click.option("--num-crops", type=click.IntRange(1), help="Phi-3.5-vision crops per image (checkpoint default: 4).")
 @click.option("--attn", "attn_implementation", help="Attention kernel: sdpa (default), eager, flash_attention_2.")
+@click.option("--fuse", type=click.Choice(FUSIONS), default="auto", show_default=True,
+              help="Fused kernels: auto (torch.compile on a GPU, none on CPU), compile, liger (pip extra), none.")
+@click.option("--quantize", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
+              help="fp8: float8 language-model layers (H100/H200, pip extra; faster, answers may change).")
 @click.option("--limit", type=click.IntRange(1), help="Scan only the first N images found.")
 @click.option("--run-name", help="Name for this run (reuse it to resume or compare).")
 @click.option("--price-tolerance", default="0.005", show_default=True, help="Absolute (0.01) or relative (2%).")
@@ -94,7 +100,7 @@ def cli() -> None:
 )
 def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_report, batch_size, prompt_name,
          prompt_file, sizes, fields_file, max_new_tokens, min_new_tokens, device, dtype, num_crops, attn_implementation,
-         limit, run_name, price_tolerance, title_threshold, workers, gpus, shard, trust_remote_code,
+         fuse, quantize, limit, run_name, price_tolerance, title_threshold, workers, gpus, shard, trust_remote_code,
          ray_address):  # fmt: skip
     """Scan product images (folders, files or URLs) with a vision-language model.
 
@@ -130,6 +136,8 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
             dtype=dtype,
             num_crops=num_crops,
             attn_implementation=attn_implementation,
+            fuse=fuse,
+            quantize=quantize,
             trust_remote_code=trust_remote_code,
             limit=limit,
             run_name=run_name,
@@ -199,7 +207,9 @@ def _with_report(config, store, summary):
 def _check_scan_inputs(config):
     """The scan's inputs and output paths, read and checked (see `read_scan_inputs`)."""
     from inspector.scan import read_scan_inputs
+    from inspector.speedups import check_extras
 
+    check_extras(config.fuse, config.quantize)
     return read_scan_inputs(config)
 
 

@@ -69,3 +69,7 @@ class TrainingError(InspectorError):
 
 class RayError(InspectorError):
     """A scan with --ray cannot start: Ray is not installed, or the cluster cannot be reached or used."""
+
+
+class MissingExtraError(InputError):
+    """An option needs an optional package that is not installed; the message names the pip extra."""

@@ -16,12 +16,14 @@ On CPU (CI) it runs the same step eagerly, and tests check its tokens equal `gen
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
+from transformers.models.phi3 import modeling_phi3
 
 from inspector.models.cache_keyword import CACHE_KEYWORD
 
@@ -65,6 +67,37 @@ def unsupported_reason(model: torch.nn.Module) -> str | None:
             if value not in (None, neutral):
                 return f"its generation config sets {name}={value!r}, which the fast decoder does not apply"
     return None
+
+
+def _decode_layer(
+    layer: torch.nn.Module,
+    hidden: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    slot: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """One Phi-3 decoder layer for one new token per row: the layer's own modules, its key and value written into
+    the static cache at `slot`, attention over the cache under `mask`. Module-level and free of Python state so
+    that `torch.compile` traces it once for all layers (their weights are inputs, not constants)."""
+    attention = layer.self_attn
+    batch = hidden.shape[0]
+    heads, head_dim = key_cache.shape[1], key_cache.shape[3]
+    width = heads * head_dim
+    qkv = attention.qkv_proj(layer.input_layernorm(hidden))
+    query = qkv[..., :width].view(batch, 1, heads, head_dim).transpose(1, 2)
+    key = qkv[..., width : 2 * width].view(batch, 1, heads, head_dim).transpose(1, 2)
+    value = qkv[..., 2 * width :].view(batch, 1, heads, head_dim).transpose(1, 2)
+    query, key = modeling_phi3.apply_rotary_pos_emb(query, key, cos, sin)
+    key_cache.index_copy_(2, slot, key)
+    value_cache.index_copy_(2, slot, value)
+    attended = F.scaled_dot_product_attention(
+        query, key_cache, value_cache, attn_mask=mask, scale=attention.scaling
+    )
+    hidden = hidden + attention.o_proj(attended.transpose(1, 2).reshape(batch, 1, width))
+    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 
 
 class _CopyToStaticCache(DynamicCache):
@@ -115,7 +148,9 @@ class GreedyDecoder:
     tokens, exactly what `model.generate(..., do_sample=False)` returns after the prompt.
     """
 
-    def __init__(self, model: torch.nn.Module, *, cuda_graphs: bool | None = None) -> None:
+    def __init__(
+        self, model: torch.nn.Module, *, cuda_graphs: bool | None = None, compile: bool = False
+    ) -> None:
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"fast greedy decoding does not support this model: {reason}")
@@ -128,6 +163,12 @@ class GreedyDecoder:
         self.device = model.lm_head.weight.device
         self.dtype = model.lm_head.weight.dtype
         self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        #: `compile=True`: each decode step's layers run through one `torch.compile`d function (norms, rotary,
+        #: cache writes, residuals and SiLU·up fused: ~3x fewer kernels per step), captured in the CUDA graph like
+        #: the eager step. Where compiling fails, the eager step runs and `compile_error` says why.
+        self._compiled_layer = torch.compile(_decode_layer, fullgraph=True, dynamic=None) if compile else None
+        self._compile_checked = False
+        self.compile_error: str | None = None
         self._storage: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._states: dict[tuple, _DecodeState] = {}
         self._rope: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -215,32 +256,37 @@ class GreedyDecoder:
     def _decode_step(
         self, state: _DecodeState, cos_table, sin_table, stop_mask, min_new: int, pad: int
     ) -> None:
-        from transformers.models.phi3.modeling_phi3 import apply_rotary_pos_emb
-
-        batch = state.tokens.shape[0]
-        heads, head_dim = self.num_heads, self.head_dim
-        width = heads * head_dim
         max_len = state.kv[0][0].shape[2]
         mask = state.mask[..., :max_len]
         hidden = self.decoder.embed_tokens(state.tokens)[:, None, :]
         cos = cos_table.index_select(0, state.positions)[:, None, :]
         sin = sin_table.index_select(0, state.positions)[:, None, :]
         for layer, (key_cache, value_cache) in zip(self.decoder.layers, state.kv, strict=True):
-            attention = layer.self_attn
-            qkv = attention.qkv_proj(layer.input_layernorm(hidden))
-            query = qkv[..., :width].view(batch, 1, heads, head_dim).transpose(1, 2)
-            key = qkv[..., width : 2 * width].view(batch, 1, heads, head_dim).transpose(1, 2)
-            value = qkv[..., 2 * width :].view(batch, 1, heads, head_dim).transpose(1, 2)
-            query, key = apply_rotary_pos_emb(query, key, cos, sin)
-            key_cache.index_copy_(2, state.slot, key)
-            value_cache.index_copy_(2, state.slot, value)
-            attended = F.scaled_dot_product_attention(
-                query, key_cache, value_cache, attn_mask=mask, scale=attention.scaling
-            )
-            hidden = hidden + attention.o_proj(attended.transpose(1, 2).reshape(batch, 1, width))
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            hidden = self._layer_step(layer, hidden, cos, sin, key_cache, value_cache, state.slot, mask)
         logits = self.model.lm_head(self.decoder.norm(hidden)[:, -1])
         self._choose(logits, state, stop_mask, min_new, pad)
+
+    def _layer_step(self, *args) -> torch.Tensor:
+        """One decoder layer of a decode step: compiled when asked and possible, else eager. A compilation that
+        fails (no C compiler, no Triton, an unsupported op) fails at the first layer of the first step, before
+        anything is written, so falling back to the eager layer there is safe."""
+        if self._compiled_layer is None:
+            return _decode_layer(*args)
+        try:
+            return self._compiled_layer(*args)
+        except Exception as error:  # noqa: BLE001 - any compiler failure means "run it eagerly"
+            if self._compile_checked:
+                raise  # it compiled and ran before: this is a real error, not a missing compiler
+            self._compiled_layer = None
+            self.compile_error = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+            warnings.warn(
+                f"fast decoder: torch.compile is unavailable here, decoding eagerly ({self.compile_error})",
+                stacklevel=2,
+            )
+            return _decode_layer(*args)
+        finally:
+            if self._compiled_layer is not None:
+                self._compile_checked = True
 
     # -- generation ------------------------------------------------------------------------------------------
 

@@ -40,7 +40,10 @@ DEFAULT_MODEL = "microsoft/Phi-3.5-vision-instruct"
 
 #: ScanConfig fields that cannot change a scan's answers, so they are not part of its run key: rerunning with
 #: another batch size, device, worker count, limit or shard resumes the same run. Everything else is in the key.
-NOT_IN_RUN_KEY: frozenset[str] = frozenset({"db", "report", "batch_size", "device", "workers", "limit", "shard"})
+#: (`fuse`, like `batch_size`, changes kernels, not the computation: bf16 rounding aside; `quantize` does change it.)
+NOT_IN_RUN_KEY: frozenset[str] = frozenset(
+    {"db", "report", "batch_size", "device", "workers", "limit", "shard", "fuse"}
+)
 
 
 @dataclass
@@ -65,8 +68,8 @@ class ScanConfig:
     sizes: list[str] = field(default_factory=list)
     #: A fields file (TOML) declaring fields on top of (or instead of) the built-ins; see docs/fields.md.
     fields_file: str | None = None
-    #: Images per model call; 0 picks one from free GPU memory (8 on CPU).
-    batch_size: int = 8
+    #: Images per model call; 0 ("auto", the default) picks one from free GPU memory (8 on CPU).
+    batch_size: int = 0
     max_new_tokens: int = 256
     #: Benchmarks force every answer to full length (min = max) so timings don't depend on when a model stops.
     min_new_tokens: int = 0
@@ -75,6 +78,10 @@ class ScanConfig:
     #: Phi-3.5-vision's crops per image (None: the checkpoint's setting).
     num_crops: int | None = None
     attn_implementation: str | None = None
+    #: Fused element-wise kernels (inspector.speedups.FUSIONS): "auto" compiles them on a GPU.
+    fuse: str = "auto"
+    #: Opt-in quantisation that may change answers ("fp8"); "none" keeps the model's own precision.
+    quantize: str = "none"
     trust_remote_code: bool = False
     #: Scan only the first N images found.
     limit: int | None = None
@@ -98,6 +105,8 @@ class ScanConfig:
             trust_remote_code=self.trust_remote_code,
             attn_implementation=self.attn_implementation,
             num_crops=self.num_crops,
+            fuse=self.fuse,
+            quantize=self.quantize,
         )
 
     def fieldset(self) -> FieldSet:
@@ -656,8 +665,9 @@ def _describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"[:500] if text else type(error).__name__
 
 
-#: Largest batch `--batch-size auto` picks: past it a Phi-3.5-vision scan gets no faster (BENCHMARKS.md).
-AUTO_BATCH_LIMIT = 64
+#: Largest batch `--batch-size auto` picks: 128 is the fastest measured for Phi-3.5-vision with the compiled
+#: decoder on an H200 (BENCHMARKS.md); larger batches only add memory.
+AUTO_BATCH_LIMIT = 128
 
 
 def auto_batch_size(backend: Backend, settings: GenerationSettings | None = None) -> int:

@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 
 from inspector.console import friendly_errors, progress_bar
+from inspector.speedups import FUSIONS
 from inspector.training.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig
 
 _DEFAULTS = TrainConfig()
@@ -247,6 +248,13 @@ def _split_list(value: str | None) -> list[str] | None:
     "--gradient-checkpointing/--no-gradient-checkpointing",
     default=_DEFAULTS.gradient_checkpointing,
     show_default=True,
+)
+@click.option(
+    "--fuse",
+    type=click.Choice(FUSIONS),
+    default=_DEFAULTS.fuse,
+    show_default=True,
+    help="Fused kernels: auto (torch.compile on a GPU, none on CPU), compile, liger (pip extra), none.",
 )
 @click.option("--lora-r", default=_DEFAULTS.lora_r, show_default=True, type=click.IntRange(1))
 @click.option("--lora-alpha", default=_DEFAULTS.lora_alpha, show_default=True, type=click.IntRange(1))

@@ -20,6 +20,8 @@ def load_backend(
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
     num_crops: int | None = None,
+    fuse: str = "auto",
+    quantize: str = "none",
 ) -> Backend:
     """`fake:FILE` replays answers from FILE (for tests and demos); anything else is a Hugging Face id or folder."""
     if backend_name(model) == "fake":
@@ -35,4 +37,6 @@ def load_backend(
         trust_remote_code=trust_remote_code,
         attn_implementation=attn_implementation,
         num_crops=num_crops,
+        fuse=fuse,
+        quantize=quantize,
     )

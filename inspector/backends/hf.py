@@ -136,6 +136,8 @@ class HFBackend:
         attn_implementation: str | None = None,
         num_crops: int | None = None,
         fast_decode: bool | None = None,
+        fuse: str = "auto",
+        quantize: str = "none",
     ) -> None:
         self.model_name = model_name
         self.device = resolve_device(device)
@@ -145,7 +147,7 @@ class HFBackend:
         started = time.perf_counter()
         self.model, self.processor = self._load(attn_implementation)
         self.load_seconds = time.perf_counter() - started
-        self._setup(fast_decode)
+        self._setup(fast_decode, fuse, quantize)
 
     @classmethod
     def from_loaded(
@@ -156,6 +158,8 @@ class HFBackend:
         *,
         num_crops: int | None = None,
         fast_decode: bool | None = None,
+        fuse: str = "auto",
+        quantize: str = "none",
     ) -> HFBackend:
         """Wrap a model and processor already in memory (benchmarks build one model and time several paths)."""
 
@@ -168,11 +172,19 @@ class HFBackend:
         backend.num_crops = num_crops
         backend.model, backend.processor = model.eval(), processor
         backend.load_seconds = 0.0
-        backend._setup(fast_decode)
+        backend._setup(fast_decode, fuse, quantize)
         return backend
 
-    def _setup(self, fast_decode: bool | None) -> None:
+    def _setup(self, fast_decode: bool | None, fuse: str = "none", quantize: str = "none") -> None:
+        from inspector.speedups import fuse as fuse_model
+        from inspector.speedups import quantize as quantize_model
+        from inspector.speedups import resolve_fusion
+
         model_name = self.model_name
+        self.quantization = quantize
+        quantize_model(self.model, quantize)  # before fusing: compiled modules then see the fp8 layers
+        self.fusion = resolve_fusion(fuse, self.device)
+        fuse_model(self.model, self.fusion)
         self.tokenizer = getattr(self.processor, "tokenizer", None)
         if self.tokenizer is None:
             raise BackendError(f"{model_name}: its processor has no tokenizer, so it cannot answer in text")
@@ -204,7 +216,7 @@ class HFBackend:
 
         if unsupported_reason(self.model) is not None:
             return None  # any other model: transformers' generate()
-        return GreedyDecoder(self.model)
+        return GreedyDecoder(self.model, compile=self.fusion == "compile")
 
     # -- loading -------------------------------------------------------------------------------------------
 
@@ -290,6 +302,8 @@ class HFBackend:
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "load_seconds": round(self.load_seconds, 3),
             "decoder": "fastgen" if self.fast_decoder is not None else "generate",
+            "fuse": self.fusion,
+            "quantize": self.quantization,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
         }

@@ -60,6 +60,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # gradient clipping
     precision: str = "auto"  # auto | bf16 | mixed (fp32 weights, bf16 autocast) | fp32; see resolve_precision
     gradient_checkpointing: bool = True  # recompute activations in backward (use_reentrant=False)
+    fuse: str = "auto"  # fused kernels: auto (compile on a GPU, none on CPU) | compile | liger | none
     lora_r: int = 64  # LoRA rank
     lora_alpha: int = 128  # LoRA scaling numerator (scale = alpha / r)
     lora_dropout: float = 0.0  # dropout on the LoRA branch
@@ -95,6 +96,11 @@ class TrainConfig:
             raise InputError(f"Unknown method {self.method!r}; use one of: {', '.join(METHODS)}")
         if self.precision not in PRECISIONS:
             raise InputError(f"Unknown precision {self.precision!r}; use one of: {', '.join(PRECISIONS)}")
+        from inspector.speedups import FUSIONS, check_extras
+
+        if self.fuse not in FUSIONS:
+            raise InputError(f"Unknown fuse {self.fuse!r}; use one of: {', '.join(FUSIONS)}")
+        check_extras(self.fuse, "none")
         if self.schedule not in SCHEDULES:
             raise InputError(f"Unknown schedule {self.schedule!r}; use one of: {', '.join(SCHEDULES)}")
         if not 0 <= self.val_fraction < 1:

@@ -503,6 +503,9 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
     model, processor = load_model(
         str(local.resolve()) if local.exists() else config.model, dtype, config.trust_remote_code
     )
+    from inspector.speedups import fuse, resolve_fusion
+
+    fuse(model, resolve_fusion(config.fuse, "cuda" if torch.cuda.is_available() else "cpu"))
     model = apply_method(model, config)
     total_params, trainable_params = count_parameters(model)
 
