@@ -6,8 +6,11 @@ weights cannot make any path stop early, except in the `stop` experiment (real s
 Experiments (--run, comma separated; default all):
   peak      bf16 8192^3 matmul rate (the ceiling for % figures)
   original  the original-style loop: one image per processor call and per model.generate, greedy
-  scan      `inspector scan`'s code path (Scanner + HFBackend + SQLite store) on the 800x800 folder and on the
-            mixed-size folder, at --batch-size
+  before    the scan with the flags of the code before issue 12 (no fused kernels, batch 64), 800x800 folder
+  scan      `inspector scan`'s code path (Scanner + HFBackend + SQLite store) with DEFAULT flags (--fuse auto,
+            --batch-size auto unless given) on the 800x800 folder and on the mixed-size folder
+  fp8       --quantize fp8 on top of the default flags: its agreement with the bf16 answers on one batch
+            (tokens, first-step logits; also default vs before), then the scan of the 800x800 folder
   sweep     the scan at each of --sweep batch sizes (800x800 folder)
   generate  the scan with transformers' generate() instead of the fast decoder (--generate-images images)
   noprep    the scan with preprocessing on the model's thread (no prepared inputs from the loader threads)
@@ -42,7 +45,7 @@ from phi3v_fullsize import (  # noqa: E402
     matmul_peak_tflops,
 )
 
-ALL = ("peak", "original", "scan", "sweep", "generate", "noprep", "parts", "stop")
+ALL = ("peak", "original", "before", "scan", "fp8", "sweep", "generate", "noprep", "parts", "stop")
 
 
 # ----------------------------------------------------------------------------------------------- FLOP counting
@@ -201,10 +204,14 @@ def run_scan(
 ) -> dict:
     """Scanner + backend + SQLite store exactly as `inspector scan` runs them; a warm-up scan of one batch of other
     images first (graph capture, allocator), into its own database."""
-    from inspector.scan import ScanConfig, Scanner
+    from inspector.backends import GenerationSettings
+    from inspector.scan import ScanConfig, Scanner, auto_batch_size
     from inspector.store import open_store
 
     paths = sorted(folder.iterdir())[: limit or None]
+    resolved = batch_size or auto_batch_size(
+        backend, GenerationSettings(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
+    )
 
     def scanner(db: Path, n: int | None, skip: int = 0) -> Scanner:
         config_ = ScanConfig(
@@ -224,8 +231,11 @@ def run_scan(
         scan.prepares_items = scan.prepares_items and prepared
         return scan
 
+    warm_seconds = None
     if warm:
-        scanner(workdir / f"{name}-warm.db", batch_size).run()
+        started = time.perf_counter()
+        scanner(workdir / f"{name}-warm.db", 2 * resolved).run()  # compiles, captures (two batches: 2 shapes)
+        warm_seconds = round(time.perf_counter() - started, 2)
     decoder = backend.fast_decoder
     if decoder is not None:
         decoder.reset_totals()
@@ -237,7 +247,11 @@ def run_scan(
     result = {
         "images": summary.processed,
         "failed": summary.failed,
-        "batch_size": batch_size,
+        "batch_size": scan.batch_size,
+        "batch_size_setting": batch_size or "auto",
+        "fuse": getattr(backend, "fusion", None),
+        "quantize": getattr(backend, "quantization", None),
+        "warm_up_scan_s": warm_seconds,
         "seconds": round(summary.elapsed_s, 3),
         "images_per_s": round(summary.processed / summary.elapsed_s, 3),
         "model_seconds": round(scan.model_seconds, 3),
@@ -282,7 +296,7 @@ def run_parts(model, backend, processor, paths: list[Path], workdir: Path, args)
     from inspector.fastgen import GreedyDecoder
 
     backend.fast_decoder.release()
-    images = [Image.open(p).convert("RGB") for p in paths[: args.batch_size]]
+    images = [Image.open(p).convert("RGB") for p in paths[: args.fixed_batch]]
     items = [backend.prepare_item(image, "Describe the product.") for image in images]
     inputs = backend.collate(items)
     parts: dict = {}
@@ -345,8 +359,8 @@ def run_parts(model, backend, processor, paths: list[Path], workdir: Path, args)
         model="bench",
         db=str(workdir / "parts.db"),
         report=None,
-        batch_size=args.batch_size,
-        limit=args.batch_size,
+        batch_size=args.fixed_batch,
+        limit=args.fixed_batch,
         max_new_tokens=4,
     )
     scanner = Scanner(config, backend, open_store(config.db))
@@ -356,7 +370,7 @@ def run_parts(model, backend, processor, paths: list[Path], workdir: Path, args)
     store = open_store(workdir / "parts2.db")
     from inspector.scan import start_run
 
-    run_id = start_run(store, config, scanner.prompt, backend, args.batch_size)
+    run_id = start_run(store, config, scanner.prompt, backend, args.fixed_batch)
     started = time.perf_counter()
     for _, items in batches:
         store.add_batch(run_id, items)
@@ -365,11 +379,48 @@ def run_parts(model, backend, processor, paths: list[Path], workdir: Path, args)
     return parts
 
 
+def answer_batch(backend, folder: Path, args) -> dict:
+    """One batch (--agree-images cards of 800x800) through the backend's decoder: tokens and first-step logits."""
+    from PIL import Image
+
+    paths = sorted(folder.iterdir())[: args.agree_images]
+    items = [backend.prepare_item(Image.open(p).convert("RGB"), "Describe the product.") for p in paths]
+    inputs = backend.collate(items)
+    tokens = backend.fast_decoder.generate(
+        inputs,
+        max_new_tokens=args.max_new_tokens,
+        min_new_tokens=args.max_new_tokens,
+        stop_token_ids=[],
+        pad_token_id=backend.tokenizer.pad_token_id,
+    )
+    with torch.inference_mode():
+        logits = backend.model(**inputs, logits_to_keep=1).logits[:, -1].float()
+    return {"tokens": tokens, "logits": logits}
+
+
+def agreement(got: dict, reference: dict) -> dict:
+    """Token and first-step-logits agreement of two answer_batch() results on the same images."""
+    same = got["tokens"] == reference["tokens"]
+    error = (got["logits"] - reference["logits"]).abs()
+    divergence = [int((~row).nonzero()[0]) for row in same if (~row).any()]
+    return {
+        "images": same.shape[0],
+        "tokens_identical_pct": round(100 * same.float().mean().item(), 2),
+        "answers_identical": int(same.all(dim=1).sum()),
+        "first_divergence_step_median": statistics.median(divergence) if divergence else None,
+        "first_token_identical_pct": round(100 * same[:, 0].float().mean().item(), 2),
+        "logits_finite": bool(got["logits"].isfinite().all()),
+        "first_step_logits_max_abs_err": round(error.max().item(), 4),
+        "first_step_logits_rel_err": round((error.norm() / reference["logits"].norm()).item(), 5),
+        "reference_logits_std": round(reference["logits"].std().item(), 4),
+    }
+
+
 def frequent_token(backend, folder: Path, args) -> tuple[int, list[int]]:
     """The token a random model emits most often in fixed-length answers (made the stop token for `stop`)."""
     from PIL import Image
 
-    paths = sorted(folder.iterdir())[: args.batch_size]
+    paths = sorted(folder.iterdir())[: args.fixed_batch]
     items = [backend.prepare_item(Image.open(p).convert("RGB"), "Describe the product.") for p in paths]
     tokens = backend.fast_decoder.generate(
         backend.collate(items),
@@ -465,7 +516,7 @@ def run_multi_gpu(files: Path, folder: Path, workdir: Path, args, counts: list[i
             model="phi35v-random-bf16",
             db=str(workdir / f"gpus{count}.db"),
             report=None,
-            batch_size=args.batch_size,
+            batch_size=args.fixed_batch,
             max_new_tokens=args.max_new_tokens,
             min_new_tokens=args.max_new_tokens,
             num_crops=args.num_crops,
@@ -565,7 +616,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--original", type=int, default=5, help="images for the original loop (first is warm-up)"
     )
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=0, help="images per batch; 0 = auto (the default)")
+    parser.add_argument("--fuse", default="auto", help="the scan's --fuse (default: auto, as inspector scan)")
+    parser.add_argument("--agree-images", type=int, default=64, help="images in the fp8 agreement batch")
     parser.add_argument("--sweep", default="16,32,96")
     parser.add_argument("--generate-images", type=int, default=128)
     parser.add_argument("--max-new-tokens", type=int, default=48)
@@ -578,6 +631,7 @@ def main(argv: list[str] | None = None) -> None:
         help="instead of the experiments: the scan on 1 and on N GPUs (scaling)",
     )
     args = parser.parse_args(argv)
+    args.fixed_batch = args.batch_size or 64  # experiments that need one fixed batch size
     wanted = set(args.run.split(","))
     unknown = wanted - set(ALL)
     if unknown:
@@ -616,11 +670,13 @@ def main(argv: list[str] | None = None) -> None:
     result["build_s"] = round(build_s, 2)
     result["parameters"] = sum(p.numel() for p in model.parameters())
     log(f"model built in {build_s:.1f} s, {result['parameters'] / 1e9:.2f} B parameters")
-    backend = HFBackend.from_loaded(model, processor, "phi35v-random-bf16", num_crops=args.num_crops)
-    assert backend.fast_decoder is not None
+    # The paths before issue 12 first (eager modules), then the default backend (which fuses the model in place).
+    before = HFBackend.from_loaded(model, processor, "phi35v-random-bf16", num_crops=args.num_crops, fuse="none")
+    assert before.fast_decoder is not None
+    backend = before
 
     workdir = Path(tempfile.mkdtemp(prefix="scan-bench-"))
-    n_images = max(args.images, args.batch_size * 2, args.generate_images) + args.batch_size
+    n_images = max(args.images, 256, args.generate_images) + 128
     started = time.perf_counter()
     folders = make_folders(workdir / "data", n_images, workers=os.cpu_count() or 1)
     log(f"{n_images} cards generated in {time.perf_counter() - started:.1f} s")
@@ -649,9 +705,38 @@ def main(argv: list[str] | None = None) -> None:
         result["original"] = run_original(model, processor, paths, prompt, args, config)
         log(f"original: {json.dumps(result['original'])}")
         save()
+    reference: dict = {}
+    if "before" in wanted:
+        scan("before_800", "sq800", batch_size=64)
+    if "fp8" in wanted:
+        reference["before"] = answer_batch(before, folders["sq800"], args)
+    before.fast_decoder.release()
+    started = time.perf_counter()
+    backend = HFBackend.from_loaded(
+        model, processor, "phi35v-random-bf16", num_crops=args.num_crops, fuse=args.fuse
+    )
+    result["default_backend"] = {"fuse": backend.fusion, "setup_s": round(time.perf_counter() - started, 2)}
     if "scan" in wanted:
         scan("scan_800", "sq800")
         scan("scan_mixed", "mixed")
+    if "fp8" in wanted:
+        log("fp8 ...")
+        try:
+            reference["default"] = answer_batch(backend, folders["sq800"], args)
+            result["agreement_default_vs_before"] = agreement(reference["default"], reference["before"])
+            backend.fast_decoder.release()
+            backend = HFBackend.from_loaded(
+                model, processor, "phi35v-random-fp8", num_crops=args.num_crops, fuse=args.fuse, quantize="fp8"
+            )
+            fp8 = answer_batch(backend, folders["sq800"], args)
+            result["agreement_fp8_vs_default"] = agreement(fp8, reference["default"])
+            result["agreement_fp8_vs_before"] = agreement(fp8, reference["before"])
+        except Exception as error:
+            result["agreement_fp8_vs_default"] = {"error": f"{type(error).__name__}: {error}"}
+        log(f"agreement: {json.dumps({k: v for k, v in result.items() if k.startswith('agreement')})}")
+        save()
+        if backend.quantization == "fp8":
+            scan("scan_800_fp8", "sq800")
     if "noprep" in wanted:
         scan("scan_800_noprep", "sq800", prepared=False, limit=min(args.images, 256))
     if "sweep" in wanted:

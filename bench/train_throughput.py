@@ -121,9 +121,9 @@ def measure(method: str, args, files: Path, csv_path: Path, output: Path) -> dic
     model.config._attn_implementation = args.attn
     if args.full_logits:
         model.loss_on_labelled_positions_only = False  # the path before: (batch, length, vocab) fp32 logits
-    from inspector.speedups import fuse
+    from inspector.speedups import fuse, resolve_fusion
 
-    fused = fuse(model, args.fuse)
+    fused = fuse(model, resolve_fusion(args.fuse, device))
     model = apply_method(model, config)
     parameters, trainable_parameters = count_parameters(model)
     clock = StepClock()
@@ -161,7 +161,7 @@ def measure(method: str, args, files: Path, csv_path: Path, output: Path) -> dic
         "build_seconds": round(build_seconds, 2),
         "run_seconds": round(total_seconds, 2),
         "final_loss": trainer.state.log_history[-1].get("train_loss"),
-        "fuse": args.fuse,
+        "fuse": resolve_fusion(args.fuse, device),
         "fused_modules": len(fused),
         "logits": "full" if args.full_logits else "labelled positions",
     }
@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lora-r", type=int, default=64)
     parser.add_argument("--workers", type=int, default=8, help="dataloader processes")
     parser.add_argument("--tiny", action="store_true", help="tiny random config (CPU smoke test)")
-    parser.add_argument("--fuse", default="none", choices=("none", "compile", "liger"), help="element-wise fusion")
+    parser.add_argument(
+        "--fuse", default="auto", choices=("auto", "none", "compile", "liger"), help="as inspector train --fuse"
+    )
     parser.add_argument("--full-logits", action="store_true", help="loss from full logits (the path before)")
     parser.add_argument("--log-losses", action="store_true", help="record the loss of every step")
     args = parser.parse_args(argv)

@@ -166,7 +166,14 @@ class GreedyDecoder:
         #: `compile=True`: each decode step's layers run through one `torch.compile`d function (norms, rotary,
         #: cache writes, residuals and SiLU·up fused: ~3x fewer kernels per step), captured in the CUDA graph like
         #: the eager step. Where compiling fails, the eager step runs and `compile_error` says why.
-        self._compiled_layer = torch.compile(_decode_layer, fullgraph=True, dynamic=None) if compile else None
+        self._compiled_layer = None
+        if compile:
+            from inspector import speedups
+
+            speedups.allow_recompiles()  # one variant per batch shape and cache length
+            self._compiled_layer = torch.compile(
+                _decode_layer, backend=speedups.COMPILE_BACKEND, fullgraph=True, dynamic=None
+            )
         self._compile_checked = False
         self.compile_error: str | None = None
         self._storage: list[tuple[torch.Tensor, torch.Tensor]] = []

@@ -28,6 +28,9 @@ FUSIONS: tuple[str, ...] = ("auto", "compile", "liger", "none")
 #: Opt-in quantisations that may change answers.
 QUANTIZATIONS: tuple[str, ...] = ("none", "fp8")
 
+#: torch.compile backend of the compiled paths (tests switch to "aot_eager": same tracing, no code generation).
+COMPILE_BACKEND = "inductor"
+
 #: Module classes whose forward is compiled in place by `fuse(model, "compile")`.
 COMPILED_CLASSES: tuple[str, ...] = ("Phi3RMSNorm", "Phi3MLP", "CLIPEncoderLayer")
 
@@ -66,10 +69,11 @@ def fuse(model, fusion: str) -> list[str]:
     if fusion == "none":
         return []
     if fusion == "compile":
+        allow_recompiles()
         changed = []
         for name, module in model.named_modules():
             if type(module).__name__ in COMPILED_CLASSES:
-                module.compile(dynamic=None)
+                module.compile(backend=COMPILE_BACKEND, dynamic=None)
                 changed.append(name)
         return changed
     if fusion == "liger":
@@ -91,6 +95,16 @@ def fuse(model, fusion: str) -> list[str]:
         )
         return [f"{len(decoder.layers)} Phi-3 layers"]
     raise InputError(f"unknown fusion {fusion!r}; use one of: {', '.join(FUSIONS)}")
+
+
+def allow_recompiles(limit: int = 64) -> None:
+    """Let Dynamo keep more compiled variants per function. Every compiled module shares `Module._call_impl`'s
+    cache (RMSNorm, MLP and CLIP layers, each at prefill and decode shapes, static then dynamic): past the default
+    limit of 8, new variants would silently run uncompiled."""
+    from torch._dynamo import config
+
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), limit))
 
 
 def unfuse_compiled(model) -> None:

@@ -290,3 +290,37 @@ def test_transformers_own_phi3_decodes_like_its_generate():
     expected = reference(model, inputs, 8, 8, ())
     got = GreedyDecoder(model).generate(inputs, max_new_tokens=8, min_new_tokens=8, pad_token_id=0)
     assert torch.equal(got, expected)
+
+
+def test_compiled_decode_step_tokens_equal_generate(model):
+    """The torch.compile'd decode layer (one compiled function for every layer) gives generate()'s tokens, with
+    fixed lengths and with rows stopping early, on two batch shapes (a recompile)."""
+    decoder = GreedyDecoder(model, compile=True)
+    inputs = batch(model, [(2, 2), (1, 3), (1, 1)])
+    got = decoder.generate(
+        inputs, max_new_tokens=10, min_new_tokens=10, stop_token_ids=STOP_TOKEN_IDS, pad_token_id=PAD
+    )
+    assert decoder.compile_error is None
+    assert torch.equal(got, reference(model, inputs, 10, 10, STOP_TOKEN_IDS))
+    free = reference(model, inputs, 10, 0, ())
+    stops = (int(free[0, 3]), int(free[1, 5]))
+    other = batch(model, [(1, 2), (2, 1)], seed=1)
+    for case in (inputs, other):
+        expected = reference(model, case, 10, 2, stops)
+        got = decoder.generate(case, max_new_tokens=10, min_new_tokens=2, stop_token_ids=stops, pad_token_id=PAD)
+        assert torch.equal(got, expected)
+
+
+def test_compiled_decode_step_falls_back_to_eager_where_compiling_fails(model, monkeypatch):
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C compiler found\nmore detail")
+
+    decoder = GreedyDecoder(model, compile=True)
+    decoder._compiled_layer = no_compiler  # what torch.compile's first call raises on a machine without a compiler
+    inputs = batch(model, [(2, 2), (1, 1)])
+    with pytest.warns(UserWarning, match="decoding eagerly"):
+        got = decoder.generate(
+            inputs, max_new_tokens=6, min_new_tokens=6, stop_token_ids=STOP_TOKEN_IDS, pad_token_id=PAD
+        )
+    assert decoder.compile_error == "RuntimeError: no C compiler found"
+    assert torch.equal(got, reference(model, inputs, 6, 6, STOP_TOKEN_IDS))
