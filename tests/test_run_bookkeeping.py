@@ -40,6 +40,8 @@ CHANGED = {
     "dtype": "bf16",
     "num_crops": 16,
     "attn_implementation": "eager",
+    "fuse": "none",
+    "quantize": "fp8",
     "trust_remote_code": True,
     "limit": 10,
     "run_name": "tuned",
