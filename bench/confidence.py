@@ -132,6 +132,15 @@ def train_model(args, out: Path) -> Path:
     return out / "run-real" / "final"
 
 
+def _fields_file(trained: dict, data: Path) -> str | None:
+    """The fields file the model was trained with: its recorded path, else the one beside the cards."""
+    recorded = trained.get("fields_file")
+    if recorded and Path(recorded).is_file():
+        return recorded
+    beside = data / "fields.toml"
+    return str(beside) if recorded and beside.is_file() else None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -216,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
         num_crops=num_crops,
         prompt=trained.get("prompt"),
         prompt_file=trained.get("prompt_file"),
+        # The fields it was trained to answer (train_learning adds colour): another field set is another prompt.
+        fields_file=_fields_file(trained, data),
         workers=4,
     )
     started = time.perf_counter()
