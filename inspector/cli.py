@@ -210,7 +210,11 @@ def _check_scan_inputs(config):
     from inspector.speedups import check_extras
 
     check_extras(config.fuse, config.quantize)
-    return read_scan_inputs(config)
+    inputs = read_scan_inputs(config)
+    if config.shard == (0, 1):
+        for warning in inputs.warnings:
+            stderr_console().print(f"[yellow]warning: {warning}")
+    return inputs
 
 
 def _config_line(config) -> str:

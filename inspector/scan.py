@@ -253,6 +253,8 @@ class ScanInputs:
 
     sources: list[ImageSource]
     truth: TruthTable | None
+    #: Things the user should know before the model loads (e.g. a fine-tuned model asked another question).
+    warnings: list[str] = field(default_factory=list)
 
 
 def read_scan_inputs(config: ScanConfig) -> ScanInputs:
@@ -272,7 +274,33 @@ def read_scan_inputs(config: ScanConfig) -> ScanInputs:
         from inspector.truth import load_truth
 
         truth = load_truth(config.truth, config.truth_columns, config.truth_key, config.fieldset())
-    return ScanInputs(sources, truth)
+    warning = trained_prompt_mismatch(config)
+    return ScanInputs(sources, truth, [warning] if warning else [])
+
+
+def trained_prompt_mismatch(config: ScanConfig) -> str | None:
+    """A warning when `config.model` is a folder `inspector train` wrote (its train_config.json) and the scan asks
+    it another question than it was trained on (another prompt, sizes or fields file): a fine-tuned model answers
+    its training question far better, and nothing else would tell the user why the answers got worse."""
+    folder = Path(config.model)
+    if "://" in config.model or not (folder / "train_config.json").is_file():
+        return None
+    from inspector.errors import InspectorError
+    from inspector.training.config import TrainConfig
+
+    try:
+        trained = TrainConfig.load(folder)
+        trained_prompt = get_prompt(trained.prompt, trained.prompt_file, trained.sizes or None, trained.fieldset())
+    except (InspectorError, OSError, ValueError) as error:
+        return f"{config.model} was fine-tuned with a prompt or fields file that cannot be read here ({error})"
+    if trained_prompt.text == config.scan_prompt().text:
+        return None
+    how = [f"--fields {trained.fields_file}"] if trained.fields_file else []
+    how += [f"--prompt {trained.prompt}"] if trained.prompt else []
+    how += [f"--prompt-file {trained.prompt_file}"] if trained.prompt_file else []
+    how += [f"--sizes {','.join(trained.sizes)}"] if trained.sizes else []
+    advice = f"; ask as it was trained: {' '.join(how)}" if how else "; ask with the default prompt and fields"
+    return f"{config.model} was fine-tuned on another question than this scan asks{advice}"
 
 
 def match_truth(

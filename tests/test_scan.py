@@ -20,7 +20,7 @@ from inspector.backends.fake import FakeBackend
 from inspector.discovery import discover, read_source
 from inspector.images import decode_image
 from inspector.prompts import format_answer
-from inspector.scan import ScanConfig, Scanner
+from inspector.scan import ScanConfig, Scanner, read_scan_inputs
 from inspector.store import open_store
 from inspector.truth import load_truth
 
@@ -319,3 +319,43 @@ def test_images_without_an_answer_count_as_missed_fields(tmp_path, sample_dir):
     assert {r["outcome"] for r in rows[names[2]]["field_results"]} <= {"correct", "both_empty"}
     metrics = store.run_metrics(summary.run_id)
     assert metrics["brand"].missed == 2 and metrics["brand"].correct == 1
+
+
+def _fine_tuned_folder(tmp_path: Path, **settings) -> Path:
+    """A model folder as `inspector train` leaves it, as far as the scan's input checks read it."""
+    from inspector.training.config import TrainConfig
+
+    folder = tmp_path / "fine-tuned"
+    folder.mkdir()
+    TrainConfig(truth="catalogue.csv", images="images", output=str(folder), **settings).save(folder)
+    return folder
+
+
+def test_a_fine_tuned_model_asked_another_question_than_it_learned_is_warned_about_before_it_loads(
+    tmp_path, sample_dir
+):
+    fields_file = tmp_path / "fields.toml"
+    fields_file.write_text('[fields.colour]\nkind = "category"\n', encoding="utf-8")
+    folder = _fine_tuned_folder(tmp_path, fields_file=str(fields_file))
+    asked_otherwise = ScanConfig(inputs=[str(sample_dir)], model=str(folder), device="cpu", report=None)
+    warnings = read_scan_inputs(asked_otherwise).warnings
+    assert warnings == [
+        f"{folder} was fine-tuned on another question than this scan asks; ask as it was trained: "
+        f"--fields {fields_file}"
+    ]
+    asked_the_same = ScanConfig(
+        inputs=[str(sample_dir)], model=str(folder), device="cpu", report=None, fields_file=str(fields_file)
+    )
+    assert read_scan_inputs(asked_the_same).warnings == []
+
+
+def test_a_fine_tuned_model_whose_fields_file_is_gone_is_warned_about(tmp_path, sample_dir):
+    folder = _fine_tuned_folder(tmp_path, fields_file=str(tmp_path / "gone.toml"))
+    config = ScanConfig(inputs=[str(sample_dir)], model=str(folder), device="cpu", report=None)
+    (warning,) = read_scan_inputs(config).warnings
+    assert warning.startswith(f"{folder} was fine-tuned with a prompt or fields file that cannot be read here (")
+
+
+def test_a_model_that_inspector_did_not_train_gets_no_warning(tmp_path, sample_dir):
+    config = ScanConfig(inputs=[str(sample_dir)], model=str(tmp_path), device="cpu", report=None)
+    assert read_scan_inputs(config).warnings == []
