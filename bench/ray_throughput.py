@@ -9,8 +9,16 @@ Three measurements, each the scan's own code:
           sustained committed images/s, on SQLite and on Postgres.
 
 Postgres: --postgres URL, or a throwaway local server (initdb + pg_ctl, as tests/test_store.py starts one).
+The store part also reports CPU time per image: this process's, and (throwaway server only) the Postgres backend's,
+read from /proc: on a shared, loaded machine those say more than the wall-clock rate.
 
     nice .venv/bin/python bench/ray_throughput.py --images 2000 --out bench/results/ray_throughput.json
+
+The store part alone, before and after a change in one session (`--code`: import inspector from another checkout,
+e.g. `git archive main | tar -x -C /tmp/base`; `--only store` updates only the store entries of --out):
+
+    nice .venv/bin/python bench/ray_throughput.py --only store --code /tmp/base --key store_before
+    nice .venv/bin/python bench/ray_throughput.py --only store
 """
 
 from __future__ import annotations
@@ -31,7 +39,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# --code PATH: the inspector package of another checkout (a baseline), before anything imports it.
+CODE = Path(sys.argv[sys.argv.index("--code") + 1]).resolve() if "--code" in sys.argv[:-1] else REPO
+sys.path.insert(0, str(CODE))
 
 from PIL import Image  # noqa: E402
 
@@ -137,7 +147,25 @@ def finished_item(n: int) -> ItemResult:
     )
 
 
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process on this machine (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _backend_pid(store) -> int | None:
+    """The pid of the Postgres backend serving the store's (pooled) connection, when it runs on this machine."""
+    if store.engine.dialect.name != "postgresql":
+        return None
+    from sqlalchemy import text
+
+    with store.engine.connect() as connection:
+        pid = connection.execute(text("SELECT pg_backend_pid()")).scalar()
+    return pid if Path(f"/proc/{pid}/stat").exists() else None
+
+
 def bench_commits(db: str, count: int, batch_size: int) -> dict:
+    """Commit `count` items in batches; the first batch (connection, prepared statements) is not timed."""
     with open_store(db) as store:
         run_id = store.start_run(
             f"bench-{time.time_ns()}",
@@ -151,18 +179,30 @@ def bench_commits(db: str, count: int, batch_size: int) -> dict:
             inputs=["images/"],
             truth_path="truth.csv",
         )
-        items = [finished_item(n) for n in range(count)]
+        offset = batch_size * 10_000_000  # new images for every call, as in a scan
+        items = [finished_item(offset + n) for n in range(batch_size + count)]
+        store.add_batch(run_id, items[:batch_size])
+        backend = _backend_pid(store)
+        server_started = _process_cpu_s(backend) if backend else None
+        cpu_started = time.process_time()
         started = time.perf_counter()
-        for start in range(0, count, batch_size):
+        for start in range(batch_size, batch_size + count, batch_size):
             store.add_batch(run_id, items[start : start + batch_size])
         elapsed = time.perf_counter() - started
-    return {
+        client_cpu = time.process_time() - cpu_started
+        server_cpu = _process_cpu_s(backend) - server_started if backend else None
+    result = {
         "images": count,
         "batch_size": batch_size,
         "seconds": round(elapsed, 2),
         "images_per_s": round(count / elapsed, 1),
         "ms_per_batch": round(1000 * elapsed / -(-count // batch_size), 2),
+        "client_cpu_us_per_image": round(1e6 * client_cpu / count),
     }
+    if server_cpu is not None:
+        result["server_cpu_us_per_image"] = round(1e6 * server_cpu / count)
+        result["images_per_cpu_s"] = round(count / (client_cpu + server_cpu))
+    return result
 
 
 def throwaway_postgres() -> tuple[str, Callable[[], None]]:
@@ -203,7 +243,13 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=1)
     parser.add_argument("--postgres", help="SQLAlchemy URL of an empty Postgres database (default: a throwaway)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ray_throughput.json")
+    parser.add_argument("--only", choices=["all", "store"], default="all",
+                        help="store: only the store part, updating its entries in --out and keeping the rest")
+    parser.add_argument("--code", type=Path, default=REPO, help="import inspector from this checkout (a baseline)")
+    parser.add_argument("--key", default="store", help="store part: the entries' name prefix in --out")
     args = parser.parse_args()
+    if args.only == "store":
+        return bench_store_only(args)
 
     work = Path(tempfile.mkdtemp(prefix="inspector-ray-bench-"))
     stop_postgres = None
@@ -238,6 +284,35 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
         print(f"written to {args.out}")
+    finally:
+        if stop_postgres is not None:
+            stop_postgres()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_store_only(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="inspector-store-bench-"))
+    stop_postgres = None
+    try:
+        postgres = args.postgres
+        if not postgres:
+            postgres, stop_postgres = throwaway_postgres()
+        commit = subprocess.run(["git", "-C", CODE, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        results: dict = {
+            "machine": f"{platform.node()} ({os.cpu_count()} CPUs, {platform.processor() or platform.machine()})",
+            "code": str(CODE) if CODE != REPO else "this checkout",
+            "commit": commit.stdout.strip() or None,
+            "load_average_at_start": os.getloadavg(),
+        }
+        for name, db in [("sqlite", str(work / "s.db")), ("postgres", postgres)]:
+            results[name] = [bench_commits(db, args.commits, size) for size in (64, 256)]
+            print(args.key, name, results[name], flush=True)
+        results["load_average_at_end"] = os.getloadavg()
+        existing = json.loads(args.out.read_text()) if args.out.exists() else {}
+        existing[args.key] = results
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(existing, indent=2) + "\n")
+        print(f"written to {args.out} ({args.key})")
     finally:
         if stop_postgres is not None:
             stop_postgres()
