@@ -164,45 +164,76 @@ def _backend_pid(store) -> int | None:
     return pid if Path(f"/proc/{pid}/stat").exists() else None
 
 
-def bench_commits(db: str, count: int, batch_size: int) -> dict:
-    """Commit `count` items in batches; the first batch (connection, prepared statements) is not timed."""
+def bench_commits(db: str, count: int, batch_size: int, writers: int = 1) -> dict:
+    """Commit `count` new items in batches into one run, from `writers` processes at once (each its own share and
+    its own Store, as several scan processes would); each writer's first batch (connection, prepared statements)
+    is not timed. Wall time runs from the common start to the last writer's end."""
+    run_key = f"bench-{time.time_ns()}"
+    with open_store(db) as store:  # the schema and the run, before the writers start
+        store.start_run(run_key, **_BENCH_RUN)
+    share = -(-count // writers)
+    offset = batch_size * 100_000  # images no earlier call stored, as in a scan
+    jobs = [(db, run_key, offset + w * (share + batch_size), share, batch_size) for w in range(writers)]
+    if writers == 1:
+        parts = [_commit_share(*jobs[0])]
+    else:
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        barrier = context.Barrier(writers)
+        with context.Pool(writers, initializer=_set_barrier, initargs=(barrier,)) as pool:
+            parts = pool.starmap(_commit_share, jobs)
+    elapsed = max(part["end"] for part in parts) - min(part["start"] for part in parts)
+    client_cpu = sum(part["client_cpu"] for part in parts)
+    total = share * writers
+    result = {
+        "images": total,
+        "batch_size": batch_size,
+        "writers": writers,
+        "seconds": round(elapsed, 2),
+        "images_per_s": round(total / elapsed, 1),
+        "ms_per_batch": round(1000 * elapsed * writers / -(-total // batch_size), 2),
+        "client_cpu_us_per_image": round(1e6 * client_cpu / total),
+    }
+    if all(part["server_cpu"] is not None for part in parts):
+        server_cpu = sum(part["server_cpu"] for part in parts)
+        result["server_cpu_us_per_image"] = round(1e6 * server_cpu / total)
+        result["images_per_cpu_s"] = round(total / (client_cpu + server_cpu))
+    return result
+
+
+_BENCH_RUN = dict(
+    name=None, model="fake", backend="fake", prompt_name="extract", prompt_text="bench", settings={}, versions={},
+    inputs=["images/"], truth_path="truth.csv",
+)  # fmt: skip
+_BARRIER = None
+
+
+def _set_barrier(barrier) -> None:
+    global _BARRIER
+    _BARRIER = barrier
+
+
+def _commit_share(db: str, run_key: str, first: int, count: int, batch_size: int) -> dict:
     with open_store(db) as store:
-        run_id = store.start_run(
-            f"bench-{time.time_ns()}",
-            name=None,
-            model="fake",
-            backend="fake",
-            prompt_name="extract",
-            prompt_text="bench",
-            settings={},
-            versions={},
-            inputs=["images/"],
-            truth_path="truth.csv",
-        )
-        offset = batch_size * 10_000_000  # new images for every call, as in a scan
-        items = [finished_item(offset + n) for n in range(batch_size + count)]
+        run_id = store.start_run(run_key, **_BENCH_RUN)  # resumes the run made above
+        items = [finished_item(first + n) for n in range(batch_size + count)]
         store.add_batch(run_id, items[:batch_size])
         backend = _backend_pid(store)
+        if _BARRIER is not None:
+            _BARRIER.wait()
         server_started = _process_cpu_s(backend) if backend else None
         cpu_started = time.process_time()
         started = time.perf_counter()
         for start in range(batch_size, batch_size + count, batch_size):
             store.add_batch(run_id, items[start : start + batch_size])
-        elapsed = time.perf_counter() - started
-        client_cpu = time.process_time() - cpu_started
-        server_cpu = _process_cpu_s(backend) - server_started if backend else None
-    result = {
-        "images": count,
-        "batch_size": batch_size,
-        "seconds": round(elapsed, 2),
-        "images_per_s": round(count / elapsed, 1),
-        "ms_per_batch": round(1000 * elapsed / -(-count // batch_size), 2),
-        "client_cpu_us_per_image": round(1e6 * client_cpu / count),
-    }
-    if server_cpu is not None:
-        result["server_cpu_us_per_image"] = round(1e6 * server_cpu / count)
-        result["images_per_cpu_s"] = round(count / (client_cpu + server_cpu))
-    return result
+        end = time.perf_counter()
+        return {
+            "start": started,
+            "end": end,
+            "client_cpu": time.process_time() - cpu_started,
+            "server_cpu": _process_cpu_s(backend) - server_started if backend else None,
+        }
 
 
 def throwaway_postgres() -> tuple[str, Callable[[], None]]:
@@ -247,6 +278,8 @@ def main() -> None:
                         help="store: only the store part, updating its entries in --out and keeping the rest")
     parser.add_argument("--code", type=Path, default=REPO, help="import inspector from this checkout (a baseline)")
     parser.add_argument("--key", default="store", help="store part: the entries' name prefix in --out")
+    parser.add_argument("--writers", type=int, nargs="+", default=[1],
+                        help="store part: also commit from this many processes at once (e.g. 1 2)")
     args = parser.parse_args()
     if args.only == "store":
         return bench_store_only(args)
@@ -305,7 +338,9 @@ def bench_store_only(args: argparse.Namespace) -> None:
             "load_average_at_start": os.getloadavg(),
         }
         for name, db in [("sqlite", str(work / "s.db")), ("postgres", postgres)]:
-            results[name] = [bench_commits(db, args.commits, size) for size in (64, 256)]
+            results[name] = [
+                bench_commits(db, args.commits, size, writers) for writers in args.writers for size in (64, 256)
+            ]
             print(args.key, name, results[name], flush=True)
         results["load_average_at_end"] = os.getloadavg()
         existing = json.loads(args.out.read_text()) if args.out.exists() else {}
