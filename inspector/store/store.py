@@ -882,16 +882,17 @@ def _run_info(run: Run) -> RunInfo:
 
 # ------------------------------------------------------------------------------------ PostgreSQL fast path
 #
-# Why a path of its own: with Core executemany, psycopg sends one INSERT per row (six rows per image), and
-# SQLAlchemy and psycopg convert every parameter of every row on the way; measured (bench/ray_throughput.py, cProfile)
-# that is most of a batch's time, and the rest is waiting for the server once per row. Here each table gets ONE
-# statement whose parameters are one array per column (binary format), spread into rows on the server by `unnest`:
-# the SQL text is the same for every batch size (psycopg prepares it after a few uses on each connection),
-# parameters are still bound (never spliced into the SQL), and a batch costs about six round trips whatever its
-# size. (Multi-row VALUES and insertmanyvalues were measured slower: their SQL text grows with the batch.) The guarantees stay those of the
-# generic path: one transaction per batch; ON CONFLICT DO NOTHING on the same unique constraints decides races
-# (RETURNING tells which rows are ours); rows are inserted in key order so that two writers of overlapping batches
-# wait for each other instead of deadlocking.
+# Why a path of its own: with Core executemany, psycopg sends one INSERT per row (16 rows an image: image,
+# prediction, catalogue row, field values, field results), and SQLAlchemy and psycopg convert every parameter of
+# every row on the way; measured (bench/ray_throughput.py, cProfile) that was most of a batch's time, the rest
+# waiting for the server once per row. Here each table gets ONE statement whose parameters are one array per column
+# (binary format), spread into rows on the server by `unnest`: the SQL text is the same for every batch size
+# (psycopg prepares it after a few uses on each connection), parameters are still bound (never spliced into the
+# SQL), and a batch costs about six round trips whatever its size. (Multi-row VALUES and insertmanyvalues were
+# measured slower: their SQL text grows with the batch, so it is compiled and parsed anew.) The guarantees stay
+# those of the generic path: one transaction per batch; ON CONFLICT DO NOTHING on the same unique constraints
+# decides races (RETURNING tells which rows are ours); rows are inserted in key order so that two writers of
+# overlapping batches wait for each other instead of deadlocking.
 
 
 def _pg_type(column) -> str:
