@@ -268,6 +268,16 @@ def _json_value(value: object) -> object:
     return json_module.loads(value) if isinstance(value, str) else value
 
 
+def m007_retryable_path_index(conn: Connection) -> None:
+    """A partial index on the run's retryable failures by path: `Store.add_batch` looks them up for every batch,
+    which without it reads every prediction in the table (measured on Postgres: a sequential scan, 9.5 ms a batch at
+    60,000 rows, growing with the table). Only retryable rows are in it, so it stays tiny. Its condition is written
+    as each database's queries write it, so that the planner can use it (SQLite matches it textually)."""
+    condition = {"postgresql": "retryable", "sqlite": "retryable IS 1"}.get(conn.dialect.name)
+    where = f" WHERE {condition}" if condition else ""
+    conn.execute(text(f"CREATE INDEX ix_predictions_retryable_path ON predictions (run_id, path){where}"))
+
+
 #: Every migration, in the order they are applied. Append only.
 MIGRATIONS: list[Migration] = [
     m001_initial,
@@ -276,6 +286,7 @@ MIGRATIONS: list[Migration] = [
     m004_reviews,
     m005_prediction_retryable,
     m006_field_values,
+    m007_retryable_path_index,
 ]
 
 

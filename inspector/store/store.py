@@ -955,9 +955,13 @@ class _PostgresStatements:
             f"WHERE images.sha256 = i.sha256 AND ({lacking})) "
             "SELECT sha256, id FROM images WHERE sha256 = ANY(CAST(%(i_sha256)b AS VARCHAR(64)[]))"
         )
+        # Two indexed lookups (by image: the unique index; by path: the partial index of m007), not one OR that
+        # the planner may answer with a scan of the whole table.
         self.retryable = (
             "SELECT id, image_id FROM predictions WHERE run_id = %(run_id)s AND retryable "
-            "AND (image_id = ANY(CAST(%(image_ids)s AS INTEGER[])) OR path = ANY(CAST(%(paths)s AS TEXT[])))"
+            "AND image_id = ANY(CAST(%(image_ids)s AS INTEGER[])) UNION "
+            "SELECT id, image_id FROM predictions WHERE run_id = %(run_id)s AND retryable "
+            "AND path = ANY(CAST(%(paths)s AS TEXT[]))"
         )
         # Predictions, then the truth rows, field values and field results of the predictions this statement
         # inserted (joined on RETURNING): one statement, so one round trip, and rows of an image another writer

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -208,3 +209,11 @@ class FieldValueRow(Base):
 # Indexes for the queries the report and the data team run most (by run, by image across runs).
 Index("ix_predictions_image", Prediction.image_id)
 Index("ix_truth_image", TruthRow.image_id)
+# Retryable failures by path, looked up by every `Store.add_batch` (partial: only retryable rows; see m007).
+Index(
+    "ix_predictions_retryable_path",
+    Prediction.run_id,
+    Prediction.path,
+    postgresql_where=text("retryable"),
+    sqlite_where=text("retryable IS 1"),
+)
