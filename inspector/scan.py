@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -125,17 +125,37 @@ class ScanConfig:
         or bookkeeping but not answers (greedy decoding). Derived, not listed, so a new setting is part of a run's
         identity unless someone decides otherwise. Paths are resolved and the prompt is its text, so the same
         scan started from another folder or with a copied prompt file is still the same run. Likewise the fields
-        count by their declarations, not the fields file's path; the built-ins (no file) add nothing."""
-        identity = {k: v for k, v in asdict(self).items() if k not in NOT_IN_RUN_KEY}
+        count by their declarations, not the fields file's path; the built-ins (no file) add nothing. Likewise an
+        option not given (None, False or empty, and that is its default) adds nothing, so an opt-in setting added
+        in a later release keeps existing runs' keys and they resume; defaults with a value (model, dtype, lengths,
+        tolerances) always count, so changing one of them in a release never resumes a run made under the old one."""
+        defaults = _config_defaults(type(self))
+        identity = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in NOT_IN_RUN_KEY and not (v in (None, False, [], {}, "") and v == defaults.get(k, ...))
+        }
         identity["inputs"] = sorted(str(Path(i).resolve()) if "://" not in i else i for i in self.inputs)
-        identity["truth"] = str(Path(self.truth).resolve()) if self.truth else None
-        del identity["prompt_file"]
+        if self.truth:
+            identity["truth"] = str(Path(self.truth).resolve())
+        identity.pop("prompt_file", None)
         identity["prompt"] = prompt.text
-        del identity["fields_file"]
+        identity.pop("fields_file", None)
         fieldset = self.fieldset()
         if fieldset != BUILTIN_FIELDS:
             identity["fields"] = fieldset.to_json()
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _config_defaults(config_class: type) -> dict[str, object]:
+    """Each setting's default value (settings without one, like `inputs`, are absent)."""
+    defaults = {}
+    for setting in fields(config_class):
+        if setting.default is not MISSING:
+            defaults[setting.name] = setting.default
+        elif setting.default_factory is not MISSING:
+            defaults[setting.name] = setting.default_factory()
+    return defaults
 
 
 class ScanProgress(Protocol):

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from inspector.cli import cli
-from inspector.discovery import RetryPolicy, discover, read_source
+from inspector.discovery import RetryPolicy, discover, has_image_extension, read_source
 from inspector.errors import FetchError
 from inspector.samples import generate_samples
 
@@ -65,7 +65,7 @@ def server(tmp_path, monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     folder = tmp_path / "served"
     generate_samples(folder, n=3, seed=1)
-    Flaky.images = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix != ".csv"}
+    Flaky.images = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if has_image_extension(p.name)}
     Flaky.images["corrupt.png"] = b"\x89PNG not really"
     Flaky.requests = Counter()
     Flaky.retry_after = "0"

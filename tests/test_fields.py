@@ -388,15 +388,16 @@ def test_a_database_written_before_fields_opens_reports_and_resumes(tmp_path: Pa
         old_key = info.key
 
     # The same scan with no fields file has the key the run-key rules give it without any fields (the fields add
-    # nothing to the key then). Those rules changed in 9f81ae6 (every ScanConfig setting counts), so a run written
-    # before that has another key and a rerun starts a new run; with its key it resumes, as below.
+    # nothing to the key then, nor do opt-in settings not given). Those rules changed in 9f81ae6 (every ScanConfig
+    # setting counts), so a run written before that has another key and a rerun starts a new run; with its key it
+    # resumes, as below.
     old_config = ScanConfig(
         inputs=["/tmp/oldfx/imgs"],
         model="fake:answers.json",
         truth="/tmp/oldfx/imgs/truth.csv",
         run_name="before-fields",
     )
-    assert old_config.run_key(old_config.scan_prompt()) == "85a58fb0a62b040c484ff92bec61f1c9"
+    assert old_config.run_key(old_config.scan_prompt()) == "22979cc81b3b41d01ae3e6e286799529"
 
     # Resume it here: the run's inputs live in tmp_path now, so its key is moved with them.
     images = tmp_path / "imgs"

@@ -76,6 +76,21 @@ def test_a_field_changes_the_run_key_unless_it_cannot_change_answers(name, tmp_p
         assert key(changed, tmp_path) != key(base, tmp_path)
 
 
+@dataclasses.dataclass
+class ConfigOfALaterRelease(ScanConfig):
+    """ScanConfig as a later release might have it: one more opt-in setting, not given by default."""
+
+    new_opt_in: str | None = None
+
+
+def test_an_opt_in_setting_added_later_keeps_existing_run_keys_until_it_is_used(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    today = ScanConfig(inputs=["images"], truth="t.csv")
+    later = ConfigOfALaterRelease(inputs=["images"], truth="t.csv")
+    assert key(later, tmp_path) == key(today, tmp_path)
+    assert key(dataclasses.replace(later, new_opt_in="on"), tmp_path) != key(today, tmp_path)
+
+
 def test_the_same_scan_from_another_folder_is_the_same_run(tmp_path, monkeypatch):
     (tmp_path / "a").mkdir()
     monkeypatch.chdir(tmp_path)
