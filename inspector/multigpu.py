@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from inspector.errors import InputError, InspectorError, ShardError
 from inspector.interrupts import sigterm_as_interrupt
-from inspector.scan import ScanConfig, ScanProgress, ScanSummary, SilentProgress
+from inspector.scan import ScanConfig, ScanProgress, ScanSummary, SilentProgress, new_counts, session_stats
 
 
 def parse_gpus(value: str | int, available: int) -> list[int]:
@@ -105,7 +105,7 @@ def scan_on_devices(
         processes.append(process)
     errors: list[str] = []
     reported: set[int] = set()
-    totals = {"processed": 0, "failed": 0, "already_done": 0, "duplicates": 0}
+    totals = new_counts()
     progress = progress or SilentProgress()
     found = 0
     finished = 0
@@ -151,32 +151,13 @@ def scan_on_devices(
         process.join()
         if index not in reported:  # killed (out of memory, a signal) before it could say so
             errors.append(f"shard {index}: its process died (exit code {process.exitcode}) before finishing")
-    elapsed = time.perf_counter() - started
-    key = config.run_key(prompt)
-    answered = totals["processed"] - totals["failed"]
     status = "failed" if errors else "completed"
-    stats = {
-        "elapsed_s": round(elapsed, 3),
-        "n_images": totals["processed"],
-        "n_failed": totals["failed"],
-        "images_per_s": round(answered / elapsed, 3) if elapsed > 0 else None,
-        "gpus": len(devices),
-    }
+    # The shards matched the catalogue and stored their own summaries of it; the parent has none.
+    stats = session_stats(totals, time.perf_counter() - started, None, gpus=len(devices))
     store.finish_run(run_id, status, stats)
     if errors:
         raise ShardError("; ".join(errors))
-    summary = ScanSummary(
-        run_id=run_id,
-        run_key=key,
-        status=status,
-        found=found,
-        already_done=totals["already_done"],
-        processed=totals["processed"],
-        failed=totals["failed"],
-        duplicates=totals["duplicates"],
-        elapsed_s=elapsed,
-        images_per_s=stats["images_per_s"] or 0.0,
-    )
+    summary = ScanSummary.of_session(run_id, config.run_key(prompt), status, found, totals, stats)
     if config.report:
         from pathlib import Path
 

@@ -53,7 +53,9 @@ from inspector.scan import (
     commit_batch,
     load_image,
     match_truth,
+    new_counts,
     read_scan_inputs,
+    session_stats,
     start_run,
 )
 from inspector.scoring import PriceTolerance
@@ -292,7 +294,7 @@ def scan_on_ray(
     done = store.done_shas(run_id)
     progress.start(len(sources), 0)
     started = time.perf_counter()
-    counts = {"processed": 0, "failed": 0, "duplicates": 0, "already_done": 0}
+    counts = new_counts()
     status = "failed"
     try:
         for items in _results(ray, config, layout, sources, truth_by_location, done, answer_stage, counts, progress):
@@ -307,32 +309,14 @@ def scan_on_ray(
             raise cause from None
         raise
     finally:
-        elapsed = time.perf_counter() - started
-        answered = counts["processed"] - counts["failed"]
-        stats = {
-            "elapsed_s": round(elapsed, 3),
-            "n_images": counts["processed"],
-            "n_failed": counts["failed"],
-            "images_per_s": round(answered / elapsed, 3) if elapsed > 0 else None,
-            "duplicates": counts["duplicates"],
-            "already_done": counts["already_done"],
-            "truth": truth_summary,
-            "ray": {"actors": layout.actors, "gpus_per_actor": layout.gpus_per_actor},
-        }
+        stats = session_stats(
+            counts,
+            time.perf_counter() - started,
+            truth_summary,
+            ray={"actors": layout.actors, "gpus_per_actor": layout.gpus_per_actor},
+        )
         store.finish_run(run_id, status, stats)
-    return ScanSummary(
-        run_id=run_id,
-        run_key=config.run_key(prompt),
-        status=status,
-        found=len(sources),
-        already_done=counts["already_done"],
-        processed=counts["processed"],
-        failed=counts["failed"],
-        duplicates=counts["duplicates"],
-        elapsed_s=elapsed,
-        images_per_s=stats["images_per_s"] or 0.0,
-        truth=truth_summary,
-    )
+    return ScanSummary.of_session(run_id, config.run_key(prompt), status, len(sources), counts, stats)
 
 
 def _results(

@@ -198,6 +198,46 @@ class ScanSummary:
     report_path: str | None = None
     metrics: dict = field(default_factory=dict)
 
+    @classmethod
+    def of_session(
+        cls, run_id: int, run_key: str, status: str, found: int, counts: dict, stats: dict
+    ) -> ScanSummary:
+        """The summary of one scan session from its counts and the `session_stats` stored with it."""
+        return cls(
+            run_id=run_id,
+            run_key=run_key,
+            status=status,
+            found=found,
+            already_done=counts["already_done"],
+            processed=counts["processed"],
+            failed=counts["failed"],
+            duplicates=counts["duplicates"],
+            elapsed_s=stats["elapsed_s"],
+            images_per_s=stats["images_per_s"] or 0.0,
+            truth=stats["truth"],
+        )
+
+
+def new_counts() -> dict[str, int]:
+    """A scan session's counters, as `commit_batch` and the batch loops advance them."""
+    return {"processed": 0, "failed": 0, "duplicates": 0, "already_done": 0}
+
+
+def session_stats(counts: dict, elapsed: float, truth_summary: dict | None, **extra: object) -> dict:
+    """What `Store.finish_run` keeps about one scan session (local, multi-GPU shard or Ray): counts, speed (answered
+    images over wall time), the catalogue match, and anything the caller adds."""
+    answered = counts["processed"] - counts["failed"]
+    return {
+        "elapsed_s": round(elapsed, 3),
+        "n_images": counts["processed"],
+        "n_failed": counts["failed"],
+        "images_per_s": round(answered / elapsed, 3) if elapsed > 0 else None,
+        "duplicates": counts["duplicates"],
+        "already_done": counts["already_done"],
+        "truth": truth_summary,
+        **extra,
+    }
+
 
 @dataclass
 class PendingImage:
@@ -404,7 +444,7 @@ class Scanner:
         done = self.store.done_shas(run_id)
         self.progress.start(len(sources), 0)
         started = time.perf_counter()
-        counts = {"processed": 0, "failed": 0, "duplicates": 0, "already_done": 0}
+        counts = new_counts()
         status = "failed"
         threads = _LoaderThreadsOnly(self.prepares_items and _on_gpu(self.backend))
         try:
@@ -416,34 +456,16 @@ class Scanner:
             raise
         finally:
             threads.restore()
-            elapsed = time.perf_counter() - started
-            model_items = counts["processed"] - counts["failed"]
-            stats = {
-                "elapsed_s": round(elapsed, 3),
-                "n_images": counts["processed"],
-                "n_failed": counts["failed"],
-                "images_per_s": round(model_items / elapsed, 3) if elapsed > 0 else None,
-                "model_s": round(self.model_seconds, 3),
-                "input_wait_s": round(self.input_wait_seconds, 3),
-                "duplicates": counts["duplicates"],
-                "already_done": counts["already_done"],
-                "truth": self.truth_summary,
-            }
+            stats = session_stats(
+                counts,
+                time.perf_counter() - started,
+                self.truth_summary,
+                model_s=round(self.model_seconds, 3),
+                input_wait_s=round(self.input_wait_seconds, 3),
+            )
             if finalize or status != "completed":
                 self.store.finish_run(run_id, status, stats)
-        return ScanSummary(
-            run_id=run_id,
-            run_key=key,
-            status=status,
-            found=len(sources),
-            already_done=counts["already_done"],
-            processed=counts["processed"],
-            failed=counts["failed"],
-            duplicates=counts["duplicates"],
-            elapsed_s=elapsed,
-            images_per_s=stats["images_per_s"] or 0.0,
-            truth=self.truth_summary,
-        )
+        return ScanSummary.of_session(run_id, key, status, len(sources), counts, stats)
 
     def _batches(
         self, sources: list[ImageSource], done: set[str], counts: dict
