@@ -333,6 +333,9 @@ class Phi3VForConditionalGeneration(Phi3VPreTrainedModel, GenerationMixin):
     #: In training mode with labels, compute logits at labelled positions only and return no logits (benchmarks
     #: switch it off on an instance to measure the full-logits path).
     loss_on_labelled_positions_only = True
+    #: The output head shares the token embedding when the config says `tie_word_embeddings` (the demo model does,
+    #: to halve its size; the official checkpoint does not).
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
     def __init__(self, config: Phi3VConfig):
         super().__init__(config)
