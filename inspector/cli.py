@@ -218,12 +218,16 @@ def _check_scan_inputs(config):
 
 
 def _config_line(config) -> str:
+    from inspector.store import shown_database
+
     keys = ("model", "db", "truth", "batch_size", "max_new_tokens", "device", "dtype", "prompt", "sizes")
-    values = asdict(config)
+    values = asdict(config) | {"db": shown_database(config.db)}
     return ", ".join(f"{k}={values[k]}" for k in keys if values[k] not in (None, [], ""))
 
 
 def _print_scan_summary(config, summary) -> None:
+    from inspector.store import shown_database
+
     console = stdout_console()
     if config.shard != (0, 1):
         console.print(f"shard {config.shard[0]}/{config.shard[1]}: {summary.processed} images")
@@ -261,7 +265,7 @@ def _print_scan_summary(config, summary) -> None:
                 "" if m.get("mean_abs_error") is None else f"{m['mean_abs_error']:.2f}",
             )
         console.print(table)
-    console.print(f"Database: {config.db}")
+    console.print(f"Database: {shown_database(config.db)}")
     if summary.report_path:
         console.print(f"Report: {summary.report_path}")
 

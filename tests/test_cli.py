@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy.engine import make_url
+from test_store import postgres_server, postgres_url  # noqa: F401 - fixtures
 
+from inspector import __version__
 from inspector.cli import cli
 from inspector.discovery import discover
 
@@ -165,3 +168,47 @@ def test_python_dash_m_runs_the_cli():
         [sys.executable, "-m", "inspector", "--help"], capture_output=True, text=True, check=True
     )
     assert "scan" in result.stdout and "report" in result.stdout
+
+
+def test_scan_never_shows_the_database_password(runner, tmp_path, sample_dir, request):
+    """Issue 15: `scan` printed a Postgres password in its settings echo (db=...) and its Database: line."""
+    url = make_url(request.getfixturevalue("postgres_url")).set(password="s3cr3t-pw").render_as_string(hide_password=False)
+    shown = make_url(url).render_as_string(hide_password=True)
+    assert ":***@" in shown
+    model = write_answers(tmp_path / "answers.json", ["{}"] * len(discover([sample_dir])))
+    result = runner.invoke(
+        cli, ["scan", str(sample_dir), "--model", model, "--db", url, "--no-report", "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    echo = (  # wrapped at 80 columns on stderr, where a line break may take the place of a space
+        f"inspector {__version__} · scan config: model={model}, db={shown}, batch_size=0, max_new_tokens=256, "
+        f"device=cpu, dtype=auto\nloading {model} …\n"
+    )
+    assert "".join(result.stderr.split()) == "".join(echo.split()), result.stderr
+    assert f"Database: {shown}" in result.stdout.splitlines()
+
+    for command in (["runs"], ["report", "--out", str(tmp_path / "r.html")], ["export", "1", "--out", str(tmp_path / "e.csv")]):
+        listed = runner.invoke(cli, [*command, "--db", url])
+        assert listed.exit_code == 0, listed.output
+        assert "s3cr3t-pw" not in listed.output
+    assert "s3cr3t-pw" not in (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "s3cr3t-pw" not in "".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("db", "error"),
+    [
+        ("postgresql://u:s3cr3t-pw@h:xx/db",
+         "Error: --db 'postgresql://u:***@h:xx/db' is neither a file path nor a valid SQLAlchemy URL (e.g. results.db "
+         "or postgresql+psycopg://user:password@host/dbname)"),
+        ("nodialect://u:s3cr3t-pw@h/db",
+         "Error: cannot use database nodialect://u:***@h/db: Can't load plugin: sqlalchemy.dialects:nodialect; "
+         "install the database driver named in the URL"),
+    ],
+)  # fmt: skip
+def test_a_bad_database_url_is_one_line_without_its_password(runner, tmp_path, sample_dir, db, error):
+    model = write_answers(tmp_path / "answers.json", [])
+    for command in (["runs"], ["scan", str(sample_dir), "--model", model, "--no-report"]):
+        result = runner.invoke(cli, [*command, "--db", db])
+        assert result.exit_code == 1, result.output
+        assert result.output == error + "\n"

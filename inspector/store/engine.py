@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -21,6 +22,20 @@ _DRIVER_HINTS = {
 }
 
 
+def shown_database(url_or_path: str | Path | URL) -> str:
+    """How output and messages name a `--db`: a file path as given, a URL with its password as `***`.
+
+    The one place that decides this: scan's echo and summary, the report and every error use it."""
+    if isinstance(url_or_path, URL):
+        return url_or_path.render_as_string(hide_password=True)
+    if isinstance(url_or_path, Path) or "://" not in url_or_path:
+        return str(url_or_path)
+    try:
+        return make_url(url_or_path).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy can read: hide all of user:password@ but the user
+        return re.sub(r"^([^:/]*://[^:/@]*):.*@", r"\1:***@", url_or_path)
+
+
 def database_url(url_or_path: str | Path) -> URL:
     """A plain path (no `://`) is a SQLite file; anything else must be a SQLAlchemy URL."""
     if isinstance(url_or_path, Path) or "://" not in url_or_path:
@@ -28,9 +43,9 @@ def database_url(url_or_path: str | Path) -> URL:
         return URL.create("sqlite", database=str(path))
     try:
         return make_url(url_or_path)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is not a number
         raise StoreError(
-            f"--db {url_or_path!r} is neither a file path nor a valid SQLAlchemy URL "
+            f"--db {shown_database(url_or_path)!r} is neither a file path nor a valid SQLAlchemy URL "
             "(e.g. results.db or postgresql+psycopg://user:password@host/dbname)"
         ) from exc
 
@@ -47,7 +62,7 @@ def create_store_engine(url: URL, *, read_only: bool = False) -> Engine:
 
     `read_only` (SQLite files): connections that cannot write, so that reading takes no lock and works where the
     file or its folder is read-only. A writer checks up front that it can write there (before a model loads)."""
-    shown = url.render_as_string(hide_password=True)
+    shown = shown_database(url)
     path = sqlite_file(url)
     if path is not None and path.is_dir():
         raise StoreError(f"--db {path} is a folder; pass a database file name, e.g. {path / 'inspector.db'}")

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inspector.errors import RunNotFoundError, StoreError
 from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, FieldValue, ProductFields, TruthRecord
-from inspector.store.engine import create_store_engine, database_url, sqlite_file
+from inspector.store.engine import create_store_engine, database_url, shown_database, sqlite_file
 from inspector.store.migrations import apply_migrations, pending_migrations
 from inspector.store.tables import (
     FieldResultRow,
@@ -125,7 +125,7 @@ def open_store(url_or_path: str | Path, *, read_only: bool = False) -> Store:
     inspector is opened for writing, once, to add the missing migrations.
     """
     url = database_url(url_or_path)
-    shown = url.render_as_string(hide_password=True)
+    shown = shown_database(url)
     if read_only and sqlite_file(url) is not None:
         engine = create_store_engine(url, read_only=True)
         if _opened(engine, shown, url, check_only=True):
