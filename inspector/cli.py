@@ -292,8 +292,8 @@ def report(run, db, out, compare, fields_file):
         _require_existing_db(db)
         check_output_file(out, "--out")
         store = open_store(db, read_only=True)
-        run_info = store.get_run(_run_ref(run))
-        compare_info = store.get_run(_run_ref(compare)) if compare else None
+        run_info = store.get_run(run)
+        compare_info = store.get_run(compare) if compare else None
         fieldset = load_fields(fields_file) if fields_file else None
         path = render_report(store, run_info.id, Path(out), compare_run_id=compare_info.id if compare_info else None,
                              fieldset=fieldset)
@@ -389,17 +389,11 @@ def export(run, db, out, what, mismatches_only, field, category):
         _require_existing_db(db)
         check_output_file(out, "--out")
         store = open_store(db, read_only=True)
-        info = store.get_run(_run_ref(run))
+        info = store.get_run(run)
         count = export_run(
             store, info.id, out, what=what, mismatches_only=mismatches_only, field=field, category=category
         )
         click.echo(f"Wrote {count} {what} rows of {info.label} to {out}")
-
-
-def _run_ref(value: str | None) -> int | str | None:
-    if value is None:
-        return None
-    return int(value) if value.isdigit() else value
 
 
 def _require_existing_db(db: str) -> None:

@@ -212,3 +212,26 @@ def test_a_bad_database_url_is_one_line_without_its_password(runner, tmp_path, s
         result = runner.invoke(cli, [*command, "--db", db])
         assert result.exit_code == 1, result.output
         assert result.output == error + "\n"
+
+
+@pytest.fixture()
+def scanned_db(runner, tmp_path, sample_dir) -> Path:
+    """A database with one run (run 1) of the fake model over the samples."""
+    db = tmp_path / "r.db"
+    model = write_answers(tmp_path / "answers.json", ["{}"] * len(discover([sample_dir])))
+    result = runner.invoke(cli, ["scan", str(sample_dir), "--model", model, "--db", str(db), "--no-report"])
+    assert result.exit_code == 0, result.output
+    return db
+
+
+@pytest.mark.parametrize("ref", ["²", "١", "9" * 5000, str(2**63)])
+def test_a_run_id_that_is_no_number_is_a_missing_run(runner, tmp_path, scanned_db, ref):
+    """Issue 15: `²` passed str.isdigit() and int("²") raised a traceback (also an over-long or 64-bit-overflowing
+    id). A run reference that is not ASCII digits is a run name; either way, an unknown run is one line."""
+    out = str(tmp_path / "out.html")
+    missing = f"Error: no run {ref!r} in sqlite:///{scanned_db}; pass a run id or name, e.g. one of the latest: 1\n"
+    for command in (["report", ref, "--out", out], ["report", "1", "--compare", ref, "--out", out],
+                    ["export", ref, "--out", str(tmp_path / "out.csv")]):  # fmt: skip
+        result = runner.invoke(cli, [*command, "--db", str(scanned_db)])
+        assert result.exit_code == 1, result.output
+        assert result.output == missing
