@@ -397,7 +397,9 @@ def export(run, db, out, what, mismatches_only, field, category):
 
 
 def _require_existing_db(db: str) -> None:
-    if "://" not in db and not Path(db).exists():
+    from inspector.outputs import check_path_names
+
+    if "://" not in db and not check_path_names(db, "--db").exists():
         raise click.ClickException(f"no database at {db}; run `inspector scan` first or pass --db")
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from inspector.errors import InputError
+from inspector.outputs import check_path_names
 from inspector.units import unit_dimension
 
 if sys.version_info >= (3, 11):
@@ -364,7 +365,7 @@ def load_fields(path: str | Path | None, base: FieldSet = BUILTIN_FIELDS) -> Fie
     """
     if path is None:
         return base
-    path = Path(path)
+    path = check_path_names(path, "--fields")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:

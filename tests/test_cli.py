@@ -235,3 +235,37 @@ def test_a_run_id_that_is_no_number_is_a_missing_run(runner, tmp_path, scanned_d
         result = runner.invoke(cli, [*command, "--db", str(scanned_db)])
         assert result.exit_code == 1, result.output
         assert result.output == missing
+
+
+LONG = "a" * 256  # one byte more than a file name may have on ext4, xfs, btrfs, tmpfs, ...
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["scan", "{samples}", "--model", "{model}", "--db", "{tmp}/{long}", "--no-report"], "--db"),
+        (["scan", "{samples}", "--model", "{model}", "--db", "{tmp}/{long}/r.db", "--no-report"], "--db"),
+        (["scan", "{samples}", "--model", "{model}", "--db", "sqlite:///{tmp}/{long}", "--no-report"], "--db"),
+        (["scan", "{samples}", "--model", "{model}", "--db", "{db}", "--report", "{tmp}/{long}"], "--report"),
+        (["scan", "{samples}", "--model", "{model}", "--db", "{db}", "--report", "{tmp}/{long}/r.html"], "--report"),
+        (["scan", "{samples}", "--model", "{model}", "--db", "{db}", "--no-report", "--fields", "{tmp}/{long}"],
+         "--fields"),
+        (["report", "--db", "{db}", "--out", "{tmp}/{long}"], "--out"),
+        (["report", "--db", "{db}", "--out", "{tmp}/r.html", "--fields", "{long}"], "--fields"),
+        (["report", "--db", "{tmp}/{long}"], "--db"),
+        (["export", "1", "--db", "{db}", "--out", "{tmp}/{long}/e.csv"], "--out"),
+        (["runs", "--db", "{long}"], "--db"),
+        (["scan", "{samples}", "--model", "{tmp}/{long}", "--db", "{db}", "--no-report"], "--model"),
+    ],
+)  # fmt: skip
+def test_a_path_name_too_long_for_the_file_system_is_one_line(runner, tmp_path, sample_dir, scanned_db, args, option):
+    """Issue 15: a path component over 255 bytes was an OSError (File name too long) traceback."""
+    model = write_answers(tmp_path / "more.json", ["{}"] * len(discover([sample_dir])))
+    values = {"samples": sample_dir, "model": model, "tmp": tmp_path, "long": LONG, "db": scanned_db}
+    result = runner.invoke(cli, [arg.format(**values) for arg in args])
+    assert result.exit_code == 1, result.output
+    assert result.output == (
+        f"Error: {option}: the name {LONG[:24]}… in it is 256 bytes long, more than the 255 bytes a file or folder "
+        "name may have; pass a shorter path\n"
+    )
+    assert not list(tmp_path.glob("aaaa*")) and not (tmp_path / "r.html").exists()

@@ -12,6 +12,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
 from inspector.errors import StoreError
+from inspector.outputs import check_path_names, writable_problem
 
 #: How long a SQLite writer waits for another process's transaction before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -64,6 +65,8 @@ def create_store_engine(url: URL, *, read_only: bool = False) -> Engine:
     file or its folder is read-only. A writer checks up front that it can write there (before a model loads)."""
     shown = shown_database(url)
     path = sqlite_file(url)
+    if path is not None:
+        check_path_names(path, "--db")
     if path is not None and path.is_dir():
         raise StoreError(f"--db {path} is a folder; pass a database file name, e.g. {path / 'inspector.db'}")
     if path is not None and read_only:
@@ -91,8 +94,6 @@ def create_store_engine(url: URL, *, read_only: bool = False) -> Engine:
 def _check_sqlite_writable(path: Path) -> None:
     """SQLite in WAL mode writes the file and creates `-wal`/`-shm` files beside it: try both now, as permission
     bits do not tell (root ignores them; read-only mounts and immutable files do not show in them)."""
-    from inspector.outputs import writable_problem
-
     problem = writable_problem(path.parent)
     if problem is None and path.exists():
         try:
