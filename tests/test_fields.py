@@ -443,3 +443,51 @@ def test_report_fields_shows_other_declarations_of_a_stored_run(tmp_path: Path) 
     result = CliRunner().invoke(cli, ["report", "--db", str(db), "--out", str(out), "--fields", str(labels)])
     assert result.exit_code == 0, result.output
     assert '<th data-sort="title" data-field="title">Product name</th>' in out.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def custom_run(tmp_path: Path, sample_dir: Path, fields_file: Path) -> Path:
+    """A database with run 1: three images scanned with FIELDS_TOML (colour, material, volume in ml) and prices."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in IMAGES:
+        shutil.copy(sample_dir / name, images / name)
+    catalogue = write(images / "catalogue.csv", CATALOGUE)
+    answers = [answer.replace('"brand": "Vireo"', '"brand": "Vireo", "price": 12.5') for answer in ANSWERS]
+    model = write(tmp_path / "answers.json", json.dumps(answers))
+    db = tmp_path / "r.db"
+    result = CliRunner().invoke(
+        cli, ["scan", str(images), "--model", f"fake:{model}", "--truth", str(catalogue), "--db", str(db),
+              "--fields", str(fields_file), "--no-report"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return db
+
+
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        ('[fields.price]\nkind = "category"\n', "field 'price' is category in that file, but run 1 stored it as price"),
+        ('[fields.category]\nkind = "number"\n', "field 'category' is number in that file, but run 1 stored it as category"),
+        ('[fields.colour]\nkind = "text"\n', "field 'colour' is text in that file, but run 1 stored it as category"),
+        ('[fields.volume]\nkind = "number"\nunit = "g"\n',
+         "field 'volume' is number in g in that file, but run 1 stored it as number in ml"),
+    ],
+)  # fmt: skip
+def test_report_fields_cannot_change_what_a_stored_field_is(tmp_path: Path, custom_run: Path, table, error) -> None:
+    """Issue 15: a --fields file that changed a stored field's kind crashed the report (AttributeError in
+    _confusion) or showed stored values read as another kind. It may relabel them, not change their kind or unit."""
+    other = write(tmp_path / "other.toml", table)
+    out = tmp_path / "again.html"
+    result = CliRunner().invoke(cli, ["report", "--db", str(custom_run), "--out", str(out), "--fields", str(other)])
+    assert result.exit_code == 1, result.output
+    assert result.output == (
+        f"Error: --fields: {error}; a report's --fields can relabel stored fields, not change their kind or "
+        "unit (scan with the file to read them so)\n"
+    )
+    assert not out.exists()
+    relabel = write(
+        tmp_path / "labels.toml", '[fields.volume]\nkind = "number"\nunit = "ml"\nlabel = "Capacity"\n[fields.price]\nlabel = "Cost"\n'
+    )
+    result = CliRunner().invoke(cli, ["report", "--db", str(custom_run), "--out", str(out), "--fields", str(relabel)])
+    assert result.exit_code == 0, result.output
