@@ -170,6 +170,7 @@ def test_python_dash_m_runs_the_cli():
     assert "scan" in result.stdout and "report" in result.stdout
 
 
+@pytest.mark.postgres  # its fixture is asked for by name below: CI must fail, not skip, without a server
 def test_scan_never_shows_the_database_password(runner, tmp_path, sample_dir, request):
     """Issue 15: `scan` printed a Postgres password in its settings echo (db=...) and its Database: line."""
     url = make_url(request.getfixturevalue("postgres_url")).set(password="s3cr3t-pw").render_as_string(hide_password=False)
