@@ -218,12 +218,16 @@ def _check_scan_inputs(config):
 
 
 def _config_line(config) -> str:
+    from inspector.store import shown_database
+
     keys = ("model", "db", "truth", "batch_size", "max_new_tokens", "device", "dtype", "prompt", "sizes")
-    values = asdict(config)
+    values = asdict(config) | {"db": shown_database(config.db)}
     return ", ".join(f"{k}={values[k]}" for k in keys if values[k] not in (None, [], ""))
 
 
 def _print_scan_summary(config, summary) -> None:
+    from inspector.store import shown_database
+
     console = stdout_console()
     if config.shard != (0, 1):
         console.print(f"shard {config.shard[0]}/{config.shard[1]}: {summary.processed} images")
@@ -261,7 +265,7 @@ def _print_scan_summary(config, summary) -> None:
                 "" if m.get("mean_abs_error") is None else f"{m['mean_abs_error']:.2f}",
             )
         console.print(table)
-    console.print(f"Database: {config.db}")
+    console.print(f"Database: {shown_database(config.db)}")
     if summary.report_path:
         console.print(f"Report: {summary.report_path}")
 
@@ -288,8 +292,8 @@ def report(run, db, out, compare, fields_file):
         _require_existing_db(db)
         check_output_file(out, "--out")
         store = open_store(db, read_only=True)
-        run_info = store.get_run(_run_ref(run))
-        compare_info = store.get_run(_run_ref(compare)) if compare else None
+        run_info = store.get_run(run)
+        compare_info = store.get_run(compare) if compare else None
         fieldset = load_fields(fields_file) if fields_file else None
         path = render_report(store, run_info.id, Path(out), compare_run_id=compare_info.id if compare_info else None,
                              fieldset=fieldset)
@@ -385,21 +389,17 @@ def export(run, db, out, what, mismatches_only, field, category):
         _require_existing_db(db)
         check_output_file(out, "--out")
         store = open_store(db, read_only=True)
-        info = store.get_run(_run_ref(run))
+        info = store.get_run(run)
         count = export_run(
             store, info.id, out, what=what, mismatches_only=mismatches_only, field=field, category=category
         )
         click.echo(f"Wrote {count} {what} rows of {info.label} to {out}")
 
 
-def _run_ref(value: str | None) -> int | str | None:
-    if value is None:
-        return None
-    return int(value) if value.isdigit() else value
-
-
 def _require_existing_db(db: str) -> None:
-    if "://" not in db and not Path(db).exists():
+    from inspector.outputs import check_path_names
+
+    if "://" not in db and not check_path_names(db, "--db").exists():
         raise click.ClickException(f"no database at {db}; run `inspector scan` first or pass --db")
 
 

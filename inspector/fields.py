@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from inspector.errors import InputError
+from inspector.outputs import check_path_names
 from inspector.units import unit_dimension
 
 if sys.version_info >= (3, 11):
@@ -59,6 +60,11 @@ SINGLE_KINDS: tuple[str, ...] = ("currency", "size_prices")
 FieldValue = Union[str, float, dict[str, float], None]  # noqa: UP007 - a runtime alias on Python 3.10
 
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+#: The names `--truth-columns` gives the catalogue columns that locate each image (a path, a product key) and their
+#: aliases, with the column each stands for. A field may not be named or keyed like them: the column mapping, the
+#: catalogue's column detection and the advice of errors could not tell the field from the image column.
+LOCATOR_NAMES: dict[str, str] = {"path": "path", "key": "key", "image": "path", "image_path": "path", "file": "path"}
 
 
 def normalise_key(key: object) -> str:
@@ -364,7 +370,7 @@ def load_fields(path: str | Path | None, base: FieldSet = BUILTIN_FIELDS) -> Fie
     """
     if path is None:
         return base
-    path = Path(path)
+    path = check_path_names(path, "--fields")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
@@ -438,8 +444,28 @@ def _spec_from_table(name: str, table: object, base: FieldSet, source: str) -> F
             )
     if values.get("values") and kind != "category":
         raise InputError(f'{where}: values applies to kind = "category" only.')
+    for what, texts in (("key", [values.get("key", "")]), ("synonym", values.get("synonyms", ())),
+                        ("column", values.get("columns", ()))):  # fmt: skip
+        for text in texts:
+            if text and not normalise_key(text):
+                raise InputError(
+                    f"{where}: {what} {text!r} has no letter or digit (a-z, 0-9) to match answers and catalogue "
+                    "headers by; remove it or spell it with some."
+                )
+    for locator in (name, values.get("key") or name):
+        if locator in LOCATOR_NAMES:
+            raise InputError(
+                f"{where}: {locator!r} names the catalogue column that locates each image (--truth-columns "
+                f"{LOCATOR_NAMES[locator]}=COLUMN); give the field another name and key."
+            )
     if builtin is not None and builtin.kind == kind:
         return replace(builtin, **values)  # a built-in overridden by name keeps what the file does not change
+    if builtin is not None:
+        # Another kind: what names the field (key, label, synonyms, catalogue columns, description) is kept, so
+        # the catalogue's full_price is still read when price becomes a number; what reads or scores the old kind
+        # (phrases, values, unit, tolerance, threshold) is not.
+        kept = {key: getattr(builtin, key) for key in ("key", "label", "synonyms", "columns", "description")}
+        return FieldSpec(name=name, **{**kept, **values})
     return FieldSpec(name=name, **values)
 
 

@@ -10,13 +10,41 @@ from pathlib import Path
 
 from inspector.errors import InputError, OutputError
 
+NAME_MAX_BYTES = 255
+"""The longest file or folder name (one path component) in bytes: ext4, xfs, btrfs, tmpfs, APFS, NTFS (chars)."""
+
+PATH_MAX_BYTES = 4096
+"""The longest path in bytes the kernel takes (Linux; longer is `File name too long` whatever the names)."""
+
+
+def check_path_names(path: str | Path, option: str) -> Path:
+    """Refuse a path the operating system would refuse with `File name too long` (an OSError from wherever it is
+    first used, even `exists()`): a name in it over 255 bytes, or the whole over 4096. Works for input and output
+    paths alike; touches nothing."""
+    target = Path(path).expanduser()
+    for name in target.parts:
+        size = len(os.fsencode(name))
+        if size > NAME_MAX_BYTES:
+            raise InputError(
+                f"{option}: the name {name[:24]}… in it is {size} bytes long, more than the {NAME_MAX_BYTES} bytes a "
+                "file or folder name may have; pass a shorter path"
+            )
+    size = len(os.fsencode(str(target)))
+    if size >= PATH_MAX_BYTES:
+        raise InputError(
+            f"{option}: the path is {size} bytes long, more than the {PATH_MAX_BYTES - 1} bytes a path may have; "
+            "pass a shorter path"
+        )
+    return target
+
 
 def check_output_file(path: str | Path, option: str) -> Path:
-    """Refuse, before any slow work, an output file path that cannot be written: empty, a folder, under a file,
-    or in a folder this process may not write to. Creates nothing (a missing parent folder is made on write)."""
+    """Refuse, before any slow work, an output file path that cannot be written: empty, too long, a folder, under
+    a file, or in a folder this process may not write to. Creates nothing (a missing parent folder is made on
+    write)."""
     if str(path).strip() == "":
         raise InputError(f"{option} is empty; pass a file name such as report.html")
-    target = Path(path).expanduser()
+    target = check_path_names(path, option)
     if target.is_dir():
         raise OutputError(f"{option} {path} is a folder; pass a file name, e.g. {target / 'report.html'}")
     folder = _nearest_existing(target.parent)

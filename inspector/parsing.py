@@ -24,7 +24,7 @@ from functools import lru_cache
 
 from inspector.fields import BUILTIN_FIELDS, SENTENCE_END, FieldSet, FieldSpec, ProductFields, normalise_key
 from inspector.numbers import AMBIGUOUS, NUMBER_RE, UNREADABLE, read_number
-from inspector.units import parse_quantity
+from inspector.units import decimal_text, parse_quantity
 
 __all__ = [
     "AMBIGUOUS",
@@ -895,9 +895,11 @@ def _quantity_from_json(value: object) -> object:
         if amount_key is None:
             return None
         unit = value[unit_key] if unit_key is not None and isinstance(value[unit_key], str) else ""
-        return f"{value[amount_key]} {unit}".strip()
+        amount = _quantity_from_json(value[amount_key])
+        return None if amount is None else f"{amount} {unit}".strip()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return repr(float(value)) if math.isfinite(value) else None
+        # Written out, not repr(): 0.00005 and 1e16 would be "5e-05" and "1e+16", which no quantity reader takes.
+        return decimal_text(float(value)) if math.isfinite(value) else None
     return value
 
 

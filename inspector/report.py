@@ -23,7 +23,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from inspector import __version__
 from inspector.errors import InputError, InspectorError
-from inspector.fields import FieldSet, Outcome
+from inspector.fields import FieldSet, FieldSpec, Outcome
 from inspector.outputs import write_text_atomic
 from inspector.review import DECISIONS, accuracy_at_coverage, review_view_data
 from inspector.scoring import normalise_label
@@ -103,6 +103,8 @@ def render_report_html(
         raise InputError(
             f"--compare must name another run than {run_id}: comparing a run with itself shows nothing"
         )
+    if fieldset is not None:
+        _check_same_kinds(fieldset, [store.get_run(rid) for rid in run_ids])
     fieldset = fieldset or _union(*(store.get_run(rid).fields for rid in run_ids))
     views = [_run_view(store, rid, fieldset) for rid in run_ids]
     if len(views) == 2:
@@ -239,6 +241,24 @@ def _counts(info: RunInfo, rows: list[dict]) -> dict[str, Any]:
 def _category_key(value: str | None) -> str:
     """Categories group as scoring compares them, so the confusion table's diagonal is what scored correct."""
     return normalise_label(value) or NONE_KEY
+
+
+def _check_same_kinds(fieldset: FieldSet, runs: list[RunInfo]) -> None:
+    """Stored values are of the kind (and unit) the run read them as: other fields can relabel them, not turn a
+    price into a category or millilitres into grams, which would crash or silently mislabel them."""
+
+    def what(spec: FieldSpec) -> str:
+        return f"{spec.kind} in {spec.unit}" if spec.unit else spec.kind
+
+    for info in runs:
+        for spec in fieldset:
+            stored = info.fields.get(spec.name)
+            if stored is not None and what(stored) != what(spec):
+                raise InputError(
+                    f"--fields: field {spec.name!r} is {what(spec)} in that file, but {info.label} stored it as "
+                    f"{what(stored)}; a report's --fields can relabel stored fields, not change their kind or unit "
+                    "(scan with the file to read them so)"
+                )
 
 
 def _confusion(rows: list[dict], field: str) -> dict:

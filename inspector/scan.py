@@ -26,7 +26,7 @@ from inspector.discovery import ImageSource, discover, read_source
 from inspector.errors import FetchError
 from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, ProductFields, TruthRecord, load_fields
 from inspector.images import ImageLoadError, LoadedImage, decode_image, make_thumbnail, sha256_hex
-from inspector.outputs import check_output_file
+from inspector.outputs import check_output_file, check_path_names
 from inspector.parsing import parse_answer
 from inspector.prompts import Prompt, get_prompt
 from inspector.scoring import PriceTolerance, score_answer
@@ -342,8 +342,10 @@ def trained_prompt_mismatch(config: ScanConfig) -> str | None:
     """A warning when `config.model` is a folder `inspector train` wrote (its train_config.json) and the scan asks
     it another question than it was trained on (another prompt, sizes or fields file): a fine-tuned model answers
     its training question far better, and nothing else would tell the user why the answers got worse."""
-    folder = Path(config.model)
-    if "://" in config.model or not (folder / "train_config.json").is_file():
+    if "://" in config.model:
+        return None
+    folder = check_path_names(config.model, "--model")  # a local folder, a hub id or fake:FILE
+    if not (folder / "train_config.json").is_file():
         return None
     from inspector.errors import InspectorError
     from inspector.training.config import TrainConfig

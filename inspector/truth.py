@@ -39,7 +39,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from inspector.errors import TruthError  # noqa: F401 - part of this module's API
-from inspector.fields import BUILTIN_FIELDS, FieldSet, ProductFields, TruthRecord
+from inspector.fields import BUILTIN_FIELDS, LOCATOR_NAMES, FieldSet, ProductFields, TruthRecord
 from inspector.parsing import (
     AMBIGUOUS,
     NEGATIVE,
@@ -67,8 +67,8 @@ __all__ = [
 
 
 #: Keys of the image-locating columns; the fields' keys (e.g. "brand", "sizes") come from the declarations.
-LOCATOR_KEYS: tuple[str, ...] = ("path", "key")
-_LOCATOR_ALIASES = {"image": "path", "image_path": "path", "file": "path"}
+LOCATOR_KEYS: tuple[str, ...] = tuple(dict.fromkeys(LOCATOR_NAMES.values()))
+_LOCATOR_ALIASES = {name: key for name, key in LOCATOR_NAMES.items() if name != key}
 
 #: Column names tried for the image-locating columns, best first, compared after `_normalise_header`. Each
 #: field's own column names are part of its declaration (`FieldSpec.column_names`).

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 
 from inspector.numbers import NUMBER_RE, read_number
 
-__all__ = ["UNITS", "format_quantity", "parse_quantity", "unit_dimension"]
+__all__ = ["UNITS", "decimal_text", "format_quantity", "parse_quantity", "unit_dimension"]
 
 #: unit spelling (lower case) -> (dimension, factor to the dimension's base unit).
 UNITS: dict[str, tuple[str, float]] = {}
@@ -87,11 +88,20 @@ def parse_quantity(value: object, unit: str = "") -> float | None:
     return float(f"{number * source[1] / target[1]:.12g}")
 
 
+def decimal_text(number: float) -> str:
+    """A finite number written out without an exponent, as parsers of written quantities read it: 5e-05 ->
+    "0.00005", 1e+16 -> "10000000000000000", -0.0 -> "0" (the shortest digits that give the same float)."""
+    if number == 0:
+        return "0"
+    return format(Decimal(repr(float(number))), "f").removesuffix(".0")
+
+
 def format_quantity(value: float | None, unit: str = "") -> str | None:
-    """A quantity for display and answers: "500 ml", "1.5 kg" (up to 6 significant digits)."""
+    """A quantity for display and answers: "500 ml", "1.5 kg" (up to 6 significant digits where that needs no
+    exponent; very small and very large values in full, never rounded to "0" nor shown as "-0")."""
     if value is None or not math.isfinite(value):
         return None
     text = f"{value:.6g}"
-    if "e" in text:
-        text = f"{value:f}".rstrip("0").rstrip(".")
+    if "e" in text or value == 0:
+        text = decimal_text(value)
     return f"{text} {unit}".strip()

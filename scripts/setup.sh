@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create a virtual environment with inspector and everything it needs (idempotent). Used by the README's two
 # commands and CI.
-#   scripts/setup.sh                                   # .venv on the tested floor (constraints.txt)
-#   VENV=.venv-newest TRANSFORMERS=newest scripts/setup.sh   # the newest transformers the package index offers
+#   scripts/setup.sh                                          # .venv on the tested floor (constraints.txt)
+#   VENV=.venv-newest TRANSFORMERS=newest scripts/setup.sh    # the newest transformers inside pyproject's range
+#   VENV=.venv-canary TRANSFORMERS=5.26.0 scripts/setup.sh    # one release, even above the cap (the canary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -20,12 +21,17 @@ case "$TRANSFORMERS" in
     ;;
   newest)
     pip_install -e ".[train,test]"
-    # Newest on the index even above pyproject's cap, on purpose: a release that breaks us must turn CI red before
-    # the cap is raised (pip then reports the conflict with inspector's declared range; expected there).
-    pip_install --upgrade transformers
+    # The newest release inside the declared range, as pip resolves pyproject.toml's requirement (no second copy).
+    pip_install --upgrade "$("$VENV/bin/python" scripts/releases.py spec)"
+    ;;
+  [0-9]*)
+    pip_install -e ".[train,test]"
+    # A release above the cap (scripts/test.sh's canary): pip then reports the conflict with inspector's declared
+    # range, which is expected here.
+    pip_install "transformers==$TRANSFORMERS"
     ;;
   *)
-    echo "TRANSFORMERS must be floor or newest, not '$TRANSFORMERS'" >&2
+    echo "TRANSFORMERS must be floor, newest or a version, not '$TRANSFORMERS'" >&2
     exit 2
     ;;
 esac

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy.engine import make_url
+from test_store import postgres_server, postgres_url  # noqa: F401 - fixtures
 
+from inspector import __version__
 from inspector.cli import cli
 from inspector.discovery import discover
 
@@ -165,3 +168,105 @@ def test_python_dash_m_runs_the_cli():
         [sys.executable, "-m", "inspector", "--help"], capture_output=True, text=True, check=True
     )
     assert "scan" in result.stdout and "report" in result.stdout
+
+
+@pytest.mark.postgres  # its fixture is asked for by name below: CI must fail, not skip, without a server
+def test_scan_never_shows_the_database_password(runner, tmp_path, sample_dir, request):
+    """Issue 15: `scan` printed a Postgres password in its settings echo (db=...) and its Database: line."""
+    url = make_url(request.getfixturevalue("postgres_url")).set(password="s3cr3t-pw").render_as_string(hide_password=False)
+    shown = make_url(url).render_as_string(hide_password=True)
+    assert ":***@" in shown
+    model = write_answers(tmp_path / "answers.json", ["{}"] * len(discover([sample_dir])))
+    result = runner.invoke(
+        cli, ["scan", str(sample_dir), "--model", model, "--db", url, "--no-report", "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    echo = (  # wrapped at 80 columns on stderr, where a line break may take the place of a space
+        f"inspector {__version__} · scan config: model={model}, db={shown}, batch_size=0, max_new_tokens=256, "
+        f"device=cpu, dtype=auto\nloading {model} …\n"
+    )
+    assert "".join(result.stderr.split()) == "".join(echo.split()), result.stderr
+    assert f"Database: {shown}" in result.stdout.splitlines()
+
+    for command in (["runs"], ["report", "--out", str(tmp_path / "r.html")], ["export", "1", "--out", str(tmp_path / "e.csv")]):
+        listed = runner.invoke(cli, [*command, "--db", url])
+        assert listed.exit_code == 0, listed.output
+        assert "s3cr3t-pw" not in listed.output
+    assert "s3cr3t-pw" not in (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "s3cr3t-pw" not in "".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("db", "error"),
+    [
+        ("postgresql://u:s3cr3t-pw@h:xx/db",
+         "Error: --db 'postgresql://u:***@h:xx/db' is neither a file path nor a valid SQLAlchemy URL (e.g. results.db "
+         "or postgresql+psycopg://user:password@host/dbname)"),
+        ("nodialect://u:s3cr3t-pw@h/db",
+         "Error: cannot use database nodialect://u:***@h/db: Can't load plugin: sqlalchemy.dialects:nodialect; "
+         "install the database driver named in the URL"),
+    ],
+)  # fmt: skip
+def test_a_bad_database_url_is_one_line_without_its_password(runner, tmp_path, sample_dir, db, error):
+    model = write_answers(tmp_path / "answers.json", [])
+    for command in (["runs"], ["scan", str(sample_dir), "--model", model, "--no-report"]):
+        result = runner.invoke(cli, [*command, "--db", db])
+        assert result.exit_code == 1, result.output
+        assert result.output == error + "\n"
+
+
+@pytest.fixture()
+def scanned_db(runner, tmp_path, sample_dir) -> Path:
+    """A database with one run (run 1) of the fake model over the samples."""
+    db = tmp_path / "r.db"
+    model = write_answers(tmp_path / "answers.json", ["{}"] * len(discover([sample_dir])))
+    result = runner.invoke(cli, ["scan", str(sample_dir), "--model", model, "--db", str(db), "--no-report"])
+    assert result.exit_code == 0, result.output
+    return db
+
+
+@pytest.mark.parametrize("ref", ["²", "١", "9" * 5000, str(2**63)])
+def test_a_run_id_that_is_no_number_is_a_missing_run(runner, tmp_path, scanned_db, ref):
+    """Issue 15: `²` passed str.isdigit() and int("²") raised a traceback (also an over-long or 64-bit-overflowing
+    id). A run reference that is not ASCII digits is a run name; either way, an unknown run is one line."""
+    out = str(tmp_path / "out.html")
+    missing = f"Error: no run {ref!r} in sqlite:///{scanned_db}; pass a run id or name, e.g. one of the latest: 1\n"
+    for command in (["report", ref, "--out", out], ["report", "1", "--compare", ref, "--out", out],
+                    ["export", ref, "--out", str(tmp_path / "out.csv")]):  # fmt: skip
+        result = runner.invoke(cli, [*command, "--db", str(scanned_db)])
+        assert result.exit_code == 1, result.output
+        assert result.output == missing
+
+
+LONG = "a" * 256  # one byte more than a file name may have on ext4, xfs, btrfs, tmpfs, ...
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["scan", "{samples}", "--model", "{model}", "--db", "{tmp}/{long}", "--no-report"], "--db"),
+        (["scan", "{samples}", "--model", "{model}", "--db", "{tmp}/{long}/r.db", "--no-report"], "--db"),
+        (["scan", "{samples}", "--model", "{model}", "--db", "sqlite:///{tmp}/{long}", "--no-report"], "--db"),
+        (["scan", "{samples}", "--model", "{model}", "--db", "{db}", "--report", "{tmp}/{long}"], "--report"),
+        (["scan", "{samples}", "--model", "{model}", "--db", "{db}", "--report", "{tmp}/{long}/r.html"], "--report"),
+        (["scan", "{samples}", "--model", "{model}", "--db", "{db}", "--no-report", "--fields", "{tmp}/{long}"],
+         "--fields"),
+        (["report", "--db", "{db}", "--out", "{tmp}/{long}"], "--out"),
+        (["report", "--db", "{db}", "--out", "{tmp}/r.html", "--fields", "{long}"], "--fields"),
+        (["report", "--db", "{tmp}/{long}"], "--db"),
+        (["export", "1", "--db", "{db}", "--out", "{tmp}/{long}/e.csv"], "--out"),
+        (["runs", "--db", "{long}"], "--db"),
+        (["scan", "{samples}", "--model", "{tmp}/{long}", "--db", "{db}", "--no-report"], "--model"),
+    ],
+)  # fmt: skip
+def test_a_path_name_too_long_for_the_file_system_is_one_line(runner, tmp_path, sample_dir, scanned_db, args, option):
+    """Issue 15: a path component over 255 bytes was an OSError (File name too long) traceback."""
+    model = write_answers(tmp_path / "more.json", ["{}"] * len(discover([sample_dir])))
+    values = {"samples": sample_dir, "model": model, "tmp": tmp_path, "long": LONG, "db": scanned_db}
+    result = runner.invoke(cli, [arg.format(**values) for arg in args])
+    assert result.exit_code == 1, result.output
+    assert result.output == (
+        f"Error: {option}: the name {LONG[:24]}… in it is 256 bytes long, more than the 255 bytes a file or folder "
+        "name may have; pass a shorter path\n"
+    )
+    assert not list(tmp_path.glob("aaaa*")) and not (tmp_path / "r.html").exists()

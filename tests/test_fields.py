@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from inspector.cli import cli
 from inspector.errors import InputError
-from inspector.fields import BUILTIN_FIELDS, FieldSet, ProductFields, load_fields
+from inspector.fields import BUILTIN_FIELDS, FieldSet, FieldSpec, ProductFields, load_fields
 from inspector.parsing import parse_answer
 from inspector.prompts import BUILTIN_PROMPTS, format_answer, get_prompt
 from inspector.scoring import score_answer
@@ -443,3 +443,155 @@ def test_report_fields_shows_other_declarations_of_a_stored_run(tmp_path: Path) 
     result = CliRunner().invoke(cli, ["report", "--db", str(db), "--out", str(out), "--fields", str(labels)])
     assert result.exit_code == 0, result.output
     assert '<th data-sort="title" data-field="title">Product name</th>' in out.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def custom_run(tmp_path: Path, sample_dir: Path, fields_file: Path) -> Path:
+    """A database with run 1: three images scanned with FIELDS_TOML (colour, material, volume in ml) and prices."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in IMAGES:
+        shutil.copy(sample_dir / name, images / name)
+    catalogue = write(images / "catalogue.csv", CATALOGUE)
+    answers = [answer.replace('"brand": "Vireo"', '"brand": "Vireo", "price": 12.5') for answer in ANSWERS]
+    model = write(tmp_path / "answers.json", json.dumps(answers))
+    db = tmp_path / "r.db"
+    result = CliRunner().invoke(
+        cli, ["scan", str(images), "--model", f"fake:{model}", "--truth", str(catalogue), "--db", str(db),
+              "--fields", str(fields_file), "--no-report"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return db
+
+
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        ('[fields.price]\nkind = "category"\n', "field 'price' is category in that file, but run 1 stored it as price"),
+        ('[fields.category]\nkind = "number"\n', "field 'category' is number in that file, but run 1 stored it as category"),
+        ('[fields.colour]\nkind = "text"\n', "field 'colour' is text in that file, but run 1 stored it as category"),
+        ('[fields.volume]\nkind = "number"\nunit = "g"\n',
+         "field 'volume' is number in g in that file, but run 1 stored it as number in ml"),
+    ],
+)  # fmt: skip
+def test_report_fields_cannot_change_what_a_stored_field_is(tmp_path: Path, custom_run: Path, table, error) -> None:
+    """Issue 15: a --fields file that changed a stored field's kind crashed the report (AttributeError in
+    _confusion) or showed stored values read as another kind. It may relabel them, not change their kind or unit."""
+    other = write(tmp_path / "other.toml", table)
+    out = tmp_path / "again.html"
+    result = CliRunner().invoke(cli, ["report", "--db", str(custom_run), "--out", str(out), "--fields", str(other)])
+    assert result.exit_code == 1, result.output
+    assert result.output == (
+        f"Error: --fields: {error}; a report's --fields can relabel stored fields, not change their kind or "
+        "unit (scan with the file to read them so)\n"
+    )
+    assert not out.exists()
+    relabel = write(
+        tmp_path / "labels.toml", '[fields.volume]\nkind = "number"\nunit = "ml"\nlabel = "Capacity"\n[fields.price]\nlabel = "Cost"\n'
+    )
+    result = CliRunner().invoke(cli, ["report", "--db", str(custom_run), "--out", str(out), "--fields", str(relabel)])
+    assert result.exit_code == 0, result.output
+
+
+# ---------------------------------------------------------------------------------------------- issue 15, smaller
+
+
+@pytest.mark.parametrize(
+    ("table", "name", "column"),
+    [
+        ('[fields.path]\nkind = "text"\n', "path", "path"),
+        ('[fields.key]\nkind = "text"\n', "key", "key"),
+        ('[fields.image]\nkind = "category"\n', "image", "path"),
+        ('[fields.file_path]\nkind = "text"\nkey = "file"\n', "file", "path"),
+    ],
+)
+def test_a_field_cannot_take_the_name_of_the_image_locating_columns(
+    tmp_path: Path, sample_dir: Path, table: str, name: str, column: str
+) -> None:
+    """Issue 15: a field named `path` took over the catalogue's image column (0 of 36 images matched, silently),
+    and the advice `--truth-columns path=COLUMN` could not tell the field from the image column."""
+    fields = write(tmp_path / "f.toml", table)
+    field = re.search(r"fields\.(\w+)", table).group(1)
+    result = CliRunner().invoke(cli, ["scan", str(sample_dir), "--model", "fake:x", "--fields", str(fields)])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {fields}: field {field!r}: {name!r} names the catalogue column that locates each image "
+        f"(--truth-columns {column}=COLUMN); give the field another name and key.\n"
+    )
+
+
+def test_overriding_a_built_in_s_kind_keeps_its_synonyms_and_columns(tmp_path: Path, sample_dir: Path) -> None:
+    """Issue 15: `[fields.price] kind = "number"` dropped the price's synonyms and columns, so the catalogue's
+    full_price and answers' "Full Price:" were no longer read. What does not depend on the kind is kept."""
+    fieldset = load_fields(write(tmp_path / "f.toml", '[fields.price]\nkind = "number"\ntolerance = 0.5\n'))
+    price, builtin = fieldset["price"], BUILTIN_FIELDS["price"]
+    assert (price.kind, price.tolerance) == ("number", 0.5)
+    assert (price.synonyms, price.columns, price.description) == (builtin.synonyms, builtin.columns, builtin.description)
+    table = load_truth(sample_dir / "truth.csv", fieldset=fieldset)
+    assert table.columns["price"] == "full_price"
+    assert table.records[0].fields["price"] == 186.0
+    assert parse_answer("Full Price: 12.5", fieldset)["price"] == 12.5
+    # Kind-specific settings of the built-in do not carry over: the brand's phrases read brands, not titles.
+    brand = load_fields(write(tmp_path / "b.toml", '[fields.brand]\nkind = "text"\n'))["brand"]
+    assert brand.synonyms == BUILTIN_FIELDS["brand"].synonyms and brand.phrases == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (1e-7, "0.0000001 ml"),
+        (-0.0, "0 ml"),
+        (0.0, "0 ml"),
+        (1.25e-5, "0.0000125 ml"),
+        (1e16, "10000000000000000 ml"),
+        (123456789.0, "123456789 ml"),
+        (0.5, "0.5 ml"),
+        (1234.5678, "1234.57 ml"),
+        (-2.5e-9, "-0.0000000025 ml"),
+    ],
+)
+def test_quantities_are_shown_without_rounding_to_zero_or_a_minus_zero(value: float, shown: str) -> None:
+    """Issue 15: 1e-7 ml was shown as "0 ml" and -0 as "-0 ml"."""
+    from inspector.units import format_quantity
+
+    assert format_quantity(value, "ml") == shown
+
+
+@pytest.mark.parametrize(
+    ("json_value", "expected"),
+    [
+        ("0.00005", 0.00005),
+        ("5e-5", 0.00005),
+        ("1e16", 1e16),
+        ("1E16", 1e16),
+        ("12345678901234567890", 12345678901234567890.0),
+        ('{"value": 1e16, "unit": "l"}', 1e19),
+        ('{"value": 0.00005, "unit": "l"}', 0.05),
+        ("-0.0", 0.0),
+    ],
+)
+def test_json_numbers_in_number_fields_are_read_in_any_notation(json_value: str, expected: float) -> None:
+    """Issue 15: a JSON number that Python writes with an exponent (0.00005, 1e16) was dropped silently."""
+    fieldset = FieldSet((*BUILTIN_FIELDS, FieldSpec("volume", "number", unit="ml")))
+    value = parse_answer(f'{{"volume": {json_value}}}', fieldset)["volume"]
+    assert value == pytest.approx(expected, rel=1e-12) and str(value) != "-0.0"
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('[fields.colour]\nkind = "category"\nsynonyms = ["---"]\n', "synonym '---'"),
+        ('[fields.colour]\nkind = "category"\nsynonyms = ["hue", " / "]\n', "synonym ' / '"),
+        ('[fields.colour]\nkind = "category"\nkey = "..."\n', "key '...'"),
+        ('[fields.colour]\nkind = "category"\ncolumns = ["Colour", "--"]\n', "column '--'"),
+    ],
+)
+def test_a_synonym_key_or_column_without_letters_or_digits_is_refused(tmp_path: Path, table: str, message: str):
+    """Issue 15: a synonym like "---" became an empty key, which matched every key that normalises to nothing."""
+    path = write(tmp_path / "f.toml", table)
+    with pytest.raises(InputError) as error:
+        load_fields(path)
+    assert str(error.value) == (
+        f"{path}: field 'colour': {message} has no letter or digit (a-z, 0-9) to match answers and catalogue "
+        "headers by; remove it or spell it with some."
+    )

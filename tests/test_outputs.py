@@ -240,3 +240,15 @@ def test_a_db_that_is_a_folder_is_one_line(tmp_path, sample_dir, command):
     assert (result.exit_code, result.output) == (
         1, f"Error: --db {tmp_path} is a folder; pass a database file name, e.g. {tmp_path}/inspector.db\n"
     )  # fmt: skip
+
+
+def test_path_names_are_measured_in_bytes_and_the_whole_path_too(tmp_path):
+    from inspector.errors import InputError
+    from inspector.outputs import check_path_names
+
+    assert check_path_names(tmp_path / ("é" * 127), "--out") == tmp_path / ("é" * 127)  # 254 bytes: fine
+    with pytest.raises(InputError, match=r"^--out: the name é{24}… in it is 256 bytes long, more than the 255 "):
+        check_path_names(tmp_path / ("é" * 128), "--out")  # 128 characters, 256 bytes
+    deep = "/".join(["b" * 200] * 21)  # every name fits, the whole does not
+    with pytest.raises(InputError, match=r"^--db: the path is 4220 bytes long, more than the 4095 bytes a path may"):
+        check_path_names(deep, "--db")

@@ -425,11 +425,25 @@ def test_num_crops_per_call(processor):
 
 
 @needs_shared
-def test_num_crops_when_loading(checkpoint_dir):
-    loaded = Phi3VProcessor.from_pretrained(checkpoint_dir, num_crops=16)
-    assert loaded.image_processor.num_crops == 16
-    assert "num_crops" not in loaded.tokenizer.init_kwargs
-    assert loaded("<|image_1|>x", [solid(800, 800)])["pixel_values"].shape == (1, 17, 3, 336, 336)
+def test_num_crops_when_loading(checkpoint_dir, tmp_path):
+    """An image option given when loading reaches the image processor only, on every supported transformers (5.25
+    loads sub-processors through another path than 5.17): the tokenizer neither keeps nor saves it."""
+    register_auto_classes()
+    from transformers.models.auto.processing_auto import AutoProcessor
+
+    for load in (Phi3VProcessor.from_pretrained, AutoProcessor.from_pretrained):
+        loaded = load(checkpoint_dir, num_crops=16)
+        assert type(loaded) is Phi3VProcessor
+        assert loaded.image_processor.num_crops == 16
+        assert "num_crops" not in loaded.tokenizer.init_kwargs
+        assert loaded("<|image_1|>x", [solid(800, 800)])["pixel_values"].shape == (1, 17, 3, 336, 336)
+
+    loaded.save_pretrained(tmp_path)
+    assert "num_crops" not in json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert json.loads((tmp_path / "processor_config.json").read_text())["image_processor"]["num_crops"] == 16
+    assert Phi3VProcessor.from_pretrained(tmp_path).image_processor.num_crops == 16
+    with pytest.raises(ValueError, match="num_crops"):
+        Phi3VProcessor.from_pretrained(checkpoint_dir, num_crops=0)
 
 
 @needs_shared

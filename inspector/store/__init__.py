@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inspector.store.engine import StoreError
+from inspector.store.engine import StoreError, shown_database
 from inspector.store.migrations import SchemaTooNewError
 from inspector.store.store import (
     COMPLETED,
@@ -28,6 +28,7 @@ __all__ = [
     "RunInfo",
     "SchemaTooNewError",
     "Store",
+    "shown_database",
     "StoreError",
     "open_store",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
 from inspector.errors import StoreError
+from inspector.outputs import check_path_names, writable_problem
 
 #: How long a SQLite writer waits for another process's transaction before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -21,6 +23,20 @@ _DRIVER_HINTS = {
 }
 
 
+def shown_database(url_or_path: str | Path | URL) -> str:
+    """How output and messages name a `--db`: a file path as given, a URL with its password as `***`.
+
+    The one place that decides this: scan's echo and summary, the report and every error use it."""
+    if isinstance(url_or_path, URL):
+        return url_or_path.render_as_string(hide_password=True)
+    if isinstance(url_or_path, Path) or "://" not in url_or_path:
+        return str(url_or_path)
+    try:
+        return make_url(url_or_path).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy can read: hide all of user:password@ but the user
+        return re.sub(r"^([^:/]*://[^:/@]*):.*@", r"\1:***@", url_or_path)
+
+
 def database_url(url_or_path: str | Path) -> URL:
     """A plain path (no `://`) is a SQLite file; anything else must be a SQLAlchemy URL."""
     if isinstance(url_or_path, Path) or "://" not in url_or_path:
@@ -28,9 +44,9 @@ def database_url(url_or_path: str | Path) -> URL:
         return URL.create("sqlite", database=str(path))
     try:
         return make_url(url_or_path)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is not a number
         raise StoreError(
-            f"--db {url_or_path!r} is neither a file path nor a valid SQLAlchemy URL "
+            f"--db {shown_database(url_or_path)!r} is neither a file path nor a valid SQLAlchemy URL "
             "(e.g. results.db or postgresql+psycopg://user:password@host/dbname)"
         ) from exc
 
@@ -47,8 +63,10 @@ def create_store_engine(url: URL, *, read_only: bool = False) -> Engine:
 
     `read_only` (SQLite files): connections that cannot write, so that reading takes no lock and works where the
     file or its folder is read-only. A writer checks up front that it can write there (before a model loads)."""
-    shown = url.render_as_string(hide_password=True)
+    shown = shown_database(url)
     path = sqlite_file(url)
+    if path is not None:
+        check_path_names(path, "--db")
     if path is not None and path.is_dir():
         raise StoreError(f"--db {path} is a folder; pass a database file name, e.g. {path / 'inspector.db'}")
     if path is not None and read_only:
@@ -76,8 +94,6 @@ def create_store_engine(url: URL, *, read_only: bool = False) -> Engine:
 def _check_sqlite_writable(path: Path) -> None:
     """SQLite in WAL mode writes the file and creates `-wal`/`-shm` files beside it: try both now, as permission
     bits do not tell (root ignores them; read-only mounts and immutable files do not show in them)."""
-    from inspector.outputs import writable_problem
-
     problem = writable_problem(path.parent)
     if problem is None and path.exists():
         try:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inspector.errors import RunNotFoundError, StoreError
 from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, FieldValue, ProductFields, TruthRecord
-from inspector.store.engine import create_store_engine, database_url, sqlite_file
+from inspector.store.engine import create_store_engine, database_url, shown_database, sqlite_file
 from inspector.store.migrations import apply_migrations, pending_migrations
 from inspector.store.tables import (
     FieldResultRow,
@@ -116,6 +116,10 @@ class RunInfo:
         return f"run {self.id} ({self.name})" if self.name else f"run {self.id}"
 
 
+MAX_RUN_ID = 2**63 - 1
+"""The largest id a run can have (a 64-bit signed integer column)."""
+
+
 def open_store(url_or_path: str | Path, *, read_only: bool = False) -> Store:
     """Open (creating if needed) the results database and bring its schema up to date.
 
@@ -125,7 +129,7 @@ def open_store(url_or_path: str | Path, *, read_only: bool = False) -> Store:
     inspector is opened for writing, once, to add the missing migrations.
     """
     url = database_url(url_or_path)
-    shown = url.render_as_string(hide_password=True)
+    shown = shown_database(url)
     if read_only and sqlite_file(url) is not None:
         engine = create_store_engine(url, read_only=True)
         if _opened(engine, shown, url, check_only=True):
@@ -319,9 +323,11 @@ class Store:
         if run_ref is None:
             return session.scalars(select(Run).order_by(Run.id.desc()).limit(1)).first()
         if isinstance(run_ref, int) and not isinstance(run_ref, bool):
-            return session.get(Run, run_ref)
+            return session.get(Run, run_ref) if 0 < run_ref <= MAX_RUN_ID else None
         ref = str(run_ref).strip()
-        if ref.isdigit():
+        # A run id is ASCII digits: `²` or `١` pass str.isdigit() but are names (int("²") raises), and an id longer
+        # than any 64-bit one cannot exist (the database could not even compare it).
+        if ref.isascii() and ref.isdigit() and len(ref) <= len(str(MAX_RUN_ID)) and 0 < int(ref) <= MAX_RUN_ID:
             run = session.get(Run, int(ref))
             if run is not None:
                 return run

@@ -77,18 +77,20 @@ class Phi3VProcessor(ProcessorMixin):
         return TokenizersBackend.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
 
     @classmethod
-    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
-        subfolder = kwargs.pop("subfolder", "")
-        kwargs.pop("trust_remote_code", None)
-        # Image options such as num_crops=16 go to the image processor only.
-        tokenizer_kwargs = {k: v for k, v in kwargs.items() if k not in Phi3VImagesKwargs.__annotations__}
-        image_processor = Phi3VImageProcessor.from_pretrained(
-            pretrained_model_name_or_path, subfolder=subfolder, **kwargs
-        )
-        tokenizer = cls._load_tokenizer_from_pretrained(
-            "tokenizer", pretrained_model_name_or_path, subfolder=subfolder, **tokenizer_kwargs
-        )
-        return [image_processor, tokenizer]
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Load a checkpoint folder or hub id; image options such as `num_crops=16` apply to the image processor only.
+
+        transformers hands every loading keyword to every sub-processor (5.25 and 5.17 through different internal
+        paths), and a tokenizer keeps the ones it does not know in the init kwargs it saves, so the image options are
+        taken out first and applied to the loaded image processor here.
+        """
+        image_options = {key: kwargs.pop(key) for key in list(kwargs) if key in Phi3VImagesKwargs.__annotations__}
+        processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if image_options:
+            processor.image_processor = Phi3VImageProcessor.from_dict(
+                processor.image_processor.to_dict(), **image_options
+            )
+        return processor
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         """Save as a plain (no remote code) folder; the tokenizer gets the same chat template as the processor."""
