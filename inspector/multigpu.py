@@ -8,7 +8,7 @@ import time
 from dataclasses import replace
 
 from inspector.errors import InputError, InspectorError, ShardError
-from inspector.interrupts import sigterm_as_interrupt
+from inspector.interrupts import stop_signals_as_interrupts
 from inspector.scan import ScanConfig, ScanProgress, ScanSummary, SilentProgress, new_counts, session_stats
 
 
@@ -51,7 +51,7 @@ class _QueueProgress:
 def _shard_main(config: ScanConfig, events: mp.Queue) -> None:
     progress = _QueueProgress(events, config.shard[0])
     try:
-        with sigterm_as_interrupt():  # the parent stops its shards with SIGTERM: end like Ctrl-C
+        with stop_signals_as_interrupts():  # the parent stops its shards with SIGTERM: end like Ctrl-C
             _scan_shard(config, progress, events)
     except BaseException as error:  # report, don't hang the parent
         events.put(("error", config.shard[0], f"{type(error).__name__}: {error}", 0))

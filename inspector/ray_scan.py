@@ -38,6 +38,7 @@ from typing import Any
 from inspector.discovery import ImageSource
 from inspector.errors import InspectorError, RayError
 from inspector.fields import FieldSet, TruthRecord
+from inspector.interrupts import deferred, handlers_kept
 from inspector.scan import (
     AUTO_BATCH_LIMIT,
     Answer,
@@ -51,6 +52,7 @@ from inspector.scan import (
     SilentProgress,
     auto_batch_size,
     commit_batch,
+    finishing_run,
     load_image,
     match_truth,
     new_counts,
@@ -109,7 +111,8 @@ def connect(address: str | None) -> None:
     if ray.is_initialized():
         return
     try:
-        ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
+        with handlers_kept():  # ray.init's SIGTERM handler exits with status 15: keep ours (a stop ends the run)
+            ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"at {address}" if address else "here"
         raise RayError(f"cannot start or join a Ray cluster {where}: {str(error).splitlines()[0]}") from None
@@ -290,33 +293,29 @@ def scan_on_ray(
     connect(address)
     layout = plan(config, gpus, actors)
     store = store or open_store(config.db)
-    run_id = start_run(store, config, prompt, None, config.batch_size)
-    done = store.done_shas(run_id)
-    progress.start(len(sources), 0)
-    started = time.perf_counter()
     counts = new_counts()
-    status = "failed"
+    started = time.perf_counter()
+
+    def stats() -> dict:
+        ray_plan = {"actors": layout.actors, "gpus_per_actor": layout.gpus_per_actor}
+        return session_stats(counts, time.perf_counter() - started, truth_summary, ray=ray_plan)
+
     try:
-        for items in _results(ray, config, layout, sources, truth_by_location, done, answer_stage, counts, progress):
-            commit_batch(store, run_id, items, counts, progress)
-        status = "completed"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
+        with deferred():  # no stop signal falls between creating the run and closing it (see `finishing_run`)
+            run_id = start_run(store, config, prompt, None, config.batch_size)
+            with finishing_run(store, run_id, stats) as outcome:
+                done = store.done_shas(run_id)
+                progress.start(len(sources), 0)
+                started = time.perf_counter()
+                results = _results(ray, config, layout, sources, truth_by_location, done, answer_stage, counts, progress)
+                for items in results:
+                    commit_batch(store, run_id, items, counts, progress)
     except Exception as error:
         cause = _user_error_in(error)
         if cause is not None:
             raise cause from None
         raise
-    finally:
-        stats = session_stats(
-            counts,
-            time.perf_counter() - started,
-            truth_summary,
-            ray={"actors": layout.actors, "gpus_per_actor": layout.gpus_per_actor},
-        )
-        store.finish_run(run_id, status, stats)
-    return ScanSummary.of_session(run_id, config.run_key(prompt), status, len(sources), counts, stats)
+    return ScanSummary.of_session(run_id, config.run_key(prompt), outcome.status, len(sources), counts, outcome.stats)
 
 
 def _results(

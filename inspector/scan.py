@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,7 @@ from inspector.discovery import ImageSource, discover, read_source
 from inspector.errors import FetchError
 from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, ProductFields, TruthRecord, load_fields
 from inspector.images import ImageLoadError, LoadedImage, decode_image, make_thumbnail, sha256_hex
+from inspector.interrupts import deferred, interruptible
 from inspector.outputs import check_output_file
 from inspector.parsing import parse_answer
 from inspector.prompts import Prompt, get_prompt
@@ -440,32 +442,31 @@ class Scanner:
         sources = self._sources()
         self._match_truth(sources)
         key = config.run_key(self.prompt)
-        run_id = start_run(self.store, config, self.prompt, self.backend, self.batch_size)
-        done = self.store.done_shas(run_id)
-        self.progress.start(len(sources), 0)
-        started = time.perf_counter()
         counts = new_counts()
-        status = "failed"
-        threads = _LoaderThreadsOnly(self.prepares_items and _on_gpu(self.backend))
-        try:
-            for items in self._batches(sources, done, counts):
-                commit_batch(self.store, run_id, items, counts, self.progress)
-            status = "completed"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
-        finally:
-            threads.restore()
-            stats = session_stats(
+        started = time.perf_counter()
+
+        def stats() -> dict:
+            return session_stats(
                 counts,
                 time.perf_counter() - started,
                 self.truth_summary,
                 model_s=round(self.model_seconds, 3),
                 input_wait_s=round(self.input_wait_seconds, 3),
             )
-            if finalize or status != "completed":
-                self.store.finish_run(run_id, status, stats)
-        return ScanSummary.of_session(run_id, key, status, len(sources), counts, stats)
+
+        with deferred():  # no stop signal falls between creating the run and closing it (see `finishing_run`)
+            run_id = start_run(self.store, config, self.prompt, self.backend, self.batch_size)
+            with finishing_run(self.store, run_id, stats, finalize=finalize) as outcome:
+                done = self.store.done_shas(run_id)
+                self.progress.start(len(sources), 0)
+                started = time.perf_counter()
+                threads = _LoaderThreadsOnly(self.prepares_items and _on_gpu(self.backend))
+                try:
+                    for items in self._batches(sources, done, counts):
+                        commit_batch(self.store, run_id, items, counts, self.progress)
+                finally:
+                    threads.restore()
+        return ScanSummary.of_session(run_id, key, outcome.status, len(sources), counts, outcome.stats)
 
     def _batches(
         self, sources: list[ImageSource], done: set[str], counts: dict
@@ -639,6 +640,38 @@ def commit_batch(
     counts["processed"] += len(items)
     counts["failed"] += failed
     progress.advance(len(items), failed)
+
+
+@dataclass
+class RunOutcome:
+    """How a scan session ended (see `finishing_run`): its status and the session stats stored with it."""
+
+    status: str = "failed"
+    stats: dict = field(default_factory=dict)
+
+
+@contextmanager
+def finishing_run(
+    store: Store, run_id: int, stats: Callable[[], dict], *, finalize: bool = True
+) -> Iterator[RunOutcome]:
+    """The body of a scan session (local, shard or Ray); however it ends, the run is then closed with the status
+    that says how: `completed`, `interrupted` (Ctrl-C, SIGTERM) or `failed` (any other exception, e.g. a full
+    disk), with `stats()`. `finalize=False`: a completed session leaves closing the run to a parent.
+
+    The body is `interruptible`; enter this inside `interrupts.deferred()` right after `start_run`, so that a stop
+    signal can neither fall between creating the run and this block nor cut the closing short."""
+    outcome = RunOutcome()
+    try:
+        with interruptible():
+            yield outcome
+        outcome.status = "completed"
+    except KeyboardInterrupt:
+        outcome.status = "interrupted"
+        raise
+    finally:
+        outcome.stats = stats()
+        if finalize or outcome.status != "completed":
+            store.finish_run(run_id, outcome.status, outcome.stats)
 
 
 def start_run(

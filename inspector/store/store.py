@@ -7,7 +7,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inspector.errors import RunNotFoundError, StoreError
 from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, FieldValue, ProductFields, TruthRecord
+from inspector.interrupts import deferred
 from inspector.store.engine import create_store_engine, database_url, sqlite_file
 from inspector.store.migrations import apply_migrations, pending_migrations
 from inspector.store.tables import (
@@ -220,12 +221,15 @@ class Store:
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Session]:
+        """A session in one transaction. A write is never cut short by Ctrl-C or SIGTERM: a stop that arrives
+        during it is raised once it has committed or rolled back (see `inspector.interrupts`)."""
         factory = self._write if write else self._read
-        try:
-            with factory() as session, session.begin():
-                yield session
-        except OperationalError as exc:
-            raise StoreError(f"database {self.url} failed: {exc.orig}") from exc
+        with deferred() if write else nullcontext():
+            try:
+                with factory() as session, session.begin():
+                    yield session
+            except OperationalError as exc:
+                raise StoreError(f"database {self.url} failed: {exc.orig}") from exc
 
     # ----------------------------------------------------------------------------------------- runs
 
