@@ -6,10 +6,10 @@ Why writes are shielded: Python raises a signal's exception wherever the main th
 executes a statement, it makes SQLAlchemy close ("invalidate") the connection while the exception's traceback
 still holds the statement's cursor, and SQLite keeps such a connection open, with its transaction and write lock,
 until the cursor is freed: the next write of the same process (`Store.finish_run`, on a second connection) waited
-60 s for "database is locked", exited 1 and left the run `running`. So a stop that arrives inside `deferred()` is held until the block ends, and raised
-there. And a stop is remembered until the command ends: one raised inside a finaliser (where Python prints it
-and drops it; once a scan ran on to `completed`) is raised again at the end of the next `deferred()` block, or
-by `raise_if_stopped` when the command's work is done, so it is never lost.
+60 s for "database is locked", exited 1 and left the run `running`. So a stop that arrives inside `deferred()` is
+held until the block ends, and raised there. And a stop is remembered until the command ends: one raised inside a
+finaliser (where Python prints it and drops it; once a scan ran on to `completed`) is raised again at the end of
+the next `deferred()` block, or by `raise_if_stopped` when the command's work is done, so it is never lost.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from inspector.backends import Backend, GenerationSettings, backend_name
 from inspector.backends.base import Generation
 from inspector.confidence import field_confidences, with_confidence
 from inspector.discovery import ImageSource, discover, read_source
-from inspector.errors import FetchError
+from inspector.errors import FetchError, InspectorError, StoreError
 from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, ProductFields, TruthRecord, load_fields
 from inspector.images import ImageLoadError, LoadedImage, decode_image, make_thumbnail, sha256_hex
 from inspector.interrupts import deferred, interruptible
@@ -671,7 +671,24 @@ def finishing_run(
     finally:
         outcome.stats = stats()
         if finalize or outcome.status != "completed":
-            store.finish_run(run_id, outcome.status, outcome.stats)
+            _close_run(store, run_id, outcome)
+
+
+def _close_run(store: Store, run_id: int, outcome: RunOutcome) -> None:
+    """`store.finish_run`; where even that cannot be written (a full disk: the failed commit's room is not always
+    enough for it), the error says what the run holds and how to close it, instead of leaving it to look as if
+    it were still running."""
+    try:
+        store.finish_run(run_id, outcome.status, outcome.stats)
+    except StoreError as error:
+        try:
+            held = f"; it holds {store.get_run(run_id).n_images} images"
+        except InspectorError:
+            held = ""
+        raise StoreError(
+            f"{error}; run {run_id} could not be marked {outcome.status} either, so it still says running{held}: "
+            "make room (or fix the database) and rerun the same command, which resumes it"
+        ) from error
 
 
 def start_run(

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from inspector.cli import cli
 from inspector.discovery import discover
@@ -273,3 +275,72 @@ def test_sigterm_at_any_moment_of_a_scan_stops_it_within_5_seconds_with_the_run_
         run = open_store(db).get_run(1)
         assert run.status == "interrupted", (attempt, err)
         assert run.n_images == stored_predictions(db) < 300
+
+
+def full_disk_scan(tmp_path: Path, room_for_closing: bool) -> tuple[list[str], str, Path]:
+    """A scan of 200 images whose database fills up after a few batches: SQLite's own limit on the database's pages
+    gives the error of a full disk ("database or disk is full", SQLITE_FULL) at the same place, the store's commit.
+    `room_for_closing`: the failed commit leaves room for closing the run (as the room a failed transaction wrote
+    in the WAL often is), else it does not (the run row needs new pages for its new size)."""
+    db = tmp_path / "r.db"
+    args = ["scan", str(many_images(tmp_path / "images", 200)), "--model", fake_model(tmp_path), "--db", str(db),
+            "--no-report", "--batch-size", "8"]  # fmt: skip
+    assert CliRunner().invoke(cli, [*args, "--limit", "8"]).exit_code == 0  # the run and its tables exist
+    full: list[bool] = []
+
+    def limited(dbapi_connection, _record) -> None:
+        (pages,) = dbapi_connection.execute("PRAGMA page_count").fetchone()
+        dbapi_connection.execute(f"PRAGMA max_page_count = {pages + 6}")
+
+    def note_full(context) -> None:
+        full.append(True)
+
+    def room_once_full(conn, cursor, statement, *_args) -> None:
+        if full and room_for_closing:
+            cursor.execute("PRAGMA max_page_count = 100000")
+
+    listeners = [("connect", limited), ("handle_error", note_full), ("before_cursor_execute", room_once_full)]
+    for name, listener in listeners:
+        event.listen(Engine, name, listener)
+    try:
+        result = CliRunner().invoke(cli, args)
+    finally:
+        for name, listener in listeners:
+            event.remove(Engine, name, listener)
+    assert result.exit_code == 1, result.output
+    return args, result.output.splitlines()[-1], db
+
+
+def test_a_full_disk_ends_the_run_failed_with_the_counts_of_what_is_stored(tmp_path):
+    args, error, db = full_disk_scan(tmp_path, room_for_closing=True)
+    assert error == f"Error: database sqlite:///{db} failed: database or disk is full"
+    stored = stored_predictions(db)
+    assert 8 < stored < 200
+    run = open_store(db).get_run(1)
+    assert (run.status, run.n_images, run.n_failed) == ("failed", stored, 0)
+    assert run.finished_at is not None
+
+
+def test_a_disk_too_full_to_close_the_run_says_so_and_the_run_shows_what_it_holds_until_a_rerun_finishes_it(
+    tmp_path,
+):
+    """Today the run stayed `running` with no totals (shown as 0 images) although 192 predictions were stored,
+    and the error did not say so."""
+    args, error, db = full_disk_scan(tmp_path, room_for_closing=False)
+    stored = stored_predictions(db)
+    assert 8 < stored < 200
+    assert error == (
+        f"Error: database sqlite:///{db} failed: database or disk is full; run 1 could not be marked failed either, "
+        f"so it still says running; it holds {stored} images: make room (or fix the database) and rerun the same "
+        "command, which resumes it"
+    )
+    run = open_store(db).get_run(1)
+    assert (run.status, run.n_images, run.n_failed) == ("running", stored, 0)
+    listed = CliRunner().invoke(cli, ["runs", "--db", str(db)])
+    assert " running " in listed.output and f" {stored} " in listed.output, listed.output
+
+    rerun = CliRunner().invoke(cli, args)
+    assert rerun.exit_code == 0, rerun.output
+    assert f", {stored} already done" in rerun.output
+    run = open_store(db).get_run(1)
+    assert (run.status, run.n_images) == ("completed", 200)

@@ -8,7 +8,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -287,20 +287,13 @@ class Store:
             raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")
         with self._transaction(write=True) as session:
             run = self._run_row(session, run_id)
-            run.status = status
-            run.finished_at = None if status == RUNNING else utc_now()
             values = _jsonable(dict(stats))
             this_session = {name: values.pop(name) for name in ("n_images", "n_failed") if name in values}
             if this_session:
                 values["session"] = this_session
-            values["n_images"] = session.scalar(
-                select(func.count()).select_from(Prediction).where(Prediction.run_id == run_id)
-            )
-            values["n_failed"] = session.scalar(
-                select(func.count())
-                .select_from(Prediction)
-                .where(Prediction.run_id == run_id, Prediction.error.is_not(None))
-            )
+            values["n_images"], values["n_failed"] = _stored_totals(session, [run_id])[run_id]
+            run.status = status
+            run.finished_at = None if status == RUNNING else utc_now()
             for column in _STAT_COLUMNS:
                 if values.get(column) is not None:
                     setattr(run, column, values[column])
@@ -312,11 +305,11 @@ class Store:
             run = self._find_run(session, run_ref)
             if run is None:
                 raise RunNotFoundError(self._missing_run_message(session, run_ref))
-            return _run_info(run)
+            return _with_live_totals(session, [_run_info(run)])[0]
 
     def list_runs(self) -> list[RunInfo]:
         with self._transaction(write=False) as session:
-            return [_run_info(run) for run in session.scalars(select(Run).order_by(Run.id))]
+            return _with_live_totals(session, [_run_info(run) for run in session.scalars(select(Run).order_by(Run.id))])
 
     @staticmethod
     def _find_run(session: Session, run_ref: int | str | None) -> Run | None:
@@ -858,6 +851,32 @@ def _truth_values(run_id: int, image_id: int, truth: TruthRecord) -> dict:
         **{name: None for name in _VALUE_COLUMNS},
         **_legacy_columns(TruthRow.__table__, fields),
     }
+
+
+def _stored_totals(session: Session, run_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """Run id -> (images, failed images) stored in it, counted in its predictions."""
+    totals = dict.fromkeys(run_ids, (0, 0))
+    for chunk in _chunks(run_ids):
+        query = (
+            select(Prediction.run_id, func.count(), func.count(Prediction.error))
+            .where(Prediction.run_id.in_(chunk))
+            .group_by(Prediction.run_id)
+        )
+        totals.update((run_id, (n_images, n_failed)) for run_id, n_images, n_failed in session.execute(query))
+    return totals
+
+
+def _with_live_totals(session: Session, runs: list[RunInfo]) -> list[RunInfo]:
+    """Runs still `running` with their totals as stored so far: one in progress, or one whose process could not
+    close it (killed; a full disk, where not even the closing fits) holds more than nothing."""
+    running = [run.id for run in runs if run.status == RUNNING]
+    if not running:
+        return runs
+    totals = _stored_totals(session, running)
+    return [
+        replace(run, n_images=totals[run.id][0], n_failed=totals[run.id][1]) if run.id in totals else run
+        for run in runs
+    ]
 
 
 def _run_info(run: Run) -> RunInfo:
