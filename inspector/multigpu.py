@@ -71,6 +71,7 @@ def _scan_shard(config: ScanConfig, progress: _QueueProgress, events: mp.Queue) 
     backend = config.load_backend()
     summary = Scanner(config, backend, open_store(config.db), progress).run(finalize=False)
     events.put(("skipped", config.shard[0], summary.already_done, summary.duplicates))
+    events.put(("unread", config.shard[0], summary.internal_errors, summary.unrepresentable_values))
     events.put(("done", config.shard[0], summary.processed, summary.failed))
 
 
@@ -130,6 +131,9 @@ def scan_on_devices(
             elif kind == "skipped":
                 totals["already_done"] += a
                 totals["duplicates"] += b
+            elif kind == "unread":
+                totals["internal_errors"] += a
+                totals["unrepresentable_values"] += b
             elif kind == "done":
                 totals["processed"] += a
                 totals["failed"] += b

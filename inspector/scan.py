@@ -29,7 +29,7 @@ from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, ProductField
 from inspector.images import ImageLoadError, LoadedImage, decode_image, make_thumbnail, sha256_hex
 from inspector.interrupts import deferred, interruptible
 from inspector.outputs import check_output_file
-from inspector.parsing import parse_answer
+from inspector.parsing import read_answer
 from inspector.prompts import Prompt, get_prompt
 from inspector.scoring import PriceTolerance, score_answer
 from inspector.store import ItemResult, Store
@@ -199,6 +199,10 @@ class ScanSummary:
     truth: dict | None = None
     report_path: str | None = None
     metrics: dict = field(default_factory=dict)
+    #: Of `failed`: images whose answer hit a bug of ours while it was read (recorded on each image).
+    internal_errors: int = 0
+    #: Values left empty because no number holds them (a JSON integer of 309+ digits).
+    unrepresentable_values: int = 0
 
     @classmethod
     def of_session(
@@ -217,12 +221,23 @@ class ScanSummary:
             elapsed_s=stats["elapsed_s"],
             images_per_s=stats["images_per_s"] or 0.0,
             truth=stats["truth"],
+            internal_errors=counts["internal_errors"],
+            unrepresentable_values=counts["unrepresentable_values"],
         )
 
 
 def new_counts() -> dict[str, int]:
-    """A scan session's counters, as `commit_batch` and the batch loops advance them."""
-    return {"processed": 0, "failed": 0, "duplicates": 0, "already_done": 0}
+    """A scan session's counters, as `commit_batch` and the batch loops advance them. `internal_errors`: failed
+    images whose failure is a bug of ours (see `ItemFinisher.item`); `unrepresentable_values`: values left empty
+    because no number holds them (see `parsing.ReadAnswer`)."""
+    return {
+        "processed": 0,
+        "failed": 0,
+        "duplicates": 0,
+        "already_done": 0,
+        "internal_errors": 0,
+        "unrepresentable_values": 0,
+    }
 
 
 def session_stats(counts: dict, elapsed: float, truth_summary: dict | None, **extra: object) -> dict:
@@ -236,6 +251,8 @@ def session_stats(counts: dict, elapsed: float, truth_summary: dict | None, **ex
         "images_per_s": round(answered / elapsed, 3) if elapsed > 0 else None,
         "duplicates": counts["duplicates"],
         "already_done": counts["already_done"],
+        "internal_errors": counts["internal_errors"],
+        "unrepresentable_values": counts["unrepresentable_values"],
         "truth": truth_summary,
         **extra,
     }
@@ -593,13 +610,12 @@ class ItemFinisher:
         self.fields = fieldset
 
     def item(self, answer: Answer, truth: TruthRecord | None) -> ItemResult:
+        """The image's result. No answer can stop a scan: an exception while reading or scoring it (a bug of ours)
+        is recorded on this image, with its type and message, as an internal error that the summary counts; the
+        raw answer is kept, and a rerun tries the image again (after an upgrade, it may read)."""
         pending = answer.pending
-        parsed = parse_answer(answer.text, self.fields) if answer.text is not None else None
-        results = self.score(parsed, truth)
-        if answer.generation is not None and parsed is not None and results:
-            with_confidence(results, field_confidences(answer.generation, parsed, self.fields))
         loaded = pending.loaded
-        return ItemResult(
+        result = ItemResult(
             sha256=pending.sha256,
             path=pending.source.location,
             width=loaded.width,
@@ -608,12 +624,26 @@ class ItemFinisher:
             n_bytes=loaded.n_bytes,
             thumbnail=pending.thumbnail,
             raw_output=answer.text,
-            parsed=parsed,
             latency_ms=answer.latency_ms,
             error=answer.error,
             truth=truth,
-            field_results=results,
         )
+        try:
+            if answer.text is not None:
+                read = read_answer(answer.text, self.fields)
+                result.parsed, result.unrepresentable = read.fields, read.unrepresentable
+            result.field_results = self.score(result.parsed, truth)
+            if answer.generation is not None and result.parsed is not None and result.field_results:
+                with_confidence(result.field_results, field_confidences(answer.generation, result.parsed, self.fields))
+        except Exception as error:  # noqa: BLE001 - recorded on the image and counted, never the run's end
+            result.parsed, result.unrepresentable = None, ()
+            result.error = f"internal error while reading the answer (please report it): {_describe_error(error)}"
+            result.internal_error = result.retryable = True
+            try:
+                result.field_results = self.score(None, truth)
+            except Exception:  # noqa: BLE001 - the scorer itself failed: the image keeps no outcomes
+                result.field_results = []
+        return result
 
     def failure(self, item: ItemResult, truth: TruthRecord | None) -> ItemResult:
         """An image that could not be read, with its catalogue row and its (all missed) outcomes."""
@@ -639,6 +669,8 @@ def commit_batch(
     failed = sum(1 for item in items if item.error)
     counts["processed"] += len(items)
     counts["failed"] += failed
+    counts["internal_errors"] += sum(1 for item in items if item.internal_error)
+    counts["unrepresentable_values"] += sum(len(item.unrepresentable) for item in items)
     progress.advance(len(items), failed)
 
 

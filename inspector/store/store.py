@@ -68,6 +68,10 @@ class ItemResult:
     retryable: bool = False
     truth: TruthRecord | None = None
     field_results: list[FieldResult] = field(default_factory=list)
+    #: Fields whose value in the answer cannot be represented (left empty; counted by the scan, not stored).
+    unrepresentable: tuple[str, ...] = ()
+    #: The error is a bug of ours (an exception while reading or scoring the answer), not the image's.
+    internal_error: bool = False
 
 
 @dataclass(frozen=True)
