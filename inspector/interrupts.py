@@ -91,6 +91,10 @@ def handlers_kept() -> Iterator[None]:
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
+    except SystemExit as stop:  # Ray's handler, while the call runs: sys.exit(SIGTERM)
+        if stop.code == signal.SIGTERM:
+            raise Terminated(f"stopped by signal {signal.SIGTERM.name}") from None
+        raise
     finally:
         for signum, handler in previous.items():
             if handler is not None:

@@ -8,7 +8,7 @@ import time
 from dataclasses import replace
 
 from inspector.errors import InputError, InspectorError, ShardError
-from inspector.interrupts import stop_signals_as_interrupts
+from inspector.interrupts import deferred, stop_signals_as_interrupts
 from inspector.scan import ScanConfig, ScanProgress, ScanSummary, SilentProgress, new_counts, session_stats
 
 
@@ -144,21 +144,23 @@ def scan_on_devices(
                 finished += 1
                 reported.add(shard)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the shards the same way, and close the run as interrupted
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        for process in processes:
-            process.join()
-        store.finish_run(run_id, "interrupted", {"elapsed_s": round(time.perf_counter() - started, 3)})
+        with deferred():  # a second stop does not keep the run from being closed
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+            for process in processes:
+                process.join()
+            store.finish_run(run_id, "interrupted", {"elapsed_s": round(time.perf_counter() - started, 3)})
         raise
-    for index, process in enumerate(processes):
-        process.join()
-        if index not in reported:  # killed (out of memory, a signal) before it could say so
-            errors.append(f"shard {index}: its process died (exit code {process.exitcode}) before finishing")
-    status = "failed" if errors else "completed"
-    # The shards matched the catalogue and stored their own summaries of it; the parent has none.
-    stats = session_stats(totals, time.perf_counter() - started, None, gpus=len(devices))
-    store.finish_run(run_id, status, stats)
+    with deferred():  # the shards are done: a stop now waits until the run is closed
+        for index, process in enumerate(processes):
+            process.join()
+            if index not in reported:  # killed (out of memory, a signal) before it could say so
+                errors.append(f"shard {index}: its process died (exit code {process.exitcode}) before finishing")
+        status = "failed" if errors else "completed"
+        # The shards matched the catalogue and stored their own summaries of it; the parent has none.
+        stats = session_stats(totals, time.perf_counter() - started, None, gpus=len(devices))
+        store.finish_run(run_id, status, stats)
     if errors:
         raise ShardError("; ".join(errors))
     summary = ScanSummary.of_session(run_id, config.run_key(prompt), status, found, totals, stats)

@@ -27,8 +27,10 @@ This is the only module that imports ray (`pip install 'inspector[ray]'`); `impo
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import re
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -104,18 +106,53 @@ def parse_address(value: str | None) -> str | None:
     )
 
 
+#: Seconds the address of a cluster to join has to answer. Ray itself retries an address where nothing answers
+#: for minutes (20 attempts of ~36 s each, which Ctrl-C cannot cut short), so `connect` asks first.
+ANSWER_TIMEOUT_S = 5
+
+
 def connect(address: str | None) -> None:
     """Join the Ray cluster at `address` ("auto": the one in RAY_ADDRESS or started with `ray start` here), or
     with None start or join a local one. A cluster this process already joined is used as it is."""
     ray = import_ray()
     if ray.is_initialized():
         return
+    _check_answers(ray, address)
     try:
         with handlers_kept():  # ray.init's SIGTERM handler exits with status 15: keep ours (a stop ends the run)
             ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"at {address}" if address else "here"
         raise RayError(f"cannot start or join a Ray cluster {where}: {str(error).splitlines()[0]}") from None
+
+
+def _check_answers(ray, address: str | None) -> None:
+    """A one-line error, within seconds, when nothing listens at the HOST:PORT that `ray.init` would join (the
+    address given, or RAY_ADDRESS, which ray.init joins when given none or "auto"). Ray joins a loopback address
+    at this machine's own IP, so both are asked."""
+    target = address if address not in (None, "auto") else os.environ.get("RAY_ADDRESS")
+    if not target or target == "auto":
+        return  # start a cluster here, or join the one `ray start` recorded on this machine
+    host, _, port = target.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        return  # not HOST:PORT: ray.init says what is wrong with it
+    hosts = [host]
+    if host in ("localhost", "::1") or host.startswith("127."):
+        hosts.append(ray.util.get_node_ip_address())
+    problems = []
+    for candidate in hosts:
+        try:
+            with socket.create_connection((candidate, int(port)), timeout=ANSWER_TIMEOUT_S):
+                return
+        except TimeoutError:
+            problems.append(f"no answer within {ANSWER_TIMEOUT_S} s")
+        except OSError as error:
+            problems.append((error.strerror or str(error)).lower())
+    raise RayError(
+        f"cannot join a Ray cluster at {target}: nothing answers there ({problems[0]}); "
+        "start one there (`ray start --head`) or check the address"
+    )
 
 
 # --------------------------------------------------------------------------------------------------- stages
