@@ -151,6 +151,26 @@ def test_a_second_ray_scan_resumes_the_run_and_answers_nothing_again(cluster, im
     assert prediction_counts(config.db) == (37, 37)
 
 
+def test_an_answer_with_a_number_no_float_holds_stops_no_ray_scan(cluster, images, answers_file, tmp_path):
+    """A 309+ digit price raised OverflowError in the parse stage: Ray retried the task, the run ended `failed`,
+    and every rerun failed the same way."""
+    answers = json.loads(Path(answers_file.removeprefix("fake:")).read_text())
+    first = sorted(answers)[0]
+    answers[first] = '{"brand": "Huge", "price": ' + "9" * 400 + "}"
+    huge = tmp_path / "answers.json"
+    huge.write_text(json.dumps(answers))
+    config = config_for(images, f"fake:{huge}", str(tmp_path / "r.db"), batch_size=4)
+
+    summary = scan_on_ray(config, actors=1)
+
+    assert (summary.status, summary.processed, summary.unrepresentable_values) == ("completed", 37, 1)
+    with open_store(config.db) as store:
+        (row,) = [r for r in store.run_rows(summary.run_id) if r["predicted"]["brand"] == "Huge"]
+    assert (row["error"], row["predicted"]["price"]) == (None, None)
+    again = scan_on_ray(config, actors=1)
+    assert (again.status, again.already_done) == ("completed", 37)
+
+
 class DiesOnce(AnswerStage):
     """The model stage, except that the first actor to reach its second batch while the marker file exists
     removes it and dies on the spot (as if killed or out of memory): a real mid-scan death, once."""
