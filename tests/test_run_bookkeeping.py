@@ -158,7 +158,8 @@ def test_sigterm_ends_the_run_interrupted_and_leaves_no_temporary_report(tmp_pat
 
 #: Runs `inspector` with the fake backend; prints "batch" when the first batch reaches the model, and, with
 #: STOP_AT="<statement start>:<n>", sends itself SIGTERM right after the DB-API has executed the n-th SQL statement
-#: that starts so (as a signal that arrives then is raised: inside SQLAlchemy's execution of the statement).
+#: that starts so (as a signal that arrives then is raised: inside SQLAlchemy's execution of the statement); with
+#: STOP_IN_FINALISER=1, inside a finaliser that runs as the first batch starts.
 STOPPABLE_SCAN = """
 import os, signal, sys
 from sqlalchemy import event
@@ -170,6 +171,12 @@ def first_batch_says_so(self, *args, **kwargs):
     if not getattr(self, "said", False):
         self.said = True
         print("batch", flush=True)
+        if os.environ.get("STOP_IN_FINALISER"):  # Python prints an exception raised there, and drops it
+            import weakref
+            class Collected: pass
+            collected = Collected()
+            weakref.finalize(collected, lambda: [os.kill(os.getpid(), signal.SIGTERM), *range(1000)])
+            del collected
     return generate(self, *args, **kwargs)
 fake.FakeBackend.generate = first_batch_says_so
 
@@ -252,6 +259,20 @@ def test_sigterm_while_a_finished_run_is_closed_exits_143_and_the_run_says_compl
     assert err.splitlines()[-1] == "Stopped (SIGTERM).", err
     run = open_store(db).get_run(1)
     assert (run.status, run.n_images) == ("completed", 5)
+
+
+def test_a_sigterm_that_python_drops_in_a_finaliser_still_stops_the_scan(tmp_path):
+    """Once the signal was lost altogether: exit 0, the run `completed`, and `Terminated` printed (Python prints an
+    exception raised inside a finaliser, such as SQLAlchemy's for a connection, and goes on)."""
+    db = tmp_path / "r.db"
+    scan = start_stoppable_scan(tmp_path, many_images(tmp_path / "images", 20), db, {"STOP_IN_FINALISER": "1"})
+    out, err = scan.communicate(timeout=120)
+    assert "Terminated: stopped by signal SIGTERM" in err  # raised in the finaliser, printed and dropped there
+    assert scan.returncode == 128 + signal.SIGTERM, err
+    assert err.splitlines()[-1] == "Stopped (SIGTERM).", err
+    run = open_store(db).get_run(1)
+    assert run.status == "interrupted"
+    assert run.n_images == stored_predictions(db) < 20
 
 
 def test_sigterm_at_any_moment_of_a_scan_stops_it_within_5_seconds_with_the_run_interrupted(tmp_path):
