@@ -64,7 +64,8 @@ class ItemResult:
     latency_ms: float | None = None
     #: Why the image could not be read or answered; the item is still stored, with this message.
     error: str | None = None
-    #: The error may go away (a download that failed transiently): a rerun tries the image again.
+    #: The error may go away (a download that failed transiently; an internal error that an upgrade may fix): a
+    #: rerun tries the image again.
     retryable: bool = False
     truth: TruthRecord | None = None
     field_results: list[FieldResult] = field(default_factory=list)
