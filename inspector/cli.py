@@ -234,6 +234,10 @@ def _print_scan_summary(config, summary) -> None:
         return
     new = summary.processed - summary.failed
     line = f"Run {summary.run_id}: {new} images answered, {summary.failed} failed"
+    if summary.internal_errors:
+        line += f" ({summary.internal_errors} by an internal error while reading the answer: please report it)"
+    if summary.unrepresentable_values:
+        line += f", {summary.unrepresentable_values} values too large to be a number left empty"
     if summary.already_done:
         line += f", {summary.already_done} already done"
     if summary.duplicates:

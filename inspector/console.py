@@ -20,7 +20,7 @@ from rich.progress import (
 )
 
 from inspector.errors import InspectorError
-from inspector.interrupts import Terminated, sigterm_as_interrupt
+from inspector.interrupts import Terminated, raise_if_stopped, stop_signals_as_interrupts
 
 
 @contextlib.contextmanager
@@ -41,8 +41,9 @@ def stoppable() -> Iterator[None]:
     """SIGTERM stops the command like Ctrl-C does (runs end `interrupted`, temporary files are removed), and the
     process then exits with the conventional status for death by SIGTERM, 143, which schedulers understand."""
     try:
-        with sigterm_as_interrupt():
+        with stop_signals_as_interrupts():
             yield
+            raise_if_stopped()  # a stop raised where Python dropped it (a finaliser) still stops the command
     except Terminated:
         click.echo("Stopped (SIGTERM).", err=True)
         sys.exit(128 + signal.SIGTERM)

@@ -8,7 +8,7 @@ import time
 from dataclasses import replace
 
 from inspector.errors import InputError, InspectorError, ShardError
-from inspector.interrupts import sigterm_as_interrupt
+from inspector.interrupts import deferred, stop_signals_as_interrupts
 from inspector.scan import ScanConfig, ScanProgress, ScanSummary, SilentProgress, new_counts, session_stats
 
 
@@ -51,7 +51,7 @@ class _QueueProgress:
 def _shard_main(config: ScanConfig, events: mp.Queue) -> None:
     progress = _QueueProgress(events, config.shard[0])
     try:
-        with sigterm_as_interrupt():  # the parent stops its shards with SIGTERM: end like Ctrl-C
+        with stop_signals_as_interrupts():  # the parent stops its shards with SIGTERM: end like Ctrl-C
             _scan_shard(config, progress, events)
     except BaseException as error:  # report, don't hang the parent
         events.put(("error", config.shard[0], f"{type(error).__name__}: {error}", 0))
@@ -71,6 +71,7 @@ def _scan_shard(config: ScanConfig, progress: _QueueProgress, events: mp.Queue) 
     backend = config.load_backend()
     summary = Scanner(config, backend, open_store(config.db), progress).run(finalize=False)
     events.put(("skipped", config.shard[0], summary.already_done, summary.duplicates))
+    events.put(("unread", config.shard[0], summary.internal_errors, summary.unrepresentable_values))
     events.put(("done", config.shard[0], summary.processed, summary.failed))
 
 
@@ -130,6 +131,9 @@ def scan_on_devices(
             elif kind == "skipped":
                 totals["already_done"] += a
                 totals["duplicates"] += b
+            elif kind == "unread":
+                totals["internal_errors"] += a
+                totals["unrepresentable_values"] += b
             elif kind == "done":
                 totals["processed"] += a
                 totals["failed"] += b
@@ -140,21 +144,23 @@ def scan_on_devices(
                 finished += 1
                 reported.add(shard)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the shards the same way, and close the run as interrupted
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        for process in processes:
-            process.join()
-        store.finish_run(run_id, "interrupted", {"elapsed_s": round(time.perf_counter() - started, 3)})
+        with deferred():  # a second stop does not keep the run from being closed
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+            for process in processes:
+                process.join()
+            store.finish_run(run_id, "interrupted", {"elapsed_s": round(time.perf_counter() - started, 3)})
         raise
-    for index, process in enumerate(processes):
-        process.join()
-        if index not in reported:  # killed (out of memory, a signal) before it could say so
-            errors.append(f"shard {index}: its process died (exit code {process.exitcode}) before finishing")
-    status = "failed" if errors else "completed"
-    # The shards matched the catalogue and stored their own summaries of it; the parent has none.
-    stats = session_stats(totals, time.perf_counter() - started, None, gpus=len(devices))
-    store.finish_run(run_id, status, stats)
+    with deferred():  # the shards are done: a stop now waits until the run is closed
+        for index, process in enumerate(processes):
+            process.join()
+            if index not in reported:  # killed (out of memory, a signal) before it could say so
+                errors.append(f"shard {index}: its process died (exit code {process.exitcode}) before finishing")
+        status = "failed" if errors else "completed"
+        # The shards matched the catalogue and stored their own summaries of it; the parent has none.
+        stats = session_stats(totals, time.perf_counter() - started, None, gpus=len(devices))
+        store.finish_run(run_id, status, stats)
     if errors:
         raise ShardError("; ".join(errors))
     summary = ScanSummary.of_session(run_id, config.run_key(prompt), status, found, totals, stats)

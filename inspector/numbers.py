@@ -15,9 +15,10 @@ One rule set for prices (`inspector.parsing.read_price`, which adds currencies a
 
 from __future__ import annotations
 
+import math
 import re
 
-__all__ = ["AMBIGUOUS", "GROUP_CHARS", "NUMBER_RE", "UNREADABLE", "read_number"]
+__all__ = ["AMBIGUOUS", "GROUP_CHARS", "NUMBER_RE", "UNREADABLE", "finite_float", "read_number"]
 
 #: Characters used between groups of thousands besides "," and "." (apostrophe, no-break and thin spaces).
 GROUP_CHARS = "'’\u00a0\u202f\u2009"
@@ -27,6 +28,17 @@ NUMBER_RE = rf"\d(?:[\d,.{GROUP_CHARS}]*\d)?"
 #: Why a token gives no number.
 UNREADABLE = "unreadable"
 AMBIGUOUS = "ambiguous"
+
+
+def finite_float(value: int | float) -> float | None:
+    """A JSON number as a float, or None where no float holds it: an integer of 309+ digits (float() raises
+    OverflowError), 1e400 (read as infinity), NaN. Such a value is left empty by every reader, never rounded to
+    infinity and never an exception that ends a scan."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _grouped(text: str, mark: str) -> float | None:

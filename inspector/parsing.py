@@ -19,24 +19,27 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from functools import lru_cache
 
 from inspector.fields import BUILTIN_FIELDS, SENTENCE_END, FieldSet, FieldSpec, ProductFields, normalise_key
-from inspector.numbers import AMBIGUOUS, NUMBER_RE, UNREADABLE, read_number
+from inspector.numbers import AMBIGUOUS, NUMBER_RE, UNREADABLE, finite_float, read_number
 from inspector.units import decimal_text, parse_quantity
 
 __all__ = [
     "AMBIGUOUS",
     "ISO_CURRENCIES",
     "NEGATIVE",
+    "TOO_LARGE",
     "PriceReading",
+    "ReadAnswer",
     "clean_text",
     "normalise_currency",
     "normalise_size",
     "parse_answer",
     "parse_price",
     "parse_size_prices",
+    "read_answer",
     "read_price",
 ]
 
@@ -261,6 +264,8 @@ _THREE_DECIMAL_CURRENCIES = frozenset(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR",
 
 #: Why a text holding a number gives no price (besides `AMBIGUOUS`, from `inspector.numbers`).
 NEGATIVE = "negative"
+#: A number beyond a float's range (a JSON integer of 309+ digits, 1e400): it cannot be represented.
+TOO_LARGE = "too large"
 
 
 def _read_number(token: str, currency: str | None, no_cents: bool = False) -> tuple[float | None, str | None]:
@@ -390,9 +395,9 @@ def read_price(text: object, currency: str | None = None) -> PriceReading:
     if isinstance(text, bool) or text is None:
         return PriceReading(None, None)
     if isinstance(text, (int, float)):
-        amount = float(text)
-        if not math.isfinite(amount):
-            return PriceReading(None, None)
+        amount = finite_float(text)
+        if amount is None:
+            return PriceReading(None, None, None if isinstance(text, float) and math.isnan(text) else TOO_LARGE)
         return PriceReading(None, None, NEGATIVE) if amount < 0 else PriceReading(amount, None)
     if not isinstance(text, str):
         return PriceReading(None, None)
@@ -452,11 +457,13 @@ def normalise_size(text: object) -> str:
     match = _NUMERIC_SIZE_RE.fullmatch(value)
     if match:
         whole, fraction, suffix = match.groups()
+        digits = f"{whole}.{fraction}" if fraction else whole
         try:
-            number = Decimal(f"{whole}.{fraction}" if fraction else whole)
+            number = Decimal(digits)
         except InvalidOperation:  # pragma: no cover - the regex only lets digits through
             return value.upper()
-        return format(number.normalize(), "f") + suffix.upper()
+        # As many significant digits as written: the default context's 28 rounded a 30-digit size to another one.
+        return format(number.normalize(Context(prec=len(digits))), "f") + suffix.upper()
     return value.upper()
 
 
@@ -802,6 +809,8 @@ class _Found:
     #: price fields: a price whose separators only a currency can settle ("1,290"), read again once the
     #: currency is known.
     ambiguous: dict[str, str] = field(default_factory=dict)
+    #: Fields given a number that no float holds (`numbers.finite_float`): left empty, and counted.
+    unrepresentable: set[str] = field(default_factory=set)
 
     def has(self, spec: FieldSpec) -> bool:
         if spec.kind == "price":
@@ -850,6 +859,7 @@ class _Found:
             self.currency, self.currency_given = later.currency, later.currency_given
         for size, amount in later.sizes.items():
             self.sizes.setdefault(size, amount)
+        self.unrepresentable |= later.unrepresentable
 
     def fields(self, fieldset: FieldSet, size_currencies: list[str]) -> ProductFields:
         main_price = fieldset.first("price")
@@ -899,13 +909,30 @@ def _quantity_from_json(value: object) -> object:
         return None if amount is None else f"{amount} {unit}".strip()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         # Written out, not repr(): 0.00005 and 1e16 would be "5e-05" and "1e+16", which no quantity reader takes.
-        return decimal_text(float(value)) if math.isfinite(value) else None
+        number = finite_float(value)
+        return None if number is None else decimal_text(number)
     return value
+
+
+def _holds_unrepresentable(value: object, depth: int = 0) -> bool:
+    """Whether a JSON value is, or holds, a number that no float holds (a 309+ digit integer, 1e400)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return finite_float(value) is None and not (isinstance(value, float) and math.isnan(value))
+    if isinstance(value, dict) and depth < _MAX_DEPTH:
+        return any(_holds_unrepresentable(item, depth + 1) for item in value.values())
+    if isinstance(value, list) and depth < _MAX_DEPTH:
+        return any(_holds_unrepresentable(item, depth + 1) for item in value)
+    return False
+
+
+#: Field kinds whose values are numbers (a number as text, e.g. a brand, is kept as written).
+_NUMERIC_KINDS = ("price", "number", "size_prices")
 
 
 def _read_json_object(data: dict, found: _Found, fieldset: FieldSet, depth: int = 0) -> None:
     keys = _answer_keys(fieldset)
     main_price = _main_price(fieldset)
+    sizes_field = fieldset.first("size_prices")
     by_field: dict[str, list[tuple[int, object]]] = {}
     nested: list[dict] = []
     late_prices: list[tuple[object, str]] = []
@@ -919,6 +946,8 @@ def _read_json_object(data: dict, found: _Found, fieldset: FieldSet, depth: int 
                 late_prices.append((value, key_currency))  # "price_usd": 115, used if there is no "price"
             elif size_match and not isinstance(value, (dict, list)) and _is_size_key(size_match.group(1)):
                 found.add_size(re.sub(r"^(\d+) (\d+)$", r"\1.\2", size_match.group(1)), value)
+                if sizes_field is not None and _holds_unrepresentable(value):
+                    found.unrepresentable.add(sizes_field.name)
             elif isinstance(value, dict):
                 nested.append(value)
             continue
@@ -928,6 +957,8 @@ def _read_json_object(data: dict, found: _Found, fieldset: FieldSet, depth: int 
         spec = fieldset[name]
         candidates.sort(key=lambda item: item[0])
         for _, value in candidates:
+            if spec.kind in _NUMERIC_KINDS and _holds_unrepresentable(value):
+                found.unrepresentable.add(name)
             if spec.kind in ("text", "category"):
                 if isinstance(value, dict) and spec.kind == "text":
                     nested.append(value)
@@ -955,6 +986,8 @@ def _read_json_object(data: dict, found: _Found, fieldset: FieldSet, depth: int 
                 break
     for value, currency in late_prices:
         found.set_price(main_price, value, currency)
+        if main_price is not None and _holds_unrepresentable(value):
+            found.unrepresentable.add(main_price)
     if depth < 3:
         for value in nested:
             inner = _Found()
@@ -1256,8 +1289,23 @@ def _read_free_text(text: str, found: _Found, size_currencies: list[str], fields
 # --------------------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ReadAnswer:
+    """What `read_answer` made of an answer."""
+
+    fields: ProductFields
+    #: Fields the answer gave a number that cannot be represented (a JSON integer of 309+ digits, 1e400): left
+    #: empty; a scan counts them (`ScanSummary.unrepresentable_values`).
+    unrepresentable: tuple[str, ...] = ()
+
+
 def parse_answer(text: str, fieldset: FieldSet = BUILTIN_FIELDS) -> ProductFields:
     """Every declared field an answer gives. Never raises; unreadable parts are simply left empty."""
+    return read_answer(text, fieldset).fields
+
+
+def read_answer(text: str, fieldset: FieldSet = BUILTIN_FIELDS) -> ReadAnswer:
+    """`parse_answer`, and which fields were given a value that cannot be represented."""
     if not isinstance(text, str):
         text = "" if text is None else str(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -1269,18 +1317,16 @@ def parse_answer(text: str, fieldset: FieldSet = BUILTIN_FIELDS) -> ProductField
         _read_json_object(data, found, fieldset)
         text = text[:start] + text[end:]
     text = re.sub(r"```[a-zA-Z]*", "", text)
-    if not text.strip():
-        return found.fields(fieldset, size_currencies)
+    if text.strip():
+        lines = _BULLET_RE.sub("", _MARKUP_RE.sub("", _tables_to_lines(text)))
+        labelled = _Found()
+        used = _read_labelled_text(lines, labelled, size_currencies, fieldset)
+        found.merge(labelled)
 
-    lines = _BULLET_RE.sub("", _MARKUP_RE.sub("", _tables_to_lines(text)))
-    labelled = _Found()
-    used = _read_labelled_text(lines, labelled, size_currencies, fieldset)
-    found.merge(labelled)
-
-    free = _Found()
-    _read_free_text(_blank(lines, used), free, size_currencies, fieldset)
-    found.merge(free)
-    return found.fields(fieldset, size_currencies)
+        free = _Found()
+        _read_free_text(_blank(lines, used), free, size_currencies, fieldset)
+        found.merge(free)
+    return ReadAnswer(found.fields(fieldset, size_currencies), tuple(sorted(found.unrepresentable)))
 
 
 # --------------------------------------------------------------------------------------------------------------

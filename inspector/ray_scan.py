@@ -27,8 +27,10 @@ This is the only module that imports ray (`pip install 'inspector[ray]'`); `impo
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import re
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +40,7 @@ from typing import Any
 from inspector.discovery import ImageSource
 from inspector.errors import InspectorError, RayError
 from inspector.fields import FieldSet, TruthRecord
+from inspector.interrupts import deferred, handlers_kept
 from inspector.scan import (
     AUTO_BATCH_LIMIT,
     Answer,
@@ -51,6 +54,7 @@ from inspector.scan import (
     SilentProgress,
     auto_batch_size,
     commit_batch,
+    finishing_run,
     load_image,
     match_truth,
     new_counts,
@@ -102,17 +106,53 @@ def parse_address(value: str | None) -> str | None:
     )
 
 
+#: Seconds the address of a cluster to join has to answer. Ray itself retries an address where nothing answers
+#: for minutes (20 attempts of ~36 s each, which Ctrl-C cannot cut short), so `connect` asks first.
+ANSWER_TIMEOUT_S = 5
+
+
 def connect(address: str | None) -> None:
     """Join the Ray cluster at `address` ("auto": the one in RAY_ADDRESS or started with `ray start` here), or
     with None start or join a local one. A cluster this process already joined is used as it is."""
     ray = import_ray()
     if ray.is_initialized():
         return
+    _check_answers(ray, address)
     try:
-        ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
+        with handlers_kept():  # ray.init's SIGTERM handler exits with status 15: keep ours (a stop ends the run)
+            ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"at {address}" if address else "here"
         raise RayError(f"cannot start or join a Ray cluster {where}: {str(error).splitlines()[0]}") from None
+
+
+def _check_answers(ray, address: str | None) -> None:
+    """A one-line error, within seconds, when nothing listens at the HOST:PORT that `ray.init` would join (the
+    address given, or RAY_ADDRESS, which ray.init joins when given none or "auto"). Ray joins a loopback address
+    at this machine's own IP, so both are asked."""
+    target = address if address not in (None, "auto") else os.environ.get("RAY_ADDRESS")
+    if not target or target == "auto":
+        return  # start a cluster here, or join the one `ray start` recorded on this machine
+    host, _, port = target.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        return  # not HOST:PORT: ray.init says what is wrong with it
+    hosts = [host]
+    if host in ("localhost", "::1") or host.startswith("127."):
+        hosts.append(ray.util.get_node_ip_address())
+    problems = []
+    for candidate in hosts:
+        try:
+            with socket.create_connection((candidate, int(port)), timeout=ANSWER_TIMEOUT_S):
+                return
+        except TimeoutError:
+            problems.append(f"no answer within {ANSWER_TIMEOUT_S} s")
+        except OSError as error:
+            problems.append((error.strerror or str(error)).lower())
+    raise RayError(
+        f"cannot join a Ray cluster at {target}: nothing answers there ({problems[0]}); "
+        "start one there (`ray start --head`) or check the address"
+    )
 
 
 # --------------------------------------------------------------------------------------------------- stages
@@ -290,33 +330,29 @@ def scan_on_ray(
     connect(address)
     layout = plan(config, gpus, actors)
     store = store or open_store(config.db)
-    run_id = start_run(store, config, prompt, None, config.batch_size)
-    done = store.done_shas(run_id)
-    progress.start(len(sources), 0)
-    started = time.perf_counter()
     counts = new_counts()
-    status = "failed"
+    started = time.perf_counter()
+
+    def stats() -> dict:
+        ray_plan = {"actors": layout.actors, "gpus_per_actor": layout.gpus_per_actor}
+        return session_stats(counts, time.perf_counter() - started, truth_summary, ray=ray_plan)
+
     try:
-        for items in _results(ray, config, layout, sources, truth_by_location, done, answer_stage, counts, progress):
-            commit_batch(store, run_id, items, counts, progress)
-        status = "completed"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
+        with deferred():  # no stop signal falls between creating the run and closing it (see `finishing_run`)
+            run_id = start_run(store, config, prompt, None, config.batch_size)
+            with finishing_run(store, run_id, stats) as outcome:
+                done = store.done_shas(run_id)
+                progress.start(len(sources), 0)
+                started = time.perf_counter()
+                results = _results(ray, config, layout, sources, truth_by_location, done, answer_stage, counts, progress)
+                for items in results:
+                    commit_batch(store, run_id, items, counts, progress)
     except Exception as error:
         cause = _user_error_in(error)
         if cause is not None:
             raise cause from None
         raise
-    finally:
-        stats = session_stats(
-            counts,
-            time.perf_counter() - started,
-            truth_summary,
-            ray={"actors": layout.actors, "gpus_per_actor": layout.gpus_per_actor},
-        )
-        store.finish_run(run_id, status, stats)
-    return ScanSummary.of_session(run_id, config.run_key(prompt), status, len(sources), counts, stats)
+    return ScanSummary.of_session(run_id, config.run_key(prompt), outcome.status, len(sources), counts, outcome.stats)
 
 
 def _results(

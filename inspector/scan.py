@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
@@ -23,11 +24,12 @@ from inspector.backends import Backend, GenerationSettings, backend_name
 from inspector.backends.base import Generation
 from inspector.confidence import field_confidences, with_confidence
 from inspector.discovery import ImageSource, discover, read_source
-from inspector.errors import FetchError
+from inspector.errors import FetchError, InspectorError, StoreError
 from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, ProductFields, TruthRecord, load_fields
 from inspector.images import ImageLoadError, LoadedImage, decode_image, make_thumbnail, sha256_hex
+from inspector.interrupts import deferred, interruptible
 from inspector.outputs import check_output_file, check_path_names
-from inspector.parsing import parse_answer
+from inspector.parsing import read_answer
 from inspector.prompts import Prompt, get_prompt
 from inspector.scoring import PriceTolerance, score_answer
 from inspector.store import ItemResult, Store
@@ -197,6 +199,10 @@ class ScanSummary:
     truth: dict | None = None
     report_path: str | None = None
     metrics: dict = field(default_factory=dict)
+    #: Of `failed`: images whose answer hit a bug of ours while it was read (recorded on each image).
+    internal_errors: int = 0
+    #: Values left empty because no number holds them (a JSON integer of 309+ digits).
+    unrepresentable_values: int = 0
 
     @classmethod
     def of_session(
@@ -215,12 +221,23 @@ class ScanSummary:
             elapsed_s=stats["elapsed_s"],
             images_per_s=stats["images_per_s"] or 0.0,
             truth=stats["truth"],
+            internal_errors=counts["internal_errors"],
+            unrepresentable_values=counts["unrepresentable_values"],
         )
 
 
 def new_counts() -> dict[str, int]:
-    """A scan session's counters, as `commit_batch` and the batch loops advance them."""
-    return {"processed": 0, "failed": 0, "duplicates": 0, "already_done": 0}
+    """A scan session's counters, as `commit_batch` and the batch loops advance them. `internal_errors`: failed
+    images whose failure is a bug of ours (see `ItemFinisher.item`); `unrepresentable_values`: values left empty
+    because no number holds them (see `parsing.ReadAnswer`)."""
+    return {
+        "processed": 0,
+        "failed": 0,
+        "duplicates": 0,
+        "already_done": 0,
+        "internal_errors": 0,
+        "unrepresentable_values": 0,
+    }
 
 
 def session_stats(counts: dict, elapsed: float, truth_summary: dict | None, **extra: object) -> dict:
@@ -234,6 +251,8 @@ def session_stats(counts: dict, elapsed: float, truth_summary: dict | None, **ex
         "images_per_s": round(answered / elapsed, 3) if elapsed > 0 else None,
         "duplicates": counts["duplicates"],
         "already_done": counts["already_done"],
+        "internal_errors": counts["internal_errors"],
+        "unrepresentable_values": counts["unrepresentable_values"],
         "truth": truth_summary,
         **extra,
     }
@@ -442,32 +461,31 @@ class Scanner:
         sources = self._sources()
         self._match_truth(sources)
         key = config.run_key(self.prompt)
-        run_id = start_run(self.store, config, self.prompt, self.backend, self.batch_size)
-        done = self.store.done_shas(run_id)
-        self.progress.start(len(sources), 0)
-        started = time.perf_counter()
         counts = new_counts()
-        status = "failed"
-        threads = _LoaderThreadsOnly(self.prepares_items and _on_gpu(self.backend))
-        try:
-            for items in self._batches(sources, done, counts):
-                commit_batch(self.store, run_id, items, counts, self.progress)
-            status = "completed"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
-        finally:
-            threads.restore()
-            stats = session_stats(
+        started = time.perf_counter()
+
+        def stats() -> dict:
+            return session_stats(
                 counts,
                 time.perf_counter() - started,
                 self.truth_summary,
                 model_s=round(self.model_seconds, 3),
                 input_wait_s=round(self.input_wait_seconds, 3),
             )
-            if finalize or status != "completed":
-                self.store.finish_run(run_id, status, stats)
-        return ScanSummary.of_session(run_id, key, status, len(sources), counts, stats)
+
+        with deferred():  # no stop signal falls between creating the run and closing it (see `finishing_run`)
+            run_id = start_run(self.store, config, self.prompt, self.backend, self.batch_size)
+            with finishing_run(self.store, run_id, stats, finalize=finalize) as outcome:
+                done = self.store.done_shas(run_id)
+                self.progress.start(len(sources), 0)
+                started = time.perf_counter()
+                threads = _LoaderThreadsOnly(self.prepares_items and _on_gpu(self.backend))
+                try:
+                    for items in self._batches(sources, done, counts):
+                        commit_batch(self.store, run_id, items, counts, self.progress)
+                finally:
+                    threads.restore()
+        return ScanSummary.of_session(run_id, key, outcome.status, len(sources), counts, outcome.stats)
 
     def _batches(
         self, sources: list[ImageSource], done: set[str], counts: dict
@@ -594,13 +612,12 @@ class ItemFinisher:
         self.fields = fieldset
 
     def item(self, answer: Answer, truth: TruthRecord | None) -> ItemResult:
+        """The image's result. No answer can stop a scan: an exception while reading or scoring it (a bug of ours)
+        is recorded on this image, with its type and message, as an internal error that the summary counts; the
+        raw answer is kept, and a rerun tries the image again (after an upgrade, it may read)."""
         pending = answer.pending
-        parsed = parse_answer(answer.text, self.fields) if answer.text is not None else None
-        results = self.score(parsed, truth)
-        if answer.generation is not None and parsed is not None and results:
-            with_confidence(results, field_confidences(answer.generation, parsed, self.fields))
         loaded = pending.loaded
-        return ItemResult(
+        result = ItemResult(
             sha256=pending.sha256,
             path=pending.source.location,
             width=loaded.width,
@@ -609,12 +626,26 @@ class ItemFinisher:
             n_bytes=loaded.n_bytes,
             thumbnail=pending.thumbnail,
             raw_output=answer.text,
-            parsed=parsed,
             latency_ms=answer.latency_ms,
             error=answer.error,
             truth=truth,
-            field_results=results,
         )
+        try:
+            if answer.text is not None:
+                read = read_answer(answer.text, self.fields)
+                result.parsed, result.unrepresentable = read.fields, read.unrepresentable
+            result.field_results = self.score(result.parsed, truth)
+            if answer.generation is not None and result.parsed is not None and result.field_results:
+                with_confidence(result.field_results, field_confidences(answer.generation, result.parsed, self.fields))
+        except Exception as error:  # noqa: BLE001 - recorded on the image and counted, never the run's end
+            result.parsed, result.unrepresentable = None, ()
+            result.error = f"internal error while reading the answer (please report it): {_describe_error(error)}"
+            result.internal_error = result.retryable = True
+            try:
+                result.field_results = self.score(None, truth)
+            except Exception:  # noqa: BLE001 - the scorer itself failed: the image keeps no outcomes
+                result.field_results = []
+        return result
 
     def failure(self, item: ItemResult, truth: TruthRecord | None) -> ItemResult:
         """An image that could not be read, with its catalogue row and its (all missed) outcomes."""
@@ -640,7 +671,58 @@ def commit_batch(
     failed = sum(1 for item in items if item.error)
     counts["processed"] += len(items)
     counts["failed"] += failed
+    counts["internal_errors"] += sum(1 for item in items if item.internal_error)
+    counts["unrepresentable_values"] += sum(len(item.unrepresentable) for item in items)
     progress.advance(len(items), failed)
+
+
+@dataclass
+class RunOutcome:
+    """How a scan session ended (see `finishing_run`): its status and the session stats stored with it."""
+
+    status: str = "failed"
+    stats: dict = field(default_factory=dict)
+
+
+@contextmanager
+def finishing_run(
+    store: Store, run_id: int, stats: Callable[[], dict], *, finalize: bool = True
+) -> Iterator[RunOutcome]:
+    """The body of a scan session (local, shard or Ray); however it ends, the run is then closed with the status
+    that says how: `completed`, `interrupted` (Ctrl-C, SIGTERM) or `failed` (any other exception, e.g. a full
+    disk), with `stats()`. `finalize=False`: a completed session leaves closing the run to a parent.
+
+    The body is `interruptible`; enter this inside `interrupts.deferred()` right after `start_run`, so that a stop
+    signal can neither fall between creating the run and this block nor cut the closing short."""
+    outcome = RunOutcome()
+    try:
+        with interruptible():
+            yield outcome
+        outcome.status = "completed"
+    except KeyboardInterrupt:
+        outcome.status = "interrupted"
+        raise
+    finally:
+        outcome.stats = stats()
+        if finalize or outcome.status != "completed":
+            _close_run(store, run_id, outcome)
+
+
+def _close_run(store: Store, run_id: int, outcome: RunOutcome) -> None:
+    """`store.finish_run`; where even that cannot be written (a full disk: the failed commit's room is not always
+    enough for it), the error says what the run holds and how to close it, instead of leaving it to look as if
+    it were still running."""
+    try:
+        store.finish_run(run_id, outcome.status, outcome.stats)
+    except StoreError as error:
+        try:
+            held = f"; it holds {store.get_run(run_id).n_images} images"
+        except InspectorError:
+            held = ""
+        raise StoreError(
+            f"{error}; run {run_id} could not be marked {outcome.status} either, so it still says running{held}: "
+            "make room (or fix the database) and rerun the same command, which resumes it"
+        ) from error
 
 
 def start_run(

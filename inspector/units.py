@@ -11,7 +11,7 @@ import math
 import re
 from decimal import Decimal
 
-from inspector.numbers import NUMBER_RE, read_number
+from inspector.numbers import NUMBER_RE, finite_float, read_number
 
 __all__ = ["UNITS", "decimal_text", "format_quantity", "parse_quantity", "unit_dimension"]
 
@@ -62,8 +62,7 @@ def parse_quantity(value: object, unit: str = "") -> float | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        number = float(value)
-        return number if math.isfinite(number) else None
+        return finite_float(value)
     match = _QUANTITY_RE.match(str(value))
     if not match:
         return None
@@ -84,8 +83,10 @@ def parse_quantity(value: object, unit: str = "") -> float | None:
     source, target = UNITS.get(written), UNITS.get(" ".join(unit.casefold().split()))
     if source is None or target is None or source[0] != target[0]:
         return None
-    # Twelve significant digits: 0.35 l is 350 ml, not 349.99999999999994 (binary floating point).
-    return float(f"{number * source[1] / target[1]:.12g}")
+    # Twelve significant digits: 0.35 l is 350 ml, not 349.99999999999994 (binary floating point). A conversion
+    # beyond a float's range (1e308 l in ml) is infinite: left empty.
+    converted = float(f"{number * source[1] / target[1]:.12g}")
+    return converted if math.isfinite(converted) else None
 
 
 def decimal_text(number: float) -> str:

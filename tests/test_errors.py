@@ -17,6 +17,7 @@ import inspector
 from inspector.cli import cli
 from inspector.console import friendly_errors
 from inspector.errors import InputError, StoreError
+from inspector.store import open_store
 
 PACKAGE = Path(inspector.__file__).parent
 #: The command line's modules; everything else in the package is library.
@@ -94,10 +95,10 @@ def test_any_other_exception_is_a_bug_and_shows_as_one(bug):
 
 
 def test_a_bug_inside_a_scan_is_not_passed_off_as_a_user_error(tmp_path, sample_dir, monkeypatch):
-    def broken(answer, fieldset=None):
+    def broken(*args, **kwargs):
         return {}["brand"]
 
-    monkeypatch.setattr("inspector.scan.parse_answer", broken)
+    monkeypatch.setattr("inspector.scan.commit_batch", broken)
     answers = tmp_path / "answers.json"
     answers.write_text(json.dumps(["{}"] * 3))
     result = CliRunner().invoke(
@@ -105,6 +106,31 @@ def test_a_bug_inside_a_scan_is_not_passed_off_as_a_user_error(tmp_path, sample_
     )
     assert isinstance(result.exception, KeyError) and result.exit_code == 1
     assert "Error:" not in result.output
+
+
+def test_a_bug_while_one_answer_is_read_is_that_images_error_and_still_looks_like_a_bug(
+    tmp_path, sample_dir, monkeypatch
+):
+    """No answer can stop a scan (issue 15), but a bug is neither swallowed nor passed off as the user's error: it
+    is recorded on the image with its type and message, and the summary counts it and asks for a report."""
+
+    def broken(answer, fieldset=None):
+        return {}["brand"]
+
+    monkeypatch.setattr("inspector.scan.read_answer", broken)
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps(["{}"] * 3))
+    db = tmp_path / "r.db"
+    result = CliRunner().invoke(
+        cli, ["scan", str(sample_dir), "--model", f"fake:{answers}", "--db", str(db), "--limit", "3", "--no-report"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Error:" not in result.output
+    assert "Run 1: 0 images answered, 3 failed (3 by an internal error while reading the answer: please report it)" in (
+        result.output
+    )
+    errors = {row["error"] for row in open_store(db).run_rows(1)}
+    assert errors == {"internal error while reading the answer (please report it): KeyError: 'brand'"}
 
 
 @pytest.mark.parametrize(

@@ -111,7 +111,7 @@ class _SlowConfig(ScanConfig):
 SIGTERM_PARENT = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from inspector.interrupts import sigterm_as_interrupt
+from inspector.interrupts import stop_signals_as_interrupts
 from inspector.multigpu import scan_on_devices
 from test_multigpu import _SlowConfig
 
@@ -121,7 +121,7 @@ class Progress:
     def message(self, text): pass
 
 config = _SlowConfig(inputs=[sys.argv[2]], model="fake:" + sys.argv[3], db=sys.argv[4], report=None, batch_size=2)
-with sigterm_as_interrupt():
+with stop_signals_as_interrupts():
     try:
         scan_on_devices(config, ["cpu", "cpu"], Progress())
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ from inspector.parsing import (
     AMBIGUOUS,
     ISO_CURRENCIES,
     NEGATIVE,
+    TOO_LARGE,
     PriceReading,
     clean_text,
     normalise_currency,
@@ -20,6 +21,7 @@ from inspector.parsing import (
     parse_answer,
     parse_price,
     parse_size_prices,
+    read_answer,
     read_price,
 )
 
@@ -626,3 +628,57 @@ def test_escaped_surrogates_become_valid_unicode() -> None:
 def test_key_value_synonym_priority_is_by_key_not_position() -> None:
     text = "Description: A warm scarf in check\nTitle: Vintage Check Scarf\nFull Price: 490\nPrice: 450"
     assert parse_answer(text) == ProductFields(title="Vintage Check Scarf", price=450.0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Numbers no float holds (issue 15: a JSON integer of 309+ digits raised OverflowError and ended the scan)
+# --------------------------------------------------------------------------------------------------------------
+
+HUGE = "9" * 400
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected", "unrepresentable"),
+    [
+        (f'{{"brand": "A", "price": {HUGE}}}', ProductFields(brand="A"), ("price",)),
+        (f'{{"brand": "A", "price": {{"amount": {HUGE}, "currency": "USD"}}}}', ProductFields(brand="A"), ("price",)),
+        ('{"brand": "A", "price": 1e400}', ProductFields(brand="A"), ("price",)),
+        (f'{{"brand": "A", "price_usd": {HUGE}}}', ProductFields(brand="A"), ("price",)),
+        (f'{{"brand": "A", "sizes": {{"6.5": {HUGE}, "7": 120}}}}', ProductFields(brand="A", size_prices={"7": 120.0}), ("size_prices",)),
+        (f'{{"brand": "A", "sizes": [["6.5", {HUGE}]]}}', ProductFields(brand="A"), ("size_prices",)),
+        (f'{{"brand": "A", "price_6_5": {HUGE}}}', ProductFields(brand="A"), ("size_prices",)),
+        (f'{{"brand": {HUGE}, "price": 5}}', ProductFields(brand=HUGE, price=5.0), ()),  # text: kept as written
+        (f'{{"brand": "A", "price": 5, "title": "{HUGE}"}}', ProductFields(brand="A", price=5.0, title=HUGE), ()),
+        (f"Price: {HUGE}", ProductFields(), ()),  # text is read as written: no amount, nothing to represent
+    ],
+)  # fmt: skip
+def test_a_number_no_float_holds_is_left_empty_and_named(answer, expected, unrepresentable) -> None:
+    read = read_answer(answer)
+    assert read.fields == expected
+    assert read.unrepresentable == unrepresentable
+    assert parse_answer(answer) == expected
+
+
+def test_a_huge_number_field_is_left_empty_and_named(tmp_path) -> None:
+    from inspector.fields import load_fields
+
+    declared = tmp_path / "fields.toml"
+    declared.write_text('[fields.volume]\nkind = "number"\nunit = "ml"\n')
+    fields = load_fields(str(declared))
+    for answer in (f'{{"volume": {HUGE}}}', f'{{"volume": {{"value": {HUGE}, "unit": "l"}}}}', '{"volume": 1e400}'):
+        read = read_answer(answer, fields)
+        assert (read.fields, read.unrepresentable) == (ProductFields(), ("volume",)), answer
+    assert read_answer('{"volume": "1e308 l"}', fields).fields == ProductFields()  # 1e311 ml: no float either
+
+
+def test_readers_of_single_values_never_raise_on_huge_numbers() -> None:
+    from inspector.units import parse_quantity
+
+    assert read_price(10**400) == PriceReading(None, None, TOO_LARGE)
+    assert read_price(-(10**400)) == PriceReading(None, None, TOO_LARGE)
+    assert read_price(float("nan")) == PriceReading(None, None)
+    assert parse_size_prices(f'{{"6.5": {HUGE}, "7": 5}}') == ({"7": 5.0}, [f"6.5: {HUGE}"])
+    assert parse_quantity(10**400, "ml") is None
+    assert parse_quantity(1e308, "ml") == 1e308
+    assert parse_quantity("1e308", "ml") is None  # not a number as written
+    assert normalise_size("1" * 30) == "1" * 30  # 28 significant digits rounded it to another size

@@ -151,6 +151,26 @@ def test_a_second_ray_scan_resumes_the_run_and_answers_nothing_again(cluster, im
     assert prediction_counts(config.db) == (37, 37)
 
 
+def test_an_answer_with_a_number_no_float_holds_stops_no_ray_scan(cluster, images, answers_file, tmp_path):
+    """A 309+ digit price raised OverflowError in the parse stage: Ray retried the task, the run ended `failed`,
+    and every rerun failed the same way."""
+    answers = json.loads(Path(answers_file.removeprefix("fake:")).read_text())
+    first = sorted(answers)[0]
+    answers[first] = '{"brand": "Huge", "price": ' + "9" * 400 + "}"
+    huge = tmp_path / "answers.json"
+    huge.write_text(json.dumps(answers))
+    config = config_for(images, f"fake:{huge}", str(tmp_path / "r.db"), batch_size=4)
+
+    summary = scan_on_ray(config, actors=1)
+
+    assert (summary.status, summary.processed, summary.unrepresentable_values) == ("completed", 37, 1)
+    with open_store(config.db) as store:
+        (row,) = [r for r in store.run_rows(summary.run_id) if r["predicted"]["brand"] == "Huge"]
+    assert (row["error"], row["predicted"]["price"]) == (None, None)
+    again = scan_on_ray(config, actors=1)
+    assert (again.status, again.already_done) == ("completed", 37)
+
+
 class DiesOnce(AnswerStage):
     """The model stage, except that the first actor to reach its second batch while the marker file exists
     removes it and dies on the spot (as if killed or out of memory): a real mid-scan death, once."""
@@ -252,6 +272,59 @@ def test_a_killed_driver_is_resumed_by_rerunning_the_command(cluster, images, ti
     with open_store(str(db)) as store:
         (run,) = store.list_runs()
         assert run.status == "completed"
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_ray_driver_within_seconds_with_the_run_interrupted(cluster, images, tiny_llava, tmp_path):
+    """ray.init replaced our SIGTERM handler with one that exits with status 15: the run ended `failed`."""
+    db = tmp_path / "r.db"
+    args = [
+        "scan", str(images), "--model", str(tiny_llava), "--db", str(db), "--no-report", "--batch-size", "1",
+        "--device", "cpu", "--dtype", "fp32", "--max-new-tokens", "48", "--min-new-tokens", "48",
+        "--ray", cluster.address,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "inspector", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 240
+    stored = 0
+    while time.monotonic() < deadline and driver.poll() is None and stored == 0:
+        time.sleep(0.05)
+        try:
+            stored = prediction_counts(str(db))[0] if db.exists() else 0
+        except sqlite3.OperationalError:  # tables not created yet
+            continue
+    stopped = time.monotonic()
+    driver.send_signal(signal.SIGTERM)
+    try:
+        out, err = driver.communicate(timeout=60)
+    finally:
+        driver.kill()
+    assert time.monotonic() - stopped <= 5, err[-2000:]
+    assert driver.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert err.splitlines()[-1] == "Stopped (SIGTERM).", err[-2000:]
+    with open_store(str(db)) as store:
+        (run,) = store.list_runs()
+    assert (run.status, run.n_images) == ("interrupted", prediction_counts(str(db))[0])
+    assert 0 < run.n_images < 37
+
+
+def test_an_address_where_nothing_answers_is_a_one_line_error_within_seconds(images, answers_file, tmp_path):
+    """Ray retried 127.0.0.1:1 for more than 200 s, and Ctrl-C then took 36 s."""
+    args = ["scan", str(images), "--model", answers_file, "--db", str(tmp_path / "r.db"), "--no-report",
+            "--ray", "127.0.0.1:1"]  # fmt: skip
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | {"PYTHONPATH": str(REPO)}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "inspector", *args], env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert time.monotonic() - started < 30
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.splitlines()[-1] == (
+        "Error: cannot join a Ray cluster at 127.0.0.1:1: nothing answers there (connection refused); "
+        "start one there (`ray start --head`) or check the address"
+    )
+    assert "Traceback" not in done.stderr
 
 
 def test_gpus_on_a_cluster_without_gpus_is_a_one_line_error(cluster, images, answers_file, tmp_path):

@@ -359,3 +359,106 @@ def test_a_fine_tuned_model_whose_fields_file_is_gone_is_warned_about(tmp_path, 
 def test_a_model_that_inspector_did_not_train_gets_no_warning(tmp_path, sample_dir):
     config = ScanConfig(inputs=[str(sample_dir)], model=str(tmp_path), device="cpu", report=None)
     assert read_scan_inputs(config).warnings == []
+
+
+# ------------------------------------------------------------------------------------------------------------
+# No answer can stop a scan (issue 15)
+# ------------------------------------------------------------------------------------------------------------
+
+HUGE = "9" * 400
+
+
+def three_images(folder: Path) -> Path:
+    from PIL import Image
+
+    folder.mkdir()
+    for index, colour in enumerate(["red", "green", "blue"]):
+        Image.new("RGB", (16, 16), colour).save(folder / f"{index}.png")
+    return folder
+
+
+def test_answers_with_numbers_no_float_holds_leave_those_values_empty_counted_and_a_rerun_finishes(tmp_path):
+    """A JSON integer of 309+ digits in a price, a size table or a number field raised OverflowError: the run
+    ended `failed` and every rerun crashed the same way."""
+    import json
+
+    from click.testing import CliRunner
+
+    from inspector.cli import cli
+
+    images = three_images(tmp_path / "images")
+    (tmp_path / "fields.toml").write_text('[fields.volume]\nkind = "number"\nunit = "ml"\n')
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps([
+        f'{{"brand": "A", "price": {HUGE}, "volume": 500}}',
+        f'{{"brand": "B", "price": 5, "sizes": {{"6.5": {HUGE}, "7": 120}}}}',
+        f'{{"brand": "C", "price": 6, "volume": {HUGE}}}',
+    ]))  # fmt: skip
+    db = tmp_path / "r.db"
+    args = ["scan", str(images), "--model", f"fake:{answers}", "--db", str(db), "--no-report",
+            "--fields", str(tmp_path / "fields.toml")]  # fmt: skip
+
+    result = CliRunner().invoke(cli, args)
+
+    assert result.exit_code == 0, result.output
+    assert "Run 1: 3 images answered, 0 failed, 3 values too large to be a number left empty (" in result.output
+    store = open_store(db)
+    run = store.get_run(1)
+    assert (run.status, run.n_images, run.n_failed) == ("completed", 3, 0)
+    assert run.stats["unrepresentable_values"] == 3
+    predicted = sorted((row["predicted"]["brand"], row["predicted"]["price"], row["predicted"]["volume"],
+                        row["predicted"]["size_prices"]) for row in store.run_rows(1))  # fmt: skip
+    assert predicted == [("A", None, 500.0, {}), ("B", 5.0, None, {"7": 120.0}), ("C", 6.0, None, {})]
+
+    rerun = CliRunner().invoke(cli, args)
+    assert rerun.exit_code == 0, rerun.output
+    assert "Run 1: 0 images answered, 0 failed, 3 already done" in rerun.output
+    assert store.get_run(1).status == "completed"
+
+
+def test_a_bug_while_reading_one_answer_is_recorded_on_that_image_and_counted_not_the_end_of_the_run(
+    tmp_path, monkeypatch
+):
+    """Anything unexpected while one answer is read is that image's error (type and message, visible as a bug),
+    never the run's; a rerun tries that image again."""
+    from click.testing import CliRunner
+
+    import inspector.scan
+    from inspector.cli import cli
+    from inspector.parsing import read_answer
+
+    def read_with_a_bug(text, fields):
+        if "B" in text:
+            raise ZeroDivisionError("division by zero")
+        return read_answer(text, fields)
+
+    monkeypatch.setattr(inspector.scan, "read_answer", read_with_a_bug)
+    images = three_images(tmp_path / "images")
+    answers = tmp_path / "answers.txt"
+    answers.write_text('{"brand": "A"}\n{"brand": "B"}\n{"brand": "C"}\n')
+    db = tmp_path / "r.db"
+    args = ["scan", str(images), "--model", f"fake:{answers}", "--db", str(db), "--no-report"]
+
+    result = CliRunner().invoke(cli, args)
+
+    assert result.exit_code == 0, result.output
+    assert (
+        "Run 1: 2 images answered, 1 failed (1 by an internal error while reading the answer: please report it) ("
+        in result.output
+    )
+    store = open_store(db)
+    run = store.get_run(1)
+    assert (run.status, run.n_images, run.n_failed) == ("completed", 3, 1)
+    assert run.stats["internal_errors"] == 1
+    (failed,) = [row for row in store.run_rows(1) if row["error"]]
+    assert failed["raw_output"] == '{"brand": "B"}'
+    assert failed["error"] == (
+        "internal error while reading the answer (please report it): ZeroDivisionError: division by zero"
+    )
+
+    monkeypatch.setattr(inspector.scan, "read_answer", read_answer)  # the bug fixed: the rerun reads that image
+    answers.write_text('{"brand": "B"}\n')
+    rerun = CliRunner().invoke(cli, args)
+    assert rerun.exit_code == 0, rerun.output
+    assert "Run 1: 1 images answered, 0 failed, 2 already done" in rerun.output
+    assert (store.get_run(1).n_images, store.get_run(1).n_failed) == (3, 0)

@@ -572,3 +572,15 @@ def test_many_images_and_keys_match_quickly(tmp_path: Path) -> None:
     assert time.perf_counter() - start < 10
     assert len(match.records) == 5000
     assert match.records[images[1234]].fields.title == "Item 1234"
+
+
+def test_numbers_no_float_holds_in_catalogue_cells_are_unparseable_cells_not_a_crash(tmp_path: Path) -> None:
+    """A JSON size table with a 309+ digit price raised OverflowError while the catalogue was read."""
+    huge = "9" * 400
+    path = write(tmp_path / "c.csv", f'file,title,price,sizes\na.jpg,A,{huge},"{{""6.5"": {huge}, ""7"": 5}}"\n')
+    table = load_truth(path)
+    assert (table.records[0].fields.price, table.records[0].fields.size_prices) == (None, {"7": 5.0})
+    assert table.unparseable_cells == [
+        CellProblem(1, "price", huge, "not a price"),
+        CellProblem(1, "sizes", f"6.5: {huge}", "not a size:price pair"),
+    ]

@@ -7,8 +7,8 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inspector.errors import RunNotFoundError, StoreError
 from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, FieldValue, ProductFields, TruthRecord
+from inspector.interrupts import deferred
 from inspector.store.engine import create_store_engine, database_url, shown_database, sqlite_file
 from inspector.store.migrations import apply_migrations, pending_migrations
 from inspector.store.tables import (
@@ -63,10 +64,15 @@ class ItemResult:
     latency_ms: float | None = None
     #: Why the image could not be read or answered; the item is still stored, with this message.
     error: str | None = None
-    #: The error may go away (a download that failed transiently): a rerun tries the image again.
+    #: The error may go away (a download that failed transiently; an internal error that an upgrade may fix): a
+    #: rerun tries the image again.
     retryable: bool = False
     truth: TruthRecord | None = None
     field_results: list[FieldResult] = field(default_factory=list)
+    #: Fields whose value in the answer cannot be represented (left empty; counted by the scan, not stored).
+    unrepresentable: tuple[str, ...] = ()
+    #: The error is a bug of ours (an exception while reading or scoring the answer), not the image's.
+    internal_error: bool = False
 
 
 @dataclass(frozen=True)
@@ -224,12 +230,15 @@ class Store:
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Session]:
+        """A session in one transaction. A write is never cut short by Ctrl-C or SIGTERM: a stop that arrives
+        during it is raised once it has committed or rolled back (see `inspector.interrupts`)."""
         factory = self._write if write else self._read
-        try:
-            with factory() as session, session.begin():
-                yield session
-        except OperationalError as exc:
-            raise StoreError(f"database {self.url} failed: {exc.orig}") from exc
+        with deferred() if write else nullcontext():
+            try:
+                with factory() as session, session.begin():
+                    yield session
+            except OperationalError as exc:
+                raise StoreError(f"database {self.url} failed: {exc.orig}") from exc
 
     # ----------------------------------------------------------------------------------------- runs
 
@@ -287,20 +296,13 @@ class Store:
             raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")
         with self._transaction(write=True) as session:
             run = self._run_row(session, run_id)
-            run.status = status
-            run.finished_at = None if status == RUNNING else utc_now()
             values = _jsonable(dict(stats))
             this_session = {name: values.pop(name) for name in ("n_images", "n_failed") if name in values}
             if this_session:
                 values["session"] = this_session
-            values["n_images"] = session.scalar(
-                select(func.count()).select_from(Prediction).where(Prediction.run_id == run_id)
-            )
-            values["n_failed"] = session.scalar(
-                select(func.count())
-                .select_from(Prediction)
-                .where(Prediction.run_id == run_id, Prediction.error.is_not(None))
-            )
+            values["n_images"], values["n_failed"] = _stored_totals(session, [run_id])[run_id]
+            run.status = status
+            run.finished_at = None if status == RUNNING else utc_now()
             for column in _STAT_COLUMNS:
                 if values.get(column) is not None:
                     setattr(run, column, values[column])
@@ -312,11 +314,11 @@ class Store:
             run = self._find_run(session, run_ref)
             if run is None:
                 raise RunNotFoundError(self._missing_run_message(session, run_ref))
-            return _run_info(run)
+            return _with_live_totals(session, [_run_info(run)])[0]
 
     def list_runs(self) -> list[RunInfo]:
         with self._transaction(write=False) as session:
-            return [_run_info(run) for run in session.scalars(select(Run).order_by(Run.id))]
+            return _with_live_totals(session, [_run_info(run) for run in session.scalars(select(Run).order_by(Run.id))])
 
     @staticmethod
     def _find_run(session: Session, run_ref: int | str | None) -> Run | None:
@@ -860,6 +862,32 @@ def _truth_values(run_id: int, image_id: int, truth: TruthRecord) -> dict:
         **{name: None for name in _VALUE_COLUMNS},
         **_legacy_columns(TruthRow.__table__, fields),
     }
+
+
+def _stored_totals(session: Session, run_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """Run id -> (images, failed images) stored in it, counted in its predictions."""
+    totals = dict.fromkeys(run_ids, (0, 0))
+    for chunk in _chunks(run_ids):
+        query = (
+            select(Prediction.run_id, func.count(), func.count(Prediction.error))
+            .where(Prediction.run_id.in_(chunk))
+            .group_by(Prediction.run_id)
+        )
+        totals.update((run_id, (n_images, n_failed)) for run_id, n_images, n_failed in session.execute(query))
+    return totals
+
+
+def _with_live_totals(session: Session, runs: list[RunInfo]) -> list[RunInfo]:
+    """Runs still `running` with their totals as stored so far: one in progress, or one whose process could not
+    close it (killed; a full disk, where not even the closing fits) holds more than nothing."""
+    running = [run.id for run in runs if run.status == RUNNING]
+    if not running:
+        return runs
+    totals = _stored_totals(session, running)
+    return [
+        replace(run, n_images=totals[run.id][0], n_failed=totals[run.id][1]) if run.id in totals else run
+        for run in runs
+    ]
 
 
 def _run_info(run: Run) -> RunInfo:
