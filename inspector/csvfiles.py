@@ -34,6 +34,8 @@ __all__ = [
     "formula_safe",
     "read_csv_text",
     "records",
+    "resyncing_records",
+    "Unreadable",
     "split_record",
     "unguarded",
     "well_quoted",
@@ -131,11 +133,57 @@ def records(
     """Each non-blank record of `text` from `start` (a byte offset at the start of line `first_line`; by default
     where the records start), header included.
 
+    A record the csv module cannot read at all (a cell over its size limit: a quote left open in a large file)
+    is a one-line `kind.error` naming its first line."""
+    try:
+        yield from _records(text, text.start if start is None else start, first_line or text.first_line)
+    except _Unreadable as error:
+        raise kind.error(
+            f"Cannot read {kind.noun} {text.path} from line {error.line}: {error.reason} (a quote left open?)."
+        ) from None
+
+
+class Unreadable(NamedTuple):
+    """A line that starts no record anyone can read (a quote left open); reading went on at the next line."""
+
+    line: int
+    reason: str
+
+
+def resyncing_records(text: CsvText) -> Iterator[Record | Unreadable]:
+    """Like `records`, but a record that opens a quote it never closes, or that the csv module cannot read, is
+    an `Unreadable` for its first line, and reading goes on at the line after it: the lines a stray quote would
+    swallow into one cell are read as the records they are."""
+    start, line = text.start, text.first_line
+    while True:
+        try:
+            for record in _records(text, start, line):
+                if record.last_line > record.first_line and not well_quoted(
+                    text.data[record.start : record.end], text.delimiter
+                ):
+                    yield Unreadable(record.first_line, "a quote is left open")
+                    start, line = next_line(text.data, record.start), record.first_line + 1
+                    break
+                yield record
+            else:
+                return
+        except _Unreadable as error:
+            yield Unreadable(error.line, error.reason)
+            start, line = next_line(text.data, error.start), error.line + 1
+
+
+class _Unreadable(Exception):
+    def __init__(self, start: int, line: int, reason: str) -> None:
+        super().__init__(reason)
+        self.start, self.line, self.reason = start, line, reason
+
+
+def _records(text: CsvText, start: int, first_line: int) -> Iterator[Record]:
+    """`records` from byte `start`, line `first_line`; `_Unreadable` where the csv module gives up.
+
     csv.reader pulls one line at a time and never reads ahead, so the offsets of the lines it pulled for a
-    record are that record's span. A record the csv module cannot read at all (a cell over its size limit: a
-    quote left open in a large file) is a one-line `kind.error` naming its first line."""
-    start = text.start if start is None else start
-    line_number = (text.first_line if first_line is None else first_line) - 1
+    record are that record's span."""
+    line_number = first_line - 1
     position = start
     data = text.data
 
@@ -149,16 +197,14 @@ def records(
             yield line
 
     reader = csv.reader(lines(), delimiter=text.delimiter, skipinitialspace=True)
-    record_start, record_line = start, line_number + 1
+    record_start, record_line = start, first_line
     while True:
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as error:
-            raise kind.error(
-                f"Cannot read {kind.noun} {text.path} from line {record_line}: {error} (a quote left open?)."
-            ) from None
+            raise _Unreadable(record_start, record_line, str(error)) from None
         if cells and (len(cells) > 1 or cells[0].strip()):
             yield Record(cells, record_start, position, record_line, line_number)
         record_start, record_line = position, line_number + 1

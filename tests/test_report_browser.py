@@ -333,7 +333,9 @@ def test_review_decision_survives_a_reload_and_round_trips_through_import(chrome
     decisions = tmp_path / "decisions.csv"
     decisions.write_text(unquote(href.split(",", 1)[1]))
     result = CliRunner().invoke(cli, ["review", "import", str(decisions), "--db", str(db)])
-    assert result.stdout == "Decisions: 2 rows read, 2 added, 0 updated, 0 unchanged, 0 skipped\n"
+    assert result.stdout == (
+        "Decisions: 2 rows read: 2 added, 0 updated, 0 unchanged, 0 skipped, 0 duplicates, 0 overridden\n"
+    )
 
     # The next report shows the stored decisions, also in a browser that never saw them.
     store = open_store(str(db))

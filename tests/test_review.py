@@ -52,7 +52,9 @@ def test_import_stores_decisions_lists_bad_rows_and_is_idempotent(decided):
     args = ["review", "import", str(decided["csv"]), "--db", str(decided["db"]), "--reviewer", "bo"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert result.stdout == "Decisions: 7 rows read, 3 added, 0 updated, 0 unchanged, 4 skipped\n"
+    assert result.stdout == (
+        "Decisions: 7 rows read: 3 added, 0 updated, 0 unchanged, 4 skipped, 0 duplicates, 0 overridden\n"
+    )
     zero = "0" * 12
     assert result.stderr.splitlines() == [
         "Skipped line 5: unknown run 9, skipped",
@@ -61,7 +63,9 @@ def test_import_stores_decisions_lists_bad_rows_and_is_idempotent(decided):
         "Skipped line 8: unknown decision 'maybe' (use catalogue_wrong, model_wrong, both_fine), skipped",
     ]
     again = CliRunner().invoke(cli, args)
-    assert again.stdout == "Decisions: 7 rows read, 0 added, 0 updated, 3 unchanged, 4 skipped\n"
+    assert again.stdout == (
+        "Decisions: 7 rows read: 0 added, 0 updated, 3 unchanged, 4 skipped, 0 duplicates, 0 overridden\n"
+    )
     with sqlite3.connect(decided["db"]) as connection:
         stored = connection.execute(
             "select field, decision, corrected_value, reviewer from reviews order by id"
@@ -81,7 +85,9 @@ def test_a_changed_decision_replaces_the_stored_one(decided, tmp_path):
         [{"run_id": 1, "sha256": decided["shas"][2], "field": "category", "decision": "both_fine"}],
     )
     result = CliRunner().invoke(cli, ["review", "import", str(changed), "--db", db])
-    assert result.stdout == "Decisions: 1 rows read, 0 added, 1 updated, 0 unchanged, 0 skipped\n"
+    assert result.stdout == (
+        "Decisions: 1 rows read: 0 added, 1 updated, 0 unchanged, 0 skipped, 0 duplicates, 0 overridden\n"
+    )
 
 
 def test_import_of_a_file_without_the_decision_columns_is_a_one_line_error(confident_scan, tmp_path):
@@ -163,3 +169,132 @@ def test_export_of_an_unknown_field_is_a_one_line_error(confident_scan, tmp_path
     assert result.exit_code == 1
     assert result.stderr == f"Error: --field colour: unknown field; use one of {', '.join(FIELD_NAMES)}\n"
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Issue 15.4: decisions are never lost silently
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def import_text(scan: dict, path: Path, text: str | bytes, *extra: str):
+    """`inspector review import` of a decisions file written as `text` (bytes as they are)."""
+    if isinstance(text, str):
+        path.write_text(text, encoding="utf-8", newline="")
+    else:
+        path.write_bytes(text)
+    return CliRunner().invoke(cli, ["review", "import", str(path), "--db", str(scan["db"]), *extra])
+
+
+def stored_reviews(db: Path) -> list[tuple]:
+    import sqlite3
+
+    with sqlite3.connect(db) as connection:
+        return connection.execute(
+            "select images.sha256, field, decision, corrected_value, reviewer from reviews "
+            "join images on images.id = reviews.image_id order by reviews.id"
+        ).fetchall()
+
+
+def test_a_quote_left_open_is_one_skipped_line_and_loses_none_after_it(confident_scan, tmp_path):
+    """The hostile sweep: an unterminated quote swallowed the 50 rows after it into one corrected value, and the
+    import said "1 rows read, 1 added"."""
+    shas = [sha(source) for source in confident_scan["sources"]]
+    header = "run_id,sha256,field,decision,corrected_value,reviewer\n"
+    lines = [f'1,{shas[1]},category,catalogue_wrong,"Coat, long,ana\n']  # the quote is never closed
+    lines += [f"1,{shas[i % 4]},{name},both_fine,,bo\n" for i in range(4) for name in ("brand", "price")]
+    result = import_text(confident_scan, tmp_path / "open.csv", header + "".join(lines), "--reviewer", "cy")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "Skipped line 2: a quote is left open (the lines after it are read on their own), skipped"
+    ]
+    assert result.stdout == (
+        "Decisions: 9 rows read: 8 added, 0 updated, 0 unchanged, 1 skipped, 0 duplicates, 0 overridden\n"
+    )
+    stored = stored_reviews(confident_scan["db"])
+    expected = [(shas[i], name, "both_fine", None, "bo") for i in range(4) for name in ("brand", "price")]
+    assert sorted(stored) == sorted(expected)
+
+
+def test_a_row_with_a_wrong_cell_count_is_skipped_with_its_line(confident_scan, tmp_path):
+    shas = [sha(source) for source in confident_scan["sources"]]
+    text = (
+        "run_id,sha256,field,decision,corrected_value\n"
+        f"1,{shas[1]},category,catalogue_wrong,Coat, long\n"  # an unquoted comma: 6 cells
+        f"1,{shas[2]},category,model_wrong\n"  # 4 cells
+        f'1,{shas[3]},price,catalogue_wrong,"99,5\n50"\n'  # quoted: one cell over two lines
+    )
+    result = import_text(confident_scan, tmp_path / "cells.csv", text, "--reviewer", "cy")
+    assert result.stderr.splitlines() == [
+        "Skipped line 2: 6 cells where the header has 5 (a separator in a value that is not quoted?), skipped",
+        "Skipped line 3: 4 cells where the header has 5 (a separator in a value that is not quoted?), skipped",
+    ]
+    assert result.stdout == (
+        "Decisions: 3 rows read: 1 added, 0 updated, 0 unchanged, 2 skipped, 0 duplicates, 0 overridden\n"
+    )
+    assert stored_reviews(confident_scan["db"]) == [(shas[3], "price", "catalogue_wrong", "99,5\n50", "cy")]
+
+
+def test_conflicting_rows_name_the_line_that_wins_and_why(confident_scan, tmp_path):
+    """The later decided_at wins; without one to tell them apart, the later line. Identical rows count once.
+    Every row is accounted for: read = added + updated + unchanged + skipped + duplicates + overridden."""
+    shas = [sha(source) for source in confident_scan["sources"]]
+    s1, s2, s3 = shas[1][:12], shas[2][:12], shas[3][:12]
+    text = (
+        "run_id,sha256,field,decision,corrected_value,decided_at\n"
+        f"1,{shas[1]},category,catalogue_wrong,jacket,2026-12-04T10:00:00Z\n"  # line 2: overridden by line 3
+        f"1,{shas[1]},category,model_wrong,,2026-12-04T11:00:00Z\n"  # line 3: decided later, wins
+        f"1,{shas[2]},category,model_wrong,,2026-12-04T12:00:00Z\n"  # line 4: wins over line 5
+        f"1,{shas[2]},category,both_fine,,2026-12-04T09:00:00Z\n"  # line 5: decided earlier
+        f"1,{shas[3]},price,model_wrong,,\n"  # line 6: no decided_at; line 7 comes later and wins
+        f"1,{shas[3]},price,catalogue_wrong,99.5,\n"  # line 7
+        f"1,{shas[3]},category,both_fine,,\n"  # line 8
+        f"1,{shas[3]},category,both_fine,,\n"  # line 9: the same decision: counted once
+    )
+    result = import_text(confident_scan, tmp_path / "conflicts.csv", text, "--reviewer", "cy")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"Overridden line 2: image {s1} field 'category' of run 1 is decided differently on line 3 (model_wrong "
+        "instead of catalogue_wrong 'jacket'); line 3 wins: it was decided later (2026-12-04T11:00:00+00:00)",
+        f"Overridden line 5: image {s2} field 'category' of run 1 is decided differently on line 4 (model_wrong "
+        "instead of both_fine); line 4 wins: it was decided later (2026-12-04T12:00:00+00:00)",
+        f"Overridden line 6: image {s3} field 'price' of run 1 is decided differently on line 7 (catalogue_wrong "
+        "'99.5' instead of model_wrong); line 7 wins: it comes later in the file (no decided_at tells them apart)",
+        f"Duplicate line 9: the same decision as line 8 for image {s3} field 'category' of run 1, counted once",
+    ]
+    assert result.stdout == (
+        "Decisions: 8 rows read: 4 added, 0 updated, 0 unchanged, 0 skipped, 1 duplicates, 3 overridden\n"
+    )
+    assert stored_reviews(confident_scan["db"]) == [
+        (shas[1], "category", "model_wrong", None, "cy"),
+        (shas[2], "category", "model_wrong", None, "cy"),
+        (shas[3], "price", "catalogue_wrong", "99.5", "cy"),
+        (shas[3], "category", "both_fine", None, "cy"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "encode"),
+    [
+        ("excel-sep", lambda text: ("sep=;\r\n" + text.replace(",", ";")).encode("cp1252")),
+        ("semicolons", lambda text: text.replace(",", ";").encode("utf-8-sig")),
+        ("utf-16-tabs", lambda text: text.replace(",", "\t").encode("utf-16")),
+    ],
+)
+def test_decisions_files_are_read_like_catalogues(confident_scan, tmp_path, name, encode):
+    """Excel's "sep=;" line and ";" files were refused as "not a decisions CSV"."""
+    shas = [sha(source) for source in confident_scan["sources"]]
+    text = (
+        "run_id,sha256,field,decision,corrected_value\r\n"
+        f"1,{shas[1]},category,catalogue_wrong,Mäntel\r\n"
+        f"1,{shas[2]},category,model_wrong,\r\n"
+    )
+    result = import_text(confident_scan, tmp_path / f"{name}.csv", encode(text), "--reviewer", "cy")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert result.stdout == (
+        "Decisions: 2 rows read: 2 added, 0 updated, 0 unchanged, 0 skipped, 0 duplicates, 0 overridden\n"
+    )
+    assert stored_reviews(confident_scan["db"]) == [
+        (shas[1], "category", "catalogue_wrong", "Mäntel", "cy"),
+        (shas[2], "category", "model_wrong", None, "cy"),
+    ]
