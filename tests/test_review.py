@@ -298,3 +298,50 @@ def test_decisions_files_are_read_like_catalogues(confident_scan, tmp_path, name
         (shas[1], "category", "catalogue_wrong", "Mäntel", "cy"),
         (shas[2], "category", "model_wrong", None, "cy"),
     ]
+
+
+def test_import_work_does_not_grow_with_the_rows_of_the_file(confident_scan, tmp_path, monkeypatch):
+    """Issue 15.8: 100k decisions against a 20k-image run took 210 s, because every row searched all of the run's
+    field results for its image (`any(key[0] == sha for key in targets)`) and every decision was one query.
+    Now the run's results are read once and indexed by image, and the stored decisions are read in one query:
+    importing 20 rows reads the database and the run's results as often as importing 1 row does."""
+    from sqlalchemy import event
+
+    from inspector.review import import_decisions
+    from inspector.store import Store, open_store
+
+    passes = []
+
+    class CountedPasses(dict):
+        def __iter__(self):
+            passes.append(1)
+            return super().__iter__()
+
+        def keys(self):
+            passes.append(1)
+            return super().keys()
+
+    reviewable = Store.reviewable
+    monkeypatch.setattr(Store, "reviewable", lambda self, run_id: CountedPasses(reviewable(self, run_id)))
+    shas = [sha(source) for source in confident_scan["sources"]]
+    fields = ("brand", "title", "category", "price", "currency")
+    every = [{"run_id": 1, "sha256": s, "field": f, "decision": "both_fine"} for s in shas for f in fields]
+    store = open_store(confident_scan["db"])
+    selects: list[str] = []
+
+    def count(_connection, _cursor, statement, *_args) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+
+    def work(rows: list[dict], name: str) -> tuple[int, int]:
+        selects.clear()
+        passes.clear()
+        summary = import_decisions(store, write_decisions(tmp_path / name, rows), "cy")
+        assert summary.rows == len(rows) and summary.added + summary.unchanged == len(rows)
+        return len(selects), len(passes)
+
+    one = work(every[:1], "one.csv")
+    assert work(every, "all.csv") == one
+    assert one[1] <= 1
