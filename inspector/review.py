@@ -23,7 +23,7 @@ from pathlib import Path
 
 from inspector.csvfiles import CsvKind, Unreadable, read_csv_text, resyncing_records, unguarded
 from inspector.errors import InputError
-from inspector.store import Review, Store
+from inspector.store import EARLIEST_TIME, LATEST_TIME, REVIEWER_LENGTH, Review, Store, length_problem
 
 CATALOGUE_WRONG, MODEL_WRONG, BOTH_FINE = "catalogue_wrong", "model_wrong", "both_fine"
 #: The decisions, in the order the report's controls show them.
@@ -103,6 +103,9 @@ def import_decisions(store: Store, path: str | Path, reviewer: str | None = None
     """Store the decisions of a CSV; malformed rows, rows for an unknown run, image or field, or with an unknown
     decision, are skipped and listed, and so are rows that another row for the same field overrides (see the
     module docstring). `reviewer` is used where the row has none."""
+    problem = length_problem(reviewer, REVIEWER_LENGTH)
+    if problem:
+        raise InputError(f"--reviewer {problem}")
     summary = ImportSummary()
     runs = {run.id for run in store.list_runs()}
     targets: dict[int, _RunTargets] = {}
@@ -178,14 +181,21 @@ def _candidate(
     corrected = value.get("corrected_value") or None
     if decision != CATALOGUE_WRONG and corrected is not None:
         return f"a corrected value goes with catalogue_wrong, not {decision}"
-    moment = _moment(value.get("decided_at"))
+    row_reviewer = value.get("reviewer") or None
+    problem = length_problem(row_reviewer, REVIEWER_LENGTH)
+    if problem:
+        return f"reviewer {problem}"
+    try:
+        moment = _moment(value.get("decided_at"))
+    except ValueError as error:
+        return str(error)
     review = Review(
         run_id=run_id,
         sha256=sha,
         field=name,
         decision=decision,
         corrected_value=corrected,
-        reviewer=value.get("reviewer") or reviewer,
+        reviewer=row_reviewer or reviewer,
         reviewed_at=moment,
     )
     return _Candidate(line, review, dated=moment is not None)
@@ -208,14 +218,23 @@ def _describe(candidate: _Candidate) -> str:
 
 
 def _moment(text: str | None) -> datetime | None:
-    """The report's decided_at (ISO 8601); None (import time) when absent or unreadable."""
+    """The report's decided_at (ISO 8601; no offset means UTC) in UTC; None (import time) when absent. A
+    ValueError says why a text is no time a database can store and give back."""
     if not text:
         return None
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        raise ValueError(f"decided_at {text!r} is not a date and time (write it like 2026-12-04T10:00:00Z)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    try:
+        moment = moment.astimezone(timezone.utc)
+    except OverflowError:  # the year before 1 or after 9999 in UTC
+        moment = None
+    if moment is None or not EARLIEST_TIME <= moment <= LATEST_TIME:
+        raise ValueError(f"decided_at {text!r} is outside the years 1 to 9999 in UTC")
+    return moment
 
 
 # --------------------------------------------------------------------------------------------------------------

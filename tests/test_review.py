@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_store import postgres_server, postgres_url  # noqa: F401 - fixtures
 
 from inspector.cli import cli
 
@@ -345,3 +346,83 @@ def test_import_work_does_not_grow_with_the_rows_of_the_file(confident_scan, tmp
     one = work(every[:1], "one.csv")
     assert work(every, "all.csv") == one
     assert one[1] <= 1
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Issue 15.6: nothing stored can make a database unreadable
+# ------------------------------------------------------------------------------------------------------------------
+
+#: decided_at values Python cannot give back in UTC (year 0, year 10000), and one a session time zone could push
+#: over the edge; each was stored on Postgres, after which `report` and `export` of the run crashed.
+OUT_OF_RANGE = ("0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00", "9999-12-31T23:59:00Z")
+
+
+def bad_rows_file(scan: dict, path: Path) -> tuple[Path, list[str], list[str]]:
+    """A decisions file with one good row and rows that cannot be stored; the stderr lines they give."""
+    shas = [sha(source) for source in scan["sources"]]
+    rows = [f"1,{shas[1]},category,model_wrong,ana,2026-12-04T10:00:00+01:00"]
+    rows += [f"1,{shas[2]},category,model_wrong,ana,{moment}" for moment in OUT_OF_RANGE]
+    rows += [f"1,{shas[3]},category,model_wrong,ana,yesterday", f"1,{shas[3]},price,model_wrong,{'r' * 250},"]
+    path.write_text("run_id,sha256,field,decision,reviewer,decided_at\n" + "\n".join(rows) + "\n")
+    skipped = [
+        *(
+            f"Skipped line {line}: decided_at {moment!r} is outside the years 1 to 9999 in UTC, skipped"
+            for line, moment in enumerate(OUT_OF_RANGE, start=3)
+        ),
+        "Skipped line 6: decided_at 'yesterday' is not a date and time (write it like 2026-12-04T10:00:00Z), "
+        "skipped",
+        "Skipped line 7: reviewer is 250 characters long; at most 200 fit, skipped",
+    ]
+    return path, skipped, shas
+
+
+def test_decisions_that_cannot_be_stored_are_skipped_by_line(confident_scan, tmp_path):
+    import sqlite3
+
+    path, skipped, shas = bad_rows_file(confident_scan, tmp_path / "bad.csv")
+    result = CliRunner().invoke(cli, ["review", "import", str(path), "--db", str(confident_scan["db"])])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == skipped
+    assert result.stdout == (
+        "Decisions: 6 rows read: 1 added, 0 updated, 0 unchanged, 5 skipped, 0 duplicates, 0 overridden\n"
+    )
+    with sqlite3.connect(confident_scan["db"]) as connection:  # stored in UTC, whatever the offset written
+        stored = connection.execute("select reviewed_at from reviews").fetchall()
+    assert stored == [("2026-12-04 09:00:00.000000",)]
+
+
+@pytest.mark.postgres
+def test_decisions_that_cannot_be_stored_leave_postgres_readable(request, confident_scan_into, tmp_path):
+    url = request.getfixturevalue("postgres_url")
+    scan = confident_scan_into(url)
+    path, skipped, shas = bad_rows_file(scan, tmp_path / "bad.csv")
+    result = CliRunner().invoke(cli, ["review", "import", str(path), "--db", url])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == skipped
+    out = tmp_path / "corrections.csv"
+    exported = CliRunner().invoke(cli, ["export", "1", "--db", url, "--out", str(out)])
+    assert exported.exit_code == 0, exported.output
+    decided = [(row["sha256"], row["decision"]) for row in read_csv(out) if row["decision"]]
+    assert decided == [(shas[1], "model_wrong")]
+    report = tmp_path / "report.html"
+    rendered = CliRunner().invoke(cli, ["report", "1", "--db", url, "--out", str(report)])
+    assert rendered.exit_code == 0, rendered.output
+
+
+@pytest.mark.parametrize("on", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_reviewer_or_run_name_too_long_for_the_database_is_a_one_line_error(
+    on, request, confident_scan_into, tmp_path, sample_dir
+):
+    db = request.getfixturevalue("postgres_url") if on == "postgres" else str(tmp_path / "results.db")
+    scan = confident_scan_into(db)
+    row = {"run_id": 1, "sha256": sha(scan["sources"][0]), "field": "brand", "decision": "both_fine"}
+    decisions = write_decisions(tmp_path / "d.csv", [row])
+    result = CliRunner().invoke(cli, ["review", "import", str(decisions), "--db", db, "--reviewer", "r" * 250])
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == "Error: --reviewer is 250 characters long; at most 200 fit\n"
+    args = ["scan", str(sample_dir), "--model", "fake:", "--db", db, "--no-report", "--limit", "1"]
+    result = CliRunner().invoke(cli, [*args, "--run-name", "n" * 300])
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == "Error: --run-name is 300 characters long; at most 200 fit\n"
+    listed = CliRunner().invoke(cli, ["runs", "--db", db])
+    assert listed.exit_code == 0 and "nnnn" not in listed.output
