@@ -80,9 +80,11 @@ def read_decisions(path: str | Path) -> list[tuple[int, dict[str, str] | str]]:
     rows: list[tuple[int, dict[str, str] | str]] = []
     for record in found:
         if isinstance(record, Unreadable):
-            reason = record.reason
-            if reason == "a quote is left open":
-                reason += " (the lines after it are read on their own)"
+            reason = record.reason + (
+                " (the lines after it are read on their own)"
+                if record.reason == "a quote is left open"
+                else " (a quote left open?)"
+            )
             rows.append((record.line, f"line {record.line}: {reason}, skipped"))
         elif len(record.cells) != len(columns):
             rows.append(

@@ -482,3 +482,19 @@ def test_exported_csvs_neutralise_formulas_and_keep_values_intact_elsewhere(conf
     parquet = tmp_path / "corrections.parquet"
     CliRunner().invoke(cli, ["export", "1", "--db", db, "--what", "corrections", "--out", str(parquet)])
     assert sorted(pd.read_parquet(parquet)["corrected_value"]) == sorted([*FORMULAS, "-3"])
+
+
+def test_a_quote_left_open_in_a_large_file_is_one_skipped_line_too(confident_scan, tmp_path):
+    """Past the csv module's cell limit (128 KiB) the open quote is an error, not a swallowed cell: same result."""
+    shas = [sha(source) for source in confident_scan["sources"]]
+    rows = [f"9,{shas[0]},brand,both_fine,{'x' * 60}" for _ in range(2500)]
+    text = "run_id,sha256,field,decision,corrected_value\n" + f'1,{shas[1]},category,catalogue_wrong,"open\n'
+    text += "\n".join(rows) + f"\n1,{shas[2]},category,model_wrong,\n"
+    result = import_text(confident_scan, tmp_path / "big.csv", text, "--reviewer", "cy")
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert lines[0] == "Skipped line 2: field larger than field limit (131072) (a quote left open?), skipped"
+    assert lines[1:] == [f"Skipped line {n}: unknown run 9, skipped" for n in range(3, 2503)]
+    assert result.stdout == (
+        "Decisions: 2502 rows read: 1 added, 0 updated, 0 unchanged, 2501 skipped, 0 duplicates, 0 overridden\n"
+    )
