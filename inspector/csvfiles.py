@@ -30,6 +30,7 @@ from inspector.errors import InputError
 __all__ = [
     "CsvKind",
     "CsvText",
+    "QUOTE_LEFT_OPEN",
     "Record",
     "formula_safe",
     "read_csv_text",
@@ -143,6 +144,10 @@ def records(
         ) from None
 
 
+#: `Unreadable.reason` of a record that opens a quote it never closes.
+QUOTE_LEFT_OPEN = "a quote is left open"
+
+
 class Unreadable(NamedTuple):
     """A line that starts no record anyone can read (a quote left open); reading went on at the next line."""
 
@@ -161,7 +166,7 @@ def resyncing_records(text: CsvText) -> Iterator[Record | Unreadable]:
                 if record.last_line > record.first_line and not well_quoted(
                     text.data[record.start : record.end], text.delimiter
                 ):
-                    yield Unreadable(record.first_line, "a quote is left open")
+                    yield Unreadable(record.first_line, QUOTE_LEFT_OPEN)
                     start, line = next_line(text.data, record.start), record.first_line + 1
                     break
                 yield record

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from inspector.csvfiles import CsvKind, Unreadable, read_csv_text, resyncing_records, unguarded
+from inspector.csvfiles import (
+    QUOTE_LEFT_OPEN,
+    CsvKind,
+    Unreadable,
+    read_csv_text,
+    resyncing_records,
+    unguarded,
+)
 from inspector.errors import InputError
 from inspector.store import EARLIEST_TIME, LATEST_TIME, REVIEWER_LENGTH, Review, Store, length_problem
 
@@ -82,7 +89,7 @@ def read_decisions(path: str | Path) -> list[tuple[int, dict[str, str] | str]]:
         if isinstance(record, Unreadable):
             reason = record.reason + (
                 " (the lines after it are read on their own)"
-                if record.reason == "a quote is left open"
+                if record.reason == QUOTE_LEFT_OPEN
                 else " (a quote left open?)"
             )
             rows.append((record.line, f"line {record.line}: {reason}, skipped"))
@@ -90,7 +97,8 @@ def read_decisions(path: str | Path) -> list[tuple[int, dict[str, str] | str]]:
             rows.append(
                 (
                     record.first_line,
-                    f"line {record.lines()}: {len(record.cells)} cells where the header has {len(columns)} "
+                    f"{'lines' if record.last_line > record.first_line else 'line'} {record.lines()}: "
+                    f"{len(record.cells)} cells where the header has {len(columns)} "
                     "(a separator in a value that is not quoted?), skipped",
                 )
             )
