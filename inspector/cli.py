@@ -343,19 +343,25 @@ def review():
 def review_import(csv_path, db, reviewer):
     """Store the decisions CSV downloaded from the report (run_id, sha256, field, decision, corrected_value).
 
-    Importing the same file again changes nothing; rows for an unknown run, image or field, or with an unknown
-    decision, are skipped and listed."""
+    Importing the same file again changes nothing. Malformed rows, and rows for an unknown run, image or field,
+    or with an unknown decision, are skipped and listed with their lines; the lines after them are still read.
+    Rows deciding the same field again are listed with the line that wins: the later decided_at, else the later
+    line."""
     with friendly_errors():
         from inspector.review import import_decisions
         from inspector.store import open_store
 
         _require_existing_db(db)
         summary = import_decisions(open_store(db), csv_path, reviewer or _user_name())
-        for line in summary.skipped:
-            click.echo(f"Skipped {line}", err=True)
+        for label, lines in (
+            ("Skipped", summary.skipped), ("Overridden", summary.overridden), ("Duplicate", summary.duplicates)
+        ):
+            for line in lines:
+                click.echo(f"{label} {line}", err=True)
         click.echo(
-            f"Decisions: {summary.rows} rows read, {summary.added} added, {summary.updated} updated, "
-            f"{summary.unchanged} unchanged, {len(summary.skipped)} skipped"
+            f"Decisions: {summary.rows} rows read: {summary.added} added, {summary.updated} updated, "
+            f"{summary.unchanged} unchanged, {len(summary.skipped)} skipped, {len(summary.duplicates)} duplicates, "
+            f"{len(summary.overridden)} overridden"
         )
 
 

@@ -1,6 +1,8 @@
 """`inspector export`: a run's results, or the catalogue corrections its review decided, as CSV or Parquet.
 
 For people who do not use SQL. The filters are the report's: mismatches only, one field, one catalogue category.
+A CSV cell a spreadsheet would run as a formula gets a quote in front (`inspector.csvfiles.formula_safe`); Parquet
+keeps every value as it is.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import io
 import os
 from pathlib import Path
 
+from inspector.csvfiles import formula_safe
 from inspector.errors import InputError, OutputError
 from inspector.fields import Outcome
 from inspector.outputs import make_folder, write_text_atomic
@@ -151,12 +154,12 @@ def _rows(store: Store, run_id: int, what: str, mismatches_only: bool, field: st
 
 
 def _write(out: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
-    """Written atomically: a reader never sees half a file."""
+    """Written atomically: a reader never sees half a file. CSV cells that could run as formulas are guarded."""
     if out.suffix.lower() != ".parquet":
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({column: formula_safe(row.get(column)) for column in columns} for row in rows)
         write_text_atomic(out, text.getvalue(), "the export")
         return
     import pandas as pd

@@ -24,7 +24,7 @@ from inspector.backends import Backend, GenerationSettings, backend_name
 from inspector.backends.base import Generation
 from inspector.confidence import field_confidences, with_confidence
 from inspector.discovery import ImageSource, discover, read_source
-from inspector.errors import FetchError, InspectorError, StoreError
+from inspector.errors import FetchError, InputError, InspectorError, StoreError
 from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, ProductFields, TruthRecord, load_fields
 from inspector.images import ImageLoadError, LoadedImage, decode_image, make_thumbnail, sha256_hex
 from inspector.interrupts import deferred, interruptible
@@ -32,7 +32,7 @@ from inspector.outputs import check_output_file, check_path_names
 from inspector.parsing import read_answer
 from inspector.prompts import Prompt, get_prompt
 from inspector.scoring import PriceTolerance, score_answer
-from inspector.store import ItemResult, Store
+from inspector.store import RUN_NAME_LENGTH, ItemResult, Store, length_problem
 
 if TYPE_CHECKING:  # pandas is only imported when a scan has a catalogue
     from inspector.truth import TruthTable
@@ -339,6 +339,9 @@ class ScanInputs:
 def read_scan_inputs(config: ScanConfig) -> ScanInputs:
     """Check everything about a scan's inputs that can fail (prompt, tolerance, paths, truth CSV, where the report
     goes) and read them, so that bad input is reported before the slow model load and nothing is read twice."""
+    problem = length_problem(config.run_name, RUN_NAME_LENGTH)
+    if problem:
+        raise InputError(f"--run-name {problem}")
     if config.report is not None:
         check_output_file(config.report, "--report")
     if not config.model.startswith("fake:"):  # the fake model runs nowhere

@@ -14,9 +14,8 @@ Rows are matched to images, for each image in this order:
    but "12" not in "123.jpg"), the longest key winning; a key column found automatically only matches a file
    stem exactly.
 
-Reading (`load_truth`): the encoding is detected (UTF-8 with or without BOM, UTF-16 LE/BE as Excel's "Unicode
-Text" writes it, else Windows-1252; anything else is refused), and so is the separator (, ; tab or |, by the
-standard library's csv.Sniffer with a fallback on the header). A record with more or fewer cells than the header
+Reading (`load_truth`): the encoding and the separator are detected as for every CSV file we are given
+(`inspector.csvfiles`: UTF-8, UTF-16 or Windows-1252; , ; tab or |; Excel's "sep=" line). A record with more or fewer cells than the header
 is skipped and counted with its line numbers: it never moves another row's columns.
 
 Nothing here is fatal once the CSV is read: malformed rows, unparseable cells, duplicate keys, images without a
@@ -26,18 +25,15 @@ and read in full only when an image matches them, so a catalogue of millions of 
 
 from __future__ import annotations
 
-import codecs
-import csv
-import io
 import os
 import re
 import shlex
 from array import array
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
+from inspector.csvfiles import CsvKind, read_csv_text, records, split_record, well_quoted
 from inspector.errors import TruthError  # noqa: F401 - part of this module's API
 from inspector.fields import BUILTIN_FIELDS, LOCATOR_NAMES, FieldSet, ProductFields, TruthRecord
 from inspector.parsing import (
@@ -282,119 +278,8 @@ def parse_column_mapping(text: str, fieldset: FieldSet = BUILTIN_FIELDS) -> dict
 # Reading
 # --------------------------------------------------------------------------------------------------------------
 
-#: Byte-order marks, longest first (a UTF-32 LE mark starts like a UTF-16 LE one), and the codec that reads them.
-_BOMS: tuple[tuple[bytes, str, str], ...] = (
-    (codecs.BOM_UTF32_LE, "utf-32", "UTF-32"),
-    (codecs.BOM_UTF32_BE, "utf-32", "UTF-32"),
-    (codecs.BOM_UTF8, "utf-8-sig", "UTF-8"),
-    (codecs.BOM_UTF16_LE, "utf-16", "UTF-16"),
-    (codecs.BOM_UTF16_BE, "utf-16", "UTF-16"),
-)
-#: Field separators tried, in the order that wins a tie.
-_DELIMITERS = ",;\t|"
-#: The first line Excel may write to name the separator ("sep=;").
-_EXCEL_SEPARATOR_RE = re.compile(r"[ \t]*sep=([^\r\n])[ \t]*\r?\n", re.IGNORECASE)
-#: How much of the file the delimiter sniffer reads.
-_SNIFF_CHARS = 64 * 1024
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise TruthError(f"Truth CSV {path} does not exist; check the --truth path.") from None
-    except IsADirectoryError:
-        raise TruthError(f"Truth CSV {path} is a folder; pass the CSV file itself to --truth.") from None
-    except OSError as error:
-        raise TruthError(f"Cannot read truth CSV {path}: {error.strerror or error}.") from None
-
-
-def _utf16_without_bom(sample: bytes) -> str | None:
-    """The UTF-16 codec ("utf-16-le" or "-be") when the zero bytes sit at every other position, as in mostly-ASCII UTF-16."""
-    even, odd = sample[0::2], sample[1::2]
-    even_zeros, odd_zeros = even.count(0) / max(1, len(even)), odd.count(0) / max(1, len(odd))
-    if odd_zeros > 0.3 and even_zeros < 0.05:
-        return "utf-16-le"
-    if even_zeros > 0.3 and odd_zeros < 0.05:
-        return "utf-16-be"
-    return None
-
-
-def _valid_utf8(data: bytes, start: int) -> bool:
-    """Whether `data[start:]` is UTF-8, checked a chunk at a time (no second copy of a large file)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    view = memoryview(data)
-    try:
-        for offset in range(start, len(data), 1 << 20):
-            decoder.decode(view[offset : offset + (1 << 20)])
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _as_utf8(data: bytes, path: Path) -> tuple[bytes, int, str]:
-    """The CSV file as UTF-8 bytes, where its text starts in them (after a BOM), and the codec that read it.
-
-    A byte-order mark decides (UTF-8, UTF-16 LE/BE as in Excel's "Unicode Text" export, UTF-32); without one,
-    UTF-16 is recognised by its zero bytes, then UTF-8 is tried, then Windows-1252 (what Excel writes for
-    "CSV" on Western-European systems). Anything else is refused: guessing would garble every name silently.
-    UTF-8 files are kept as read: rows are decoded one at a time, when they are read.
-    """
-    for bom, codec, name in _BOMS:
-        if data.startswith(bom):
-            if codec == "utf-8-sig" and _valid_utf8(data, len(bom)):
-                return data, len(bom), codec
-            try:
-                return data.decode(codec).encode("utf-8"), 0, codec
-            except UnicodeDecodeError:
-                raise TruthError(
-                    f"Truth CSV {path} starts with a {name} byte-order mark but is not {name} text; "
-                    "save it again as CSV UTF-8."
-                ) from None
-    if b"\x00" in data[:4096]:
-        codec = _utf16_without_bom(data[:4096])
-        try:
-            if codec is None:
-                raise UnicodeDecodeError("binary", b"", 0, 1, "zero bytes")
-            return data.decode(codec).encode("utf-8"), 0, codec
-        except UnicodeDecodeError:
-            raise TruthError(
-                f"Truth CSV {path} is not a text file (an Excel workbook?); save it as CSV UTF-8."
-            ) from None
-    if _valid_utf8(data, 0):
-        return data, 0, "utf-8"
-    try:
-        return data.decode("cp1252").encode("utf-8"), 0, "cp1252"
-    except UnicodeDecodeError:
-        raise TruthError(
-            f"Truth CSV {path} is neither UTF-8, UTF-16 nor Windows-1252 text; save it as CSV UTF-8."
-        ) from None
-
-
-def _first_record(text: str, delimiter: str) -> list[str]:
-    """The first non-blank record of `text` split with `delimiter` (quotes respected)."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True)
-    try:
-        return next((cells for cells in reader if any(cell.strip() for cell in cells)), [])
-    except csv.Error:
-        return []
-
-
-def _delimiter(sample: str) -> str:
-    """The field separator among , ; tab | in the first lines of the file (`sample`): the standard library's sniffer decides (it looks at how quotes and
-    separators sit across lines: ``"Name, full";"Price"`` is two columns split by ";"), as long as it splits the
-    header; otherwise the separator that splits the header into the most cells (quotes respected), commas on a
-    tie or when none does (a one-column file)."""
-    header_cells = {delimiter: len(_first_record(sample, delimiter)) for delimiter in _DELIMITERS}
-    try:
-        sniffed = csv.Sniffer().sniff(sample, delimiters=_DELIMITERS).delimiter
-    except csv.Error:
-        sniffed = None
-    if sniffed in header_cells and header_cells[sniffed] > 1:
-        return sniffed
-    best = max(_DELIMITERS, key=lambda delimiter: header_cells[delimiter])
-    return best if header_cells[best] > 1 else ","
+#: How truth CSVs are named in messages.
+TRUTH_CSV = CsvKind("truth CSV", "--truth", "a header line and one row per product", TruthError)
 
 
 class _Rows:
@@ -410,49 +295,10 @@ class _Rows:
         self.row_numbers = array("q")
 
     def cells(self, index: int) -> list[str]:
-        record = self.data[self.starts[index] : self.ends[index]].decode("utf-8")
-        return next(
-            csv.reader(io.StringIO(record, newline=""), delimiter=self.delimiter, skipinitialspace=True)
-        )
+        return split_record(self.data[self.starts[index] : self.ends[index]], self.delimiter)
 
     def __len__(self) -> int:
         return len(self.row_numbers)
-
-
-def _records(
-    data: bytes, start: int, delimiter: str, path: Path
-) -> Iterator[tuple[list[str], int, int, int, int]]:
-    """(cells, start offset, end offset, first line, last line) of each non-blank record of the UTF-8 `data`
-    from `start` on, header included; offsets are in bytes.
-
-    csv.reader pulls one line at a time and never reads ahead, so the offsets of the lines it pulled for a
-    record are that record's span."""
-    position = start
-    line_number = 0
-
-    def lines() -> Iterator[str]:
-        nonlocal position, line_number
-        stream = io.BytesIO(data)
-        stream.seek(start)
-        for line in io.TextIOWrapper(stream, encoding="utf-8", newline=""):
-            position += len(line) if line.isascii() else len(line.encode("utf-8"))
-            line_number += 1
-            yield line
-
-    reader = csv.reader(lines(), delimiter=delimiter, skipinitialspace=True)
-    first_line = 1
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as error:
-            raise TruthError(
-                f"Cannot read truth CSV {path} from line {first_line}: {error} (a quote left open?)."
-            ) from None
-        if cells and (len(cells) > 1 or cells[0].strip()):
-            yield cells, start, position, first_line, line_number
-        start, first_line = position, line_number + 1
 
 
 def _find_column(columns: list[str], wanted: str) -> str | None:
@@ -539,26 +385,18 @@ def load_truth(
     found by their declared column names (`fieldset`). `key_column` names a column whose values appear in
     image file names (``--truth-key``).
 
-    The encoding and the delimiter are detected (`_decode`, `_delimiter`). A record whose cell count differs
-    from the header's is skipped and listed in `malformed_rows`; it never moves another row's cells. Rows are
+    The encoding and the delimiter are detected (`inspector.csvfiles.read_csv_text`). A record whose cell count
+    differs from the header's is skipped and listed in `malformed_rows`; it never moves another row's cells. Rows are
     indexed by the columns that name images here, and read in full only when matched (see `TruthTable`).
     """
     path = Path(csv_path)
-    data, start, encoding = _as_utf8(_read_bytes(path), path)
-    sample = data[start : start + _SNIFF_CHARS].decode("utf-8", "ignore")
-    if len(data) - start > _SNIFF_CHARS:
-        sample = sample[: sample.rfind("\n") + 1] or sample  # whole lines only
-    elif not sample.strip():
-        raise TruthError(f"Truth CSV {path} is empty; it needs a header line and one row per product.")
-    excel_hint = _EXCEL_SEPARATOR_RE.match(sample)
-    delimiter = excel_hint.group(1) if excel_hint else _delimiter(sample)
-    records = _records(data, start, delimiter, path)
-    if excel_hint:
-        next(records)  # "sep=;": Excel's own line naming the separator, not the header
-    first = next(records, None)
+    text = read_csv_text(path, TRUTH_CSV)
+    data, delimiter = text.data, text.delimiter
+    found = records(text, TRUTH_CSV)
+    first = next(found, None)
     if first is None:
         raise TruthError(f"Truth CSV {path} has no header line; the first line must name the columns.")
-    header = first[0]
+    header = first.cells
     column_names = [name.strip() for name in header]
 
     mapping = dict(columns or {})
@@ -572,37 +410,30 @@ def load_truth(
 
     rows = _Rows(data, delimiter)
     malformed: list[MalformedRow] = []
-    table = TruthTable(path, used_columns, key_explicit, column_names, rows, malformed, encoding, fieldset)
+    table = TruthTable(
+        path, used_columns, key_explicit, column_names, rows, malformed, text.encoding, fieldset
+    )
     path_at = column_names.index(used_columns["path"]) if "path" in used_columns else None
     key_at = column_names.index(used_columns["key"]) if "key" in used_columns else None
     expected = len(column_names)
-    for row_number, (cells, start, end, first_line, last_line) in enumerate(records, start=1):
+    for row_number, record in enumerate(found, start=1):
+        cells = record.cells
         if len(cells) != expected or (
-            last_line > first_line and not _well_quoted(data[start:end], delimiter)
+            record.last_line > record.first_line
+            and not well_quoted(data[record.start : record.end], delimiter)
         ):
-            malformed.append(MalformedRow(row_number, first_line, last_line, len(cells), expected))
+            malformed.append(
+                MalformedRow(row_number, record.first_line, record.last_line, len(cells), expected)
+            )
             continue
         index = len(rows.row_numbers)
-        rows.starts.append(start)
-        rows.ends.append(end)
+        rows.starts.append(record.start)
+        rows.ends.append(record.end)
         rows.row_numbers.append(row_number)
         image_ref = _clean_cell(cells[path_at]) if path_at is not None else None
         key = _clean_cell(cells[key_at]) if key_at is not None else None
         table._index(index, image_ref, key)
     return table
-
-
-def _well_quoted(record: bytes, delimiter: str) -> bool:
-    """Whether a record spanning several lines closes every quote it opens. A quote left open swallows the
-    lines after it into one cell, which can leave the cell count right: read strictly, the record fails."""
-    text = record.decode("utf-8")
-    try:
-        list(
-            csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True)
-        )
-    except csv.Error:
-        return False
-    return True
 
 
 #: A cell value `clean_text` leaves as it is (one word, no control characters): checked fast, once per row.

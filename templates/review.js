@@ -174,10 +174,19 @@
   var COLUMNS = ["run_id", "sha256", "field", "decision", "corrected_value", "path", "catalogue_key",
     "model_value", "catalogue_value", "confidence", "decided_at"];
 
+  // csv cells: begin
+  // A text a spreadsheet would run as a formula (OWASP's CSV-injection list = + - @ tab CR, and LF) gets a quote
+  // in front; plain numbers stay. The same rule as inspector/csvfiles.py formula_safe: `review import` takes the
+  // quote off again, so the value typed here is the value stored.
+  var FORMULA = /^'*[=+\-@\t\r\n]/;
+  var NUMBER = /^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$/;
+
   function csvCell(value) {
     var text = value === null || value === undefined ? "" : String(value);
+    if (typeof value === "string" && FORMULA.test(text) && !NUMBER.test(text)) text = "'" + text;
     return /[",\r\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
   }
+  // csv cells: end
 
   function decisionsCsv() {
     var lines = [COLUMNS.join(",")];

