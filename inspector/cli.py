@@ -246,6 +246,10 @@ def _print_scan_summary(config, summary) -> None:
             lines = ", ".join(t["malformed_at_lines"]) + (", …" if t["malformed_rows"] > len(t["malformed_at_lines"]) else "")
             problems.append(f"{t['malformed_rows']} malformed rows skipped: line {lines}")
         console.print(line + (f" ({', '.join(problems)})" if problems else ""))
+    unreadable = [f"{name} {m['unreadable']}" for name, m in summary.metrics.items() if m.get("unreadable")]
+    if unreadable:
+        where = " (listed in the report)" if summary.report_path else ""
+        console.print(f"Unreadable catalogue cells, left out of the metrics: {', '.join(unreadable)}{where}")
     if summary.metrics:
         table = Table(title="Per-field results")
         for column in ("field", "n", "accuracy", "precision", "recall", "F1", "MAE"):

@@ -22,7 +22,7 @@ import math
 import re
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any, Union
@@ -38,6 +38,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 __all__ = [
     "BUILTIN_FIELDS",
     "KINDS",
+    "CellProblem",
     "FieldResult",
     "FieldSet",
     "FieldSpec",
@@ -521,6 +522,21 @@ class ProductFields(dict[str, FieldValue]):
         return f"ProductFields({dict.__repr__(self)})"
 
 
+@dataclass(frozen=True)
+class CellProblem:
+    """A catalogue cell that could not be read; the rest of its row is still used."""
+
+    #: 1-based data row number (header excluded).
+    row_number: int
+    column: str
+    value: str
+    problem: str
+    #: The field result the cell would have been scored as ("weight", "size_price:7.5"), when the cell left that
+    #: field empty: the field is then not judged for this row (`Outcome.UNREADABLE`). None when the value came
+    #: from elsewhere (a currency from the price's symbol) or the cell names no one field.
+    field_name: str | None = field(default=None, compare=False)
+
+
 @dataclass
 class TruthRecord:
     """One catalogue row, as read from the ground-truth CSV."""
@@ -532,6 +548,16 @@ class TruthRecord:
     fields: ProductFields
     #: The image path/name the row points at, as written in the CSV, if it has such a column.
     image_ref: str | None = None
+    #: The row's cells that could not be read (see `CellProblem`).
+    problems: tuple[CellProblem, ...] = ()
+
+    def unreadable(self) -> dict[str, CellProblem]:
+        """Field result name -> the unreadable cell that left it empty: these fields are not judged."""
+        found: dict[str, CellProblem] = {}
+        for problem in self.problems:
+            if problem.field_name is not None:
+                found.setdefault(problem.field_name, problem)
+        return found
 
 
 class Outcome:
@@ -544,8 +570,13 @@ class Outcome:
     #: The model gave a value, the catalogue has none.
     SPURIOUS = "spurious"
     BOTH_EMPTY = "both_empty"
+    #: The catalogue cell could not be read (a weight "heavy", an ambiguous price "1,290"): the field is not
+    #: judged, for or against the model, and is left out of every metric.
+    UNREADABLE = "unreadable"
 
-    ALL: tuple[str, ...] = (CORRECT, WRONG, MISSED, SPURIOUS, BOTH_EMPTY)
+    #: The outcomes that judge the model; metrics are computed over these.
+    SCORED: tuple[str, ...] = (CORRECT, WRONG, MISSED, SPURIOUS, BOTH_EMPTY)
+    ALL: tuple[str, ...] = (*SCORED, UNREADABLE)
 
 
 @dataclass

@@ -36,6 +36,7 @@ _SIZE_OUTCOME_PRIORITY = (
     Outcome.WRONG,
     Outcome.MISSED,
     Outcome.SPURIOUS,
+    Outcome.UNREADABLE,
     Outcome.CORRECT,
     Outcome.BOTH_EMPTY,
 )
@@ -168,6 +169,7 @@ def _run_view(store: Store, run_id: int, fieldset: FieldSet) -> dict:
             {"field": spec.name, "label": spec.label, **_confusion(rows, spec.name)}
             for spec in _confusable(fieldset)
         ],
+        "unreadable": _unreadable_cells(rows),
         "settings": _flat_items(info.settings),
         "versions": _flat_items(info.versions),
         "extra_stats": _flat_items({k: v for k, v in info.stats.items() if k not in _SHOWN_STATS}),
@@ -175,6 +177,31 @@ def _run_view(store: Store, run_id: int, fieldset: FieldSet) -> dict:
 
 
 _SHOWN_STATS = {"elapsed_s", "n_images", "n_failed", "images_per_s"}
+
+
+def _unreadable_cells(rows: list[dict]) -> list[dict]:
+    """The catalogue cells of the run's matched rows that could not be read (their fields were not judged), by
+    catalogue row: image, row, column, field, the cell as written, why, and what the model said."""
+    cells = []
+    for row in rows:
+        truth = row["truth"]
+        if not truth or not truth.get("unreadable"):
+            continue
+        answered = {r["field"]: r["predicted"] for r in row["field_results"]}
+        for cell in truth["unreadable"]:
+            cells.append(
+                {
+                    "path": row["path"],
+                    "row_number": truth["row_number"],
+                    "column": cell.get("column"),
+                    "field": cell["field"],
+                    "value": cell["value"],
+                    "reason": cell.get("reason"),
+                    "predicted": answered.get(cell["field"]),
+                }
+            )
+    cells.sort(key=lambda cell: (cell["row_number"], cell["column"] or "", cell["path"]))
+    return cells
 
 
 def _metric_dict(values: dict) -> dict:

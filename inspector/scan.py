@@ -625,8 +625,9 @@ class ItemFinisher:
         model failed on it) counts as having said nothing, so its catalogue values are "missed", not ignored."""
         if truth is None:
             return []
+        unreadable = {name: cell.value for name, cell in truth.unreadable().items()}
         return score_answer(
-            parsed or ProductFields(), truth.fields, self.tolerance, self.title_threshold, self.fields
+            parsed or ProductFields(), truth.fields, self.tolerance, self.title_threshold, self.fields, unreadable
         )
 
 

@@ -19,6 +19,9 @@ Per field, `summarise` gives:
 - f1        = harmonic mean of precision and recall;
 - mean_abs_error (price and size_price) over the results where both sides have a value.
 
+Results whose catalogue cell could not be read (`Outcome.UNREADABLE`) are counted apart (`unreadable`) and left
+out of `n` and every rate: a cell nobody can read cannot say whether the model was right.
+
 A ratio with an empty denominator is None (nothing to measure), not 0.
 """
 
@@ -28,7 +31,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -261,23 +264,42 @@ def score_answer(
     tolerance: PriceTolerance = PriceTolerance(),
     title_threshold: float = 0.6,
     fieldset: FieldSet = BUILTIN_FIELDS,
+    unreadable: Mapping[str, str] | None = None,
 ) -> list[FieldResult]:
     """One FieldResult per declared field (size tables aside), then one "size_price:<size>" per size that either
-    side has, sizes in `size_sort_key` order. `title_threshold` is the threshold of text fields that declare none."""
+    side has, sizes in `size_sort_key` order. `title_threshold` is the threshold of text fields that declare none.
+
+    `unreadable` maps result names ("weight", "size_price:7.5", or the size table's name for a size cell that
+    names no size) to the text of the catalogue cell that could not be read (`TruthRecord.unreadable`). Such a
+    field is `Outcome.UNREADABLE`, with the cell text as its expected value: not judged, for or against the
+    model. A size table cell that names no readable size leaves unjudged every size the catalogue lacks."""
+    unreadable = unreadable or {}
+
+    def judged(result: FieldResult, cell: str | None) -> FieldResult:
+        if cell is None:
+            return result
+        return replace(result, outcome=Outcome.UNREADABLE, expected=cell, score=None)
+
     results: list[FieldResult] = []
     for spec in fieldset:
         if spec.kind == "size_prices":
             continue
         if spec.kind == "text" and spec.threshold is None:
             spec = replace(spec, threshold=title_threshold)
-        results.append(SCORERS[spec.kind](spec, predicted[spec.name], truth[spec.name], tolerance))
+        result = SCORERS[spec.kind](spec, predicted[spec.name], truth[spec.name], tolerance)
+        results.append(judged(result, unreadable.get(spec.name)))
     sizes = fieldset.first("size_prices")
     if sizes is not None:
         our_sizes, their_sizes = _sizes(predicted[sizes.name]), _sizes(truth[sizes.name])
-        for size in sorted(set(our_sizes) | set(their_sizes), key=size_sort_key):
-            results.append(
-                _score_amount(SIZE_FIELD_PREFIX + size, our_sizes.get(size), their_sizes.get(size), tolerance)
-            )
+        unread_sizes = {
+            name[len(SIZE_FIELD_PREFIX) :] for name in unreadable if name.startswith(SIZE_FIELD_PREFIX)
+        }
+        for size in sorted(set(our_sizes) | set(their_sizes) | unread_sizes, key=size_sort_key):
+            name = SIZE_FIELD_PREFIX + size
+            cell = unreadable.get(name)
+            if cell is None and size not in their_sizes:
+                cell = unreadable.get(sizes.name)
+            results.append(judged(_score_amount(name, our_sizes.get(size), their_sizes.get(size), tolerance), cell))
     return results
 
 
@@ -297,6 +319,8 @@ class FieldMetrics:
     missed: int = 0
     spurious: int = 0
     both_empty: int = 0
+    #: Results not judged because the catalogue cell could not be read; not part of `n` or of any rate.
+    unreadable: int = 0
     accuracy: float | None = None
     precision: float | None = None
     recall: float | None = None
@@ -328,6 +352,8 @@ def summarise(results: Iterable[FieldResult], fieldset: FieldSet = BUILTIN_FIELD
         if result.outcome not in Outcome.ALL:
             raise ValueError(f"Unknown outcome {result.outcome!r} for field {result.field!r}.")
         setattr(entry, result.outcome, getattr(entry, result.outcome) + 1)
+        if result.outcome == Outcome.UNREADABLE:
+            continue
         entry.n += 1
         spec = fieldset.get(group)
         is_amount = group == SIZE_FIELD or (spec is not None and spec.kind in ("price", "number"))

@@ -88,7 +88,9 @@
 
   function nScored(run) {
     if (!run) return 0;
-    return FIELDS.filter(function (f) { return run.o[f] !== undefined && run.o[f] !== "both_empty"; }).length;
+    return FIELDS.filter(function (f) {
+      return run.o[f] !== undefined && run.o[f] !== "both_empty" && run.o[f] !== "unreadable";
+    }).length;
   }
 
   function nBad(run) {
@@ -211,7 +213,7 @@
         line.appendChild(el("span", "v nothing", run ? "failed" : "—"));
       } else {
         line = valueLine(field, run, letter);
-        if (run.o[field] !== "correct" && run.o[field] !== "both_empty") allRight = false;
+        if (["correct", "both_empty", "unreadable"].indexOf(run.o[field]) < 0) allRight = false;
       }
       td.appendChild(line);
     });

@@ -165,3 +165,88 @@ def test_python_dash_m_runs_the_cli():
         [sys.executable, "-m", "inspector", "--help"], capture_output=True, text=True, check=True
     )
     assert "scan" in result.stdout and "report" in result.stdout
+
+
+def _catalogue_with_unreadable_cells(tmp_path: Path, sample_dir: Path) -> tuple[Path, Path, Path]:
+    """Three images; row 2's price "1,290" (no currency) and weight "heavy" cannot be read."""
+    import shutil
+
+    images = tmp_path / "images"
+    images.mkdir()
+    names = sorted(p.name for p in sample_dir.glob("*.jpg"))[:3]
+    for name in names:
+        shutil.copy(sample_dir / name, images / name)
+    truth = tmp_path / "catalogue.csv"
+    truth.write_text(
+        "path,price,currency,weight\n"
+        f"{names[0]},10.00,USD,500 g\n"
+        f'{names[1]},"1,290",,heavy\n'
+        f"{names[2]},20.00,USD,300 g\n",
+        encoding="utf-8",
+    )
+    fields = tmp_path / "fields.toml"
+    fields.write_text('[fields.weight]\nkind = "number"\nunit = "g"\n', encoding="utf-8")
+    return images, truth, fields
+
+
+def test_unreadable_catalogue_cells_are_not_scored_but_counted_and_listed(runner, tmp_path, sample_dir):
+    """Issue 20.1: a weight "heavy" plus an answer counted as spurious (and with no answer as both_empty)."""
+    images, truth, fields = _catalogue_with_unreadable_cells(tmp_path, sample_dir)
+    model = write_answers(tmp_path / "answers.json", ['{"price": 10, "currency": "USD", "weight": "500 g"}'] * 3)
+    db, report = tmp_path / "r.db", tmp_path / "report.html"
+    result = runner.invoke(
+        cli,
+        ["scan", str(images), "--truth", str(truth), "--fields", str(fields), "--model", model,
+         "--db", str(db), "--report", str(report)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[1] == "Truth: 3 of 3 images matched a row, 0 of 3 rows matched no image (2 unparseable cells)"
+    assert lines[2] == "Unreadable catalogue cells, left out of the metrics: price 1, weight 1 (listed in the report)"
+    # two judged rows, one right: 50 %, not 66.7 % (both_empty) or 33.3 % (spurious)
+    assert "│ weight   │ 2 │    50.0% │     50.0% │  50.0% │ 50.0% │ 100.00 │" in lines
+    assert "│ price    │ 2 │    50.0% │     50.0% │  50.0% │ 50.0% │   5.00 │" in lines
+    with sqlite3.connect(db) as connection:
+        unreadable = connection.execute(
+            "select field, outcome, predicted, expected, score from field_results where outcome = 'unreadable' "
+            "order by field"
+        ).fetchall()
+        stored = connection.execute(
+            "select field, value, data from field_values where source = 'unreadable' order by field"
+        ).fetchall()
+    assert unreadable == [("price", "unreadable", "10.00", "1,290", None), ("weight", "unreadable", "500 g", "heavy", None)]
+    assert [(name, value, json.loads(data)["column"]) for name, value, data in stored] == [
+        ("price", "1,290", "price"),
+        ("weight", "heavy", "weight"),
+    ]
+    html = report.read_text(encoding="utf-8")
+    assert "Unreadable catalogue cells" in html
+    assert (
+        '<tr><td class="num">2</td><td>weight</td><td><code>heavy</code></td>\n'
+        "      <td>not a number in g (or a unit convertible to it)</td><td>weight</td><td>500 g</td>"
+    ) in html
+    assert "<td>ambiguous price: one separator before three digits" in html
+
+
+def test_unreadable_cell_without_an_answer_is_not_counted_as_both_empty(tmp_path, sample_dir):
+    from inspector.fields import load_fields
+    from inspector.scoring import summarise
+    from inspector.truth import load_truth
+
+    images, truth, fields = _catalogue_with_unreadable_cells(tmp_path, sample_dir)
+    fieldset = load_fields(fields)
+    table = load_truth(truth, fieldset=fieldset)
+    record = table.records[1]
+    assert {name: (cell.column, cell.value) for name, cell in record.unreadable().items()} == {
+        "price": ("price", "1,290"),
+        "weight": ("weight", "heavy"),
+    }
+    from inspector.fields import ProductFields
+    from inspector.scoring import score_answer
+
+    unreadable = {name: cell.value for name, cell in record.unreadable().items()}
+    results = score_answer(ProductFields(), record.fields, fieldset=fieldset, unreadable=unreadable)
+    by_field = {r.field: r.outcome for r in results}
+    assert by_field["weight"] == by_field["price"] == "unreadable"
+    metrics = summarise(results, fieldset)
+    assert (metrics["weight"].n, metrics["weight"].unreadable, metrics["weight"].accuracy) == (0, 1, None)

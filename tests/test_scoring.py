@@ -330,6 +330,7 @@ def test_to_dict_is_plain_data() -> None:
         "missed": 0,
         "spurious": 0,
         "both_empty": 0,
+        "unreadable": 0,
         "accuracy": 1.0,
         "precision": 1.0,
         "recall": 1.0,

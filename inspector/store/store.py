@@ -512,7 +512,8 @@ class Store:
 
         Keys: image_id, sha256, path (as seen in this run), first_path, width, height, format, n_bytes,
         thumbnail (bytes; None if absent or not asked for), prediction_id, raw_output, error, latency_ms, created_at, predicted
-        (ProductFields as a dict), truth (None or dict with row_number, key, image_ref, fields),
+        (ProductFields as a dict), truth (None or dict with row_number, key, image_ref, fields, and unreadable: the
+        cells that could not be read, as dicts with field, value, column, reason),
         field_results (list of dicts with field, outcome, predicted, expected, score, confidence).
         """
         with self._transaction(write=False) as session:
@@ -545,7 +546,11 @@ class Store:
                 FieldValueRow.number,
                 FieldValueRow.data,
             ).where(FieldValueRow.run_id == run_id)
+            unreadable: dict[int, list[dict]] = defaultdict(list)
             for source, image_id, name, text_value, number, data in session.execute(value_query):
+                if source == UNREADABLE:
+                    unreadable[image_id].append({"field": name, "value": text_value, **(data or {})})
+                    continue
                 stored[source, image_id][name] = _stored_value(text_value, number, data)
             fieldset = _run_info(self._run_row(session, run_id)).fields
             results: dict[int, list[dict]] = defaultdict(list)
@@ -589,6 +594,7 @@ class Store:
                             "key": matched.key,
                             "image_ref": matched.image_ref,
                             "fields": stored[TRUTH, prediction.image_id].to_dict(fieldset),
+                            "unreadable": unreadable.get(prediction.image_id, []),
                         },
                         "field_results": results.get(prediction.id, []),
                     }
@@ -664,6 +670,18 @@ def _value_rows(run_id: int, todo: list[tuple[int, ItemResult]]) -> list[dict]:
                 row = _value_row(run_id, image_id, source, name, value)
                 if row is not None:
                     rows.append(row)
+        for name, cell in (item.truth.unreadable() if item.truth else {}).items():
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "image_id": image_id,
+                    "source": UNREADABLE,
+                    "field": _text(name)[:_FIELD_LENGTH],
+                    "value": _text(cell.value),
+                    "number": None,
+                    "data": {"column": _text(cell.column), "reason": cell.problem},
+                }
+            )
     return rows
 
 
@@ -687,6 +705,9 @@ def _legacy_columns(table, values: ProductFields) -> dict:
 _VALUE_COLUMNS = frozenset(set(Prediction.__table__.c.keys()) & set(BUILTIN_FIELDS.names))
 _JSON_COLUMNS = frozenset(name for name in _VALUE_COLUMNS if isinstance(Prediction.__table__.c[name].type, JSON))
 PREDICTED, TRUTH = "predicted", "truth"
+#: `field_values.source` of a catalogue cell that could not be read: `value` is the cell as written, `data` holds
+#: its column and the reason; the field's result is `Outcome.UNREADABLE`.
+UNREADABLE = "unreadable"
 
 
 def _insert_items(session: Session, run_id: int, todo: list[tuple[int, ItemResult]], now: datetime) -> None:
