@@ -250,7 +250,16 @@ def _print_scan_summary(config, summary) -> None:
     if unreadable:
         where = " (listed in the report)" if summary.report_path else ""
         console.print(f"Unreadable catalogue cells, left out of the metrics: {', '.join(unreadable)}{where}")
+    outside = [
+        f"{name} {m['outside_values']} answers, {m['catalogue_outside_values']} catalogue values"
+        for name, m in summary.metrics.items()
+        if m.get("outside_values") or m.get("catalogue_outside_values")
+    ]
+    if outside:
+        console.print(f"Outside the declared values: {'; '.join(outside)}")
     if summary.metrics:
+        from inspector.scoring import format_errors
+
         table = Table(title="Per-field results")
         for column in ("field", "n", "accuracy", "precision", "recall", "F1", "MAE"):
             table.add_column(column, justify="left" if column == "field" else "right")
@@ -262,7 +271,7 @@ def _print_scan_summary(config, summary) -> None:
                 _pct(m["precision"]),
                 _pct(m["recall"]),
                 _pct(m["f1"]),
-                "" if m.get("mean_abs_error") is None else f"{m['mean_abs_error']:.2f}",
+                format_errors(m),
             )
         console.print(table)
     console.print(f"Database: {config.db}")

@@ -5,8 +5,8 @@ lines), catalogue column detection, the prompt, the canonical training answer, s
 all walk the active `FieldSet` instead of naming fields. Kinds:
 
 - ``text``: free text, scored by token F1 against a threshold (like the title);
-- ``category``: a label compared after normalisation (case, accents, punctuation); optional allowed ``values``,
-  answers outside them are flagged (their result's score is 0);
+- ``category``: a label compared after normalisation (case, accents, punctuation); optional allowed ``values``:
+  answers and catalogue values outside them are flagged and counted (`scoring.outside_values`);
 - ``price``: an amount compared within a tolerance; the currency written next to it feeds the ``currency`` field;
 - ``currency``: an ISO 4217 code;
 - ``number``: a quantity, optionally with a ``unit``; "500 ml" and "0.5 l" are compared after conversion;
@@ -588,8 +588,8 @@ class FieldResult:
     outcome: str
     predicted: str | None
     expected: str | None
-    #: Text similarity (0..1), absolute price/number error, or for categories with allowed values 1 / 0 (the
-    #: answer is / is not one of them); None where it means nothing.
+    #: Text similarity (0..1) or absolute price/number error; None where it means nothing (categories: equal or
+    #: not is the outcome).
     score: float | None = None
     #: How sure the model was of its value (0..1, see `inspector.confidence`); None without a value or token
     #: log-probabilities.

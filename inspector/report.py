@@ -26,7 +26,7 @@ from inspector.errors import InputError, InspectorError
 from inspector.fields import FieldSet, Outcome
 from inspector.outputs import write_text_atomic
 from inspector.review import DECISIONS, accuracy_at_coverage, review_view_data
-from inspector.scoring import normalise_label
+from inspector.scoring import format_errors, normalise_label, outside_sides
 from inspector.store import RunInfo, Store
 
 #: Outcomes that mean the model and the catalogue disagree.
@@ -215,6 +215,10 @@ def _metric_dict(values: dict) -> dict:
         "recall": values.get("recall"),
         "f1": values.get("f1"),
         "mae": values.get("mae", values.get("mean_abs_error")),
+        "mae_text": format_errors(values) or "–",
+        "outside_values": values.get("outside_values") or 0,
+        "catalogue_outside_values": values.get("catalogue_outside_values") or 0,
+        "outside_total": (values.get("outside_values") or 0) + (values.get("catalogue_outside_values") or 0),
     }
 
 
@@ -378,10 +382,7 @@ def _client_data(views: list[dict], fieldset: FieldSet) -> dict:
                 "err": row["error"],
                 "ms": row["latency_ms"],
                 "pk": {spec.name: _category_key(row["predicted"].get(spec.name)) for spec in confusable},
-                "fr": [
-                    [r["field"], r["outcome"], r["predicted"], r["expected"], r["score"], r["confidence"]]
-                    for r in row["field_results"]
-                ],
+                "fr": [_result_entry(r, fieldset) for r in row["field_results"]],
             }
     rows = [by_image[i] for i in order]
     rows.sort(key=lambda r: r["p"])
@@ -415,6 +416,23 @@ def _client_data(views: list[dict], fieldset: FieldSet) -> dict:
         "mismatches": list(MISMATCHES),
         "rows": rows,
     }
+
+
+def _result_entry(result: dict, fieldset: FieldSet) -> list:
+    """A field result for the page: field, outcome, model value, catalogue value, score, confidence, and which
+    side is outside the field's declared values. Categories show no score (older runs stored 1/0 there for "one of
+    the declared values", which read as a contradiction beside "wrong")."""
+    spec = fieldset.get(result["field"])
+    category = spec is not None and spec.kind == "category"
+    return [
+        result["field"],
+        result["outcome"],
+        result["predicted"],
+        result["expected"],
+        None if category else result["score"],
+        result["confidence"],
+        outside_sides(spec, result["predicted"], result["expected"]) if category else None,
+    ]
 
 
 def _data_uri(thumbnail: bytes | None) -> str | None:

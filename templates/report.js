@@ -11,6 +11,11 @@
   var MISMATCH = {};
   data.mismatches.forEach(function (o) { MISMATCH[o] = true; });
   var COMPARE = RUNS.length > 1;
+  var OUTSIDE = {
+    model: "the model's value is not one of the declared values",
+    catalogue: "the catalogue's value is not one of the declared values",
+    both: "neither value is one of the declared values"
+  };
 
   var state = {
     mismatches: false, field: "", outcome: "", value: "", change: "", search: "",
@@ -295,7 +300,7 @@
       if (run.fr.length) {
         var table = el("table", "fr");
         var head = el("tr");
-        ["field", "outcome", "model", "catalogue", "score", "confidence"].forEach(function (h) { head.appendChild(el("th", null, h)); });
+        ["field", "outcome", "model", "catalogue", "score", "confidence", "note"].forEach(function (h) { head.appendChild(el("th", null, h)); });
         table.appendChild(head);
         run.fr.forEach(function (r) {
           var line = el("tr");
@@ -307,6 +312,7 @@
           line.appendChild(el("td", null, r[3] === null ? "—" : r[3]));
           line.appendChild(el("td", "num", typeof r[4] === "number" ? r[4].toFixed(3) : ""));
           line.appendChild(el("td", "num", typeof r[5] === "number" ? (100 * r[5]).toFixed(1) + "%" : ""));
+          line.appendChild(el("td", r[6] ? "outside" : null, r[6] ? OUTSIDE[r[6]] : ""));
           table.appendChild(line);
         });
         box.appendChild(table);

@@ -204,8 +204,8 @@ def test_unreadable_catalogue_cells_are_not_scored_but_counted_and_listed(runner
     assert lines[1] == "Truth: 3 of 3 images matched a row, 0 of 3 rows matched no image (2 unparseable cells)"
     assert lines[2] == "Unreadable catalogue cells, left out of the metrics: price 1, weight 1 (listed in the report)"
     # two judged rows, one right: 50 %, not 66.7 % (both_empty) or 33.3 % (spurious)
-    assert "│ weight   │ 2 │    50.0% │     50.0% │  50.0% │ 50.0% │ 100.00 │" in lines
-    assert "│ price    │ 2 │    50.0% │     50.0% │  50.0% │ 50.0% │   5.00 │" in lines
+    assert "│ weight   │ 2 │    50.0% │     50.0% │  50.0% │ 50.0% │   100.00 │" in lines
+    assert "│ price    │ 2 │    50.0% │     50.0% │  50.0% │ 50.0% │ 5.00 USD │" in lines
     with sqlite3.connect(db) as connection:
         unreadable = connection.execute(
             "select field, outcome, predicted, expected, score from field_results where outcome = 'unreadable' "
@@ -250,3 +250,61 @@ def test_unreadable_cell_without_an_answer_is_not_counted_as_both_empty(tmp_path
     assert by_field["weight"] == by_field["price"] == "unreadable"
     metrics = summarise(results, fieldset)
     assert (metrics["weight"].n, metrics["weight"].unreadable, metrics["weight"].accuracy) == (0, 1, None)
+
+
+def test_price_errors_are_per_currency_and_outside_values_are_counted(runner, tmp_path, sample_dir):
+    """Issue 20.3 and 20.4: the price MAE averaged EUR and JPY errors; a colour outside the declared values was
+    marked only by a score of 0, and a category's score 1.0 stood beside outcome=wrong in the export."""
+    import csv
+    import shutil
+
+    images = tmp_path / "images"
+    images.mkdir()
+    names = sorted(p.name for p in sample_dir.glob("*.jpg"))[:3]
+    for name in names:
+        shutil.copy(sample_dir / name, images / name)
+    truth = tmp_path / "catalogue.csv"
+    truth.write_text(
+        "path,price,currency,colour\n"
+        f"{names[0]},10.00,EUR,Navy\n"
+        f"{names[1]},1000,JPY,Purple\n"
+        f"{names[2]},20.00,EUR,Red\n",
+        encoding="utf-8",
+    )
+    fields = tmp_path / "fields.toml"
+    fields.write_text('[fields.colour]\nkind = "category"\nvalues = ["Navy", "Red"]\n', encoding="utf-8")
+    from inspector.backends.fake import pixel_key
+    from inspector.discovery import read_source
+    from inspector.images import decode_image
+
+    by_pixels = {}
+
+    answers = [
+        '{"price": 11, "currency": "EUR", "colour": "Navy"}',
+        '{"price": 1100, "currency": "JPY", "colour": "Purple"}',
+        '{"price": 23, "currency": "EUR", "colour": "Navy"}',
+    ]
+    for source, answer in zip(discover([images]), answers, strict=True):
+        by_pixels[pixel_key(decode_image(read_source(source)).image)] = answer
+    (tmp_path / "answers.json").write_text(json.dumps(by_pixels))
+    db = tmp_path / "r.db"
+    result = runner.invoke(
+        cli,
+        ["scan", str(images), "--truth", str(truth), "--fields", str(fields), "--model", f"fake:{tmp_path / 'answers.json'}",
+         "--db", str(db), "--no-report"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "Outside the declared values: colour 1 answers, 1 catalogue values" in lines
+    price = next(line for line in lines if line.startswith("│ price"))
+    assert price.endswith("│ 2.00 EUR · 100.00 JPY │"), price  # EUR errors 1 and 3, JPY 100: never (1+3+100)/3
+
+    out = tmp_path / "results.csv"
+    exported = runner.invoke(cli, ["export", "1", "--db", str(db), "--out", str(out), "--field", "colour"])
+    assert exported.exit_code == 0, exported.output
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [(r["outcome"], r["model_value"], r["catalogue_value"], r["score"], r["outside_values"]) for r in rows] == [
+        ("correct", "Navy", "Navy", "", ""),
+        ("correct", "Purple", "Purple", "", "both"),
+        ("wrong", "Navy", "Red", "", ""),
+    ]

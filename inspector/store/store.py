@@ -422,10 +422,28 @@ class Store:
             return [FieldResult(*row) for row in session.execute(query)]
 
     def run_metrics(self, run_id: int) -> dict[str, FieldMetrics]:
-        """Per-field accuracy, precision, recall, F1 and MAE of the run (see `inspector.scoring.summarise`)."""
-        from inspector.scoring import summarise
+        """Per-field accuracy, precision, recall, F1 and MAE (per currency for prices) of the run (see
+        `inspector.scoring.summarise_answers`)."""
+        from inspector.scoring import summarise_answers
 
-        return summarise(self.field_results(run_id), self.get_run(run_id).fields)
+        with self._transaction(write=False) as session:
+            query = (
+                select(
+                    FieldResultRow.prediction_id,
+                    FieldResultRow.field,
+                    FieldResultRow.outcome,
+                    FieldResultRow.predicted,
+                    FieldResultRow.expected,
+                    FieldResultRow.score,
+                    FieldResultRow.confidence,
+                )
+                .where(FieldResultRow.run_id == run_id)
+                .order_by(FieldResultRow.id)
+            )
+            answers: dict[int, list[FieldResult]] = defaultdict(list)
+            for prediction_id, *values in session.execute(query):
+                answers[prediction_id].append(FieldResult(*values))
+        return summarise_answers(answers.values(), self.get_run(run_id).fields)
 
     # -------------------------------------------------------------------------------------- reviews
 
