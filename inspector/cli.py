@@ -201,6 +201,7 @@ def _with_report(config, store, summary):
 
         summary.report_path = str(render_report(store, summary.run_id, Path(config.report)))
     summary.metrics = {name: m.to_dict() for name, m in store.run_metrics(summary.run_id).items()}
+    summary.answered_images = store.answered_images(summary.run_id)
     return summary
 
 
@@ -246,6 +247,11 @@ def _print_scan_summary(config, summary) -> None:
             lines = ", ".join(t["malformed_at_lines"]) + (", …" if t["malformed_rows"] > len(t["malformed_at_lines"]) else "")
             problems.append(f"{t['malformed_rows']} malformed rows skipped: line {lines}")
         console.print(line + (f" ({', '.join(problems)})" if problems else ""))
+    if summary.answered_images == 0 and new + summary.already_done > 0:
+        console.print(
+            "The model answered no field in any image: every answer was empty or could not be read "
+            "(the raw answers are in the report and in predictions.raw_output; check --model and --prompt)."
+        )
     unreadable = [f"{name} {m['unreadable']}" for name, m in summary.metrics.items() if m.get("unreadable")]
     if unreadable:
         where = " (listed in the report)" if summary.report_path else ""

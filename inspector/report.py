@@ -125,6 +125,7 @@ def render_report_html(
         script_hash=script_hash,
         review_data=_clean_json(review),
         coverage=accuracy_at_coverage(views[0]["rows"]),
+        no_confidence=_no_confidence_reason(views[0]),
         decisions=DECISIONS,
         generated_at=datetime.now(timezone.utc),
         db_url=store.url,
@@ -264,7 +265,23 @@ def _counts(info: RunInfo, rows: list[dict]) -> dict[str, Any]:
         "images_per_s": info.images_per_s,
         "elapsed_s": info.elapsed_s,
         "median_latency_ms": statistics.median(latencies) if latencies else None,
+        # Images whose answer gave any field a value: none at all means the model (or the prompt) is not working.
+        "answered": sum(1 for r in rows if not r["error"] and _has_value(r["predicted"])),
     }
+
+
+def _has_value(values: dict) -> bool:
+    return any(value not in (None, "", {}) for value in values.values())
+
+
+def _no_confidence_reason(view: dict) -> str:
+    """Why the review view has no confidence to rank values by."""
+    counts = view["counts"]
+    if not counts["with_truth"]:
+        return "the run has no catalogue rows (scan with --truth catalogue.csv)"
+    if not counts["answered"]:
+        return "the model answered no field in any image (every answer was empty or could not be read)"
+    return "the run's backend gives no token probabilities"
 
 
 def _category_key(value: str | None) -> str:

@@ -197,6 +197,8 @@ class ScanSummary:
     truth: dict | None = None
     report_path: str | None = None
     metrics: dict = field(default_factory=dict)
+    #: The run's images the model gave any field a value for (`Store.answered_images`), when counted.
+    answered_images: int | None = None
 
     @classmethod
     def of_session(

@@ -308,3 +308,37 @@ def test_price_errors_are_per_currency_and_outside_values_are_counted(runner, tm
         ("correct", "Purple", "Purple", "", "both"),
         ("wrong", "Navy", "Red", "", ""),
     ]
+
+
+def test_a_model_that_answers_no_field_says_so(runner, tmp_path, sample_dir):
+    """Issue 20.5: the review view blamed the catalogue or the backend's token probabilities."""
+    n_images = len(discover([sample_dir]))
+    model = write_answers(tmp_path / "answers.json", ["I cannot tell."] * n_images)
+    report = tmp_path / "report.html"
+    result = runner.invoke(
+        cli,
+        ["scan", str(sample_dir), "--truth", str(sample_dir / "truth.csv"), "--model", model,
+         "--db", str(tmp_path / "r.db"), "--report", str(report)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[2] == (
+        "The model answered no field in any image: every answer was empty or could not be read (the raw answers "
+        "are in the report and in predictions.raw_output; check --model and --prompt)."
+    )
+    html = report.read_text(encoding="utf-8")
+    assert (
+        '<p class="muted" id="no-confidence">No value has a confidence: the model answered no field in any image '
+        "(every answer was empty or could not be read).</p>"
+    ) in html
+    assert '<p class="empty-model">The model answered no field' in html
+
+    answered = write_answers(tmp_path / "some.json", ['{"brand": "Acme"}'] * n_images)
+    again = runner.invoke(
+        cli,
+        ["scan", str(sample_dir), "--model", answered, "--db", str(tmp_path / "r2.db"), "--report", str(report)],
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert "answered no field" not in again.stdout
+    assert "No value has a confidence: the run has no catalogue rows (scan with --truth catalogue.csv)." in (
+        report.read_text(encoding="utf-8")
+    )

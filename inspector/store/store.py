@@ -421,6 +421,15 @@ class Store:
             )
             return [FieldResult(*row) for row in session.execute(query)]
 
+    def answered_images(self, run_id: int) -> int:
+        """How many of the run's images got a value for any field from the model (0: the model said nothing)."""
+        with self._transaction(write=False) as session:
+            return session.scalar(
+                select(func.count(func.distinct(FieldValueRow.image_id))).where(
+                    FieldValueRow.run_id == run_id, FieldValueRow.source == PREDICTED
+                )
+            )
+
     def run_metrics(self, run_id: int) -> dict[str, FieldMetrics]:
         """Per-field accuracy, precision, recall, F1 and MAE (per currency for prices) of the run (see
         `inspector.scoring.summarise_answers`)."""
