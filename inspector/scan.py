@@ -337,7 +337,7 @@ def read_scan_inputs(config: ScanConfig) -> ScanInputs:
 
         truth = load_truth(config.truth, config.truth_columns, config.truth_key, config.fieldset())
     warning = trained_prompt_mismatch(config)
-    return ScanInputs(sources, truth, [warning] if warning else [])
+    return ScanInputs(sources, truth, ([warning] if warning else []) + (truth.warnings if truth else []))
 
 
 def trained_prompt_mismatch(config: ScanConfig) -> str | None:

@@ -459,7 +459,11 @@ def _detect_columns(
     key_column: str | None,
     path: Path,
     fieldset: FieldSet = BUILTIN_FIELDS,
+    warnings: list[str] | None = None,
 ) -> tuple[dict[str, str], bool]:
+    """The column of each field and locator (mapped, else found by name) and whether the key was named. A field
+    that several columns could be is `warnings`' business: the first candidate wins, the others are named."""
+    warnings = [] if warnings is None else warnings
     found_list = ", ".join(repr(column) for column in frame_columns) or "none"
     columns: dict[str, str] = {}
     for key, wanted in mapping.items():
@@ -481,18 +485,25 @@ def _detect_columns(
         columns["key"], key_explicit = column, True
 
     used = set(columns.values())
-    by_normalised: dict[str, str] = {}
+    by_normalised: dict[str, list[str]] = {}
     for column in frame_columns:
-        by_normalised.setdefault(_normalise_header(column), column)
+        by_normalised.setdefault(_normalise_header(column), []).append(column)
+    field_keys = {spec.key for spec in fieldset}
     for name, candidates in column_candidates(fieldset).items():
         if name in columns:
             continue
-        for candidate in candidates:
-            column = by_normalised.get(candidate)
-            if column is not None and column not in used:
-                columns[name] = column
-                used.add(column)
-                break
+        found = [
+            column for candidate in candidates for column in by_normalised.get(candidate, ()) if column not in used
+        ]
+        if found:
+            columns[name] = found[0]
+            used.add(found[0])
+            if name in field_keys and len(found) > 1:
+                listed = ", ".join(repr(column) for column in found)
+                warnings.append(
+                    f"{len(found)} catalogue columns look like {name} ({listed}); using {found[0]!r}. "
+                    f'Choose one with --truth-columns {name}="COLUMN"'
+                )
     if fieldset.first("size_prices") is not None and not any(key.startswith("size:") for key in mapping):
         for column in frame_columns:
             if column in used:
@@ -558,11 +569,13 @@ def load_truth(
         if canonical not in known and not canonical.startswith("size:"):
             raise TruthError(f"Unknown truth field {key!r}; use {', '.join(known)} or size:<size>.")
         mapping[canonical] = mapping.pop(key)
-    used_columns, key_explicit = _detect_columns(column_names, mapping, key_column, path, fieldset)
+    warnings: list[str] = []
+    used_columns, key_explicit = _detect_columns(column_names, mapping, key_column, path, fieldset, warnings)
 
     rows = _Rows(data, delimiter)
     malformed: list[MalformedRow] = []
     table = TruthTable(path, used_columns, key_explicit, column_names, rows, malformed, encoding, fieldset)
+    table.warnings = warnings
     path_at = column_names.index(used_columns["path"]) if "path" in used_columns else None
     key_at = column_names.index(used_columns["key"]) if "key" in used_columns else None
     expected = len(column_names)
@@ -820,6 +833,8 @@ class TruthTable:
         #: The codec the file was read with ("utf-8", "utf-8-sig", "utf-16", "cp1252", …).
         self.encoding = encoding
         self.delimiter = rows.delimiter
+        #: What the user should know about how the columns were chosen (a field several columns could be).
+        self.warnings: list[str] = []
         self._rows = rows
         self._read: dict[int, tuple[TruthRecord, list[CellProblem]]] = {}
         #: Rows by the case-folded stem of the file name their image reference ends with ("shoe1" for

@@ -342,3 +342,20 @@ def test_a_model_that_answers_no_field_says_so(runner, tmp_path, sample_dir):
     assert "No value has a confidence: the run has no catalogue rows (scan with --truth catalogue.csv)." in (
         report.read_text(encoding="utf-8")
     )
+
+
+def test_scan_warns_when_several_columns_could_be_a_field(runner, tmp_path, sample_dir):
+    images, _truth, _fields = _catalogue_with_unreadable_cells(tmp_path, sample_dir)
+    truth = tmp_path / "two-brands.csv"
+    names = sorted(p.name for p in images.iterdir())
+    truth.write_text("path,brand,Brand\n" + "".join(f"{name},Acme,Other\n" for name in names), encoding="utf-8")
+    model = write_answers(tmp_path / "answers.json", ['{"brand": "Acme"}'] * 3)
+    result = runner.invoke(
+        cli,
+        ["scan", str(images), "--truth", str(truth), "--model", model, "--db", str(tmp_path / "r.db"), "--no-report"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert " ".join(result.stderr.split()).count(
+        "warning: 2 catalogue columns look like brand ('brand', 'Brand'); using 'brand'. "
+        'Choose one with --truth-columns brand="COLUMN"'
+    ) == 1
