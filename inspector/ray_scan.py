@@ -89,12 +89,17 @@ def import_ray():
     return ray
 
 
+def is_address(value: str) -> bool:
+    """Whether `value` is a Ray address: "auto", HOST:PORT or ray://HOST:PORT (else, after `--ray`, a path)."""
+    return value == "auto" or value.startswith("ray://") or bool(re.fullmatch(r"[\w.\-\[\]:]+:\d+", value))
+
+
 def parse_address(value: str | None) -> str | None:
     """`--ray`'s value: "local" (the flag alone) → None (start or join a Ray instance here); "auto", HOST:PORT or
     ray://HOST:PORT as given. Anything else is most likely a scan path that followed `--ray`."""
     if value in (None, "", "local"):
         return None
-    if value == "auto" or value.startswith("ray://") or re.fullmatch(r"[\w.\-\[\]:]+:\d+", value):
+    if is_address(value):
         return value
     raise RayError(
         f"--ray takes no value, 'auto', HOST:PORT or ray://HOST:PORT; got {value!r} "

@@ -325,8 +325,10 @@ def read_scan_inputs(config: ScanConfig) -> ScanInputs:
     if config.report is not None:
         check_output_file(config.report, "--report")
     if not config.model.startswith("fake:"):  # the fake model runs nowhere
+        from inspector.backends import check_model_reference
         from inspector.backends.hf import check_device
 
+        check_model_reference(config.model)
         check_device(config.device)
     config.scan_prompt()  # reads the fields file too
     PriceTolerance.parse(config.price_tolerance)

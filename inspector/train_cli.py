@@ -120,6 +120,15 @@ def print_summary(result, console: Console) -> None:
     )
 
 
+def _renamed(value, old: str, new: str, why: str):
+    """An option's old spelling, kept for one release: it still works, with a warning."""
+    if value is not None:
+        click.echo(
+            f"Warning: train's {old} is now {new} ({why}); {old} goes away in the next release.", err=True
+        )
+    return value
+
+
 def _split_list(value: str | None) -> list[str] | None:
     if not value:
         return None
@@ -196,7 +205,11 @@ def _split_list(value: str | None) -> list[str] | None:
     help="full, lora, or frozen-vision (vision tower and projector frozen).",
 )
 @click.option(
-    "--epochs", default=_DEFAULTS.epochs, show_default=True, type=click.FloatRange(0, min_open=True)
+    "--epochs",
+    default=_DEFAULTS.epochs,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Passes over the training images (fractions allowed); --max-steps wins when given.",
 )
 @click.option(
     "--max-steps",
@@ -219,7 +232,13 @@ def _split_list(value: str | None) -> list[str] | None:
     type=click.FloatRange(0, min_open=True),
     help="Peak learning rate (LoRA: try 2e-4).",
 )
-@click.option("--batch-size", default=_DEFAULTS.batch_size, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--batch-size",
+    default=_DEFAULTS.batch_size,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Training images per forward pass (per optimizer step: this × --grad-accum).",
+)
 @click.option(
     "--grad-accum",
     default=_DEFAULTS.grad_accum,
@@ -227,16 +246,41 @@ def _split_list(value: str | None) -> list[str] | None:
     type=click.IntRange(1),
     help="Batches per optimizer step.",
 )
-@click.option("--warmup-steps", default=_DEFAULTS.warmup_steps, show_default=True, type=click.IntRange(0))
-@click.option("--schedule", type=click.Choice(SCHEDULES), default=_DEFAULTS.schedule, show_default=True)
-@click.option("--weight-decay", default=_DEFAULTS.weight_decay, show_default=True, type=click.FloatRange(0))
+@click.option(
+    "--warmup-steps",
+    default=_DEFAULTS.warmup_steps,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Optimizer steps over which the learning rate rises from 0 to --lr.",
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(SCHEDULES),
+    default=_DEFAULTS.schedule,
+    show_default=True,
+    help="How the learning rate falls after the warm-up.",
+)
+@click.option(
+    "--weight-decay",
+    default=_DEFAULTS.weight_decay,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="AdamW weight decay.",
+)
 @click.option(
     "--adam-epsilon",
     default=_DEFAULTS.adam_epsilon,
     show_default=True,
     type=click.FloatRange(0, min_open=True),
+    help="AdamW epsilon (numerical stability).",
 )
-@click.option("--max-grad-norm", default=_DEFAULTS.max_grad_norm, show_default=True, type=click.FloatRange(0))
+@click.option(
+    "--max-grad-norm",
+    default=_DEFAULTS.max_grad_norm,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Clip gradients to this norm (0 = no clipping).",
+)
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
@@ -248,6 +292,7 @@ def _split_list(value: str | None) -> list[str] | None:
     "--gradient-checkpointing/--no-gradient-checkpointing",
     default=_DEFAULTS.gradient_checkpointing,
     show_default=True,
+    help="Recompute activations in the backward pass: less memory, slower steps.",
 )
 @click.option(
     "--fuse",
@@ -256,10 +301,22 @@ def _split_list(value: str | None) -> list[str] | None:
     show_default=True,
     help="Fused kernels: auto (torch.compile on a GPU, none on CPU), compile, liger (pip extra), none.",
 )
-@click.option("--lora-r", default=_DEFAULTS.lora_r, show_default=True, type=click.IntRange(1))
-@click.option("--lora-alpha", default=_DEFAULTS.lora_alpha, show_default=True, type=click.IntRange(1))
 @click.option(
-    "--lora-dropout", default=_DEFAULTS.lora_dropout, show_default=True, type=click.FloatRange(0, 1)
+    "--lora-r", default=_DEFAULTS.lora_r, show_default=True, type=click.IntRange(1), help="LoRA rank."
+)
+@click.option(
+    "--lora-alpha",
+    default=_DEFAULTS.lora_alpha,
+    show_default=True,
+    type=click.IntRange(1),
+    help="LoRA scaling numerator (scale = alpha / r).",
+)
+@click.option(
+    "--lora-dropout",
+    default=_DEFAULTS.lora_dropout,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Dropout on the LoRA branch.",
 )
 @click.option(
     "--lora-targets", help="Comma-separated module names to adapt.  [default: all language-model linears]"
@@ -282,7 +339,13 @@ def _split_list(value: str | None) -> list[str] | None:
     help="Validation images answered with generate() and scored at each evaluation.",
 )
 @click.option("--eval-at-start", is_flag=True, help="Also evaluate before training (the 'before' figures).")
-@click.option("--max-new-tokens", default=_DEFAULTS.max_new_tokens, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--max-new-tokens",
+    default=_DEFAULTS.max_new_tokens,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Longest answer generated at each evaluation.",
+)
 @click.option(
     "--best-metric",
     default=_DEFAULTS.best_metric,
@@ -296,7 +359,11 @@ def _split_list(value: str | None) -> list[str] | None:
     help="Absolute (0.01) or relative (2%).",
 )
 @click.option(
-    "--title-threshold", default=_DEFAULTS.title_threshold, show_default=True, type=click.FloatRange(0, 1)
+    "--title-threshold",
+    default=_DEFAULTS.title_threshold,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Token F1 from which a title counts as correct, as in scan.",
 )
 @click.option(
     "--save-total-limit",
@@ -306,21 +373,51 @@ def _split_list(value: str | None) -> list[str] | None:
     help="Checkpoints kept besides the best (0 = all).",
 )
 @click.option(
-    "--workers",
+    "--dataloader-workers",
+    "workers",
     default=_DEFAULTS.workers,
     show_default=True,
     type=click.IntRange(0),
-    help="Data loading processes.",
+    help="Data loading processes (image decoding and processing; 0 = in the training process).",
 )
-@click.option("--logging-steps", default=_DEFAULTS.logging_steps, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--workers",
+    "deprecated_workers",
+    type=click.IntRange(0),
+    hidden=True,
+    callback=lambda ctx, param, value: _renamed(
+        value, "--workers", "--dataloader-workers", "scan's --workers counts threads"
+    ),
+    help="Renamed --dataloader-workers.",
+)
+@click.option(
+    "--logging-steps",
+    default=_DEFAULTS.logging_steps,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Optimizer steps between logged training losses.",
+)
 @click.option(
     "--wandb/--no-wandb",
     default=_DEFAULTS.wandb,
     show_default=True,
     help="Log to Weights & Biases (offline without an API key).",
 )
-@click.option("--wandb-project", default=_DEFAULTS.wandb_project, show_default=True)
-@click.option("--run-name", help="Run name in wandb.  [default: the output folder's name]")
+@click.option(
+    "--wandb-project", default=_DEFAULTS.wandb_project, show_default=True, help="Weights & Biases project."
+)
+@click.option(
+    "--wandb-name", "run_name", help="Run name in Weights & Biases.  [default: the output folder's name]"
+)
+@click.option(
+    "--run-name",
+    "deprecated_run_name",
+    hidden=True,
+    callback=lambda ctx, param, value: _renamed(
+        value, "--run-name", "--wandb-name", "scan's --run-name names a database run"
+    ),
+    help="Renamed --wandb-name.",
+)
 def train_command(**options):
     """Fine-tune a vision-language model on your product images and catalogue CSV.
 
@@ -341,8 +438,15 @@ def train_command(**options):
         )
         options["sizes"] = parse_sizes_option(options["sizes"]) if options["sizes"] else []
         options["lora_targets"] = _split_list(options["lora_targets"])
+        for old, new in (("deprecated_workers", "workers"), ("deprecated_run_name", "run_name")):
+            value = options.pop(old)
+            if value is not None:  # the old spelling, kept for one release (`_renamed` warned)
+                options[new] = value
         config = TrainConfig(**options)
         config.validate()
+        from inspector.backends import check_model_reference
+
+        check_model_reference(config.model)
 
         from inspector.training import train
 

@@ -7,6 +7,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -359,3 +360,116 @@ def test_scan_warns_when_several_columns_could_be_a_field(runner, tmp_path, samp
         "warning: 2 catalogue columns look like brand ('brand', 'Brand'); using 'brand'. "
         'Choose one with --truth-columns brand="COLUMN"'
     ) == 1
+
+
+def _options(command: click.Command, path: str):
+    """Every (command path, option) of `command` and its subcommands."""
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _options(sub, f"{path} {name}")
+    for param in command.params:
+        if isinstance(param, click.Option):
+            yield path, param
+
+
+def test_every_option_of_every_command_has_a_help_text():
+    """Issue 20.7: 21 train options (--epochs, --batch-size, ...) had none."""
+    missing = [f"{path} {'/'.join(option.opts)}" for path, option in _options(cli, "inspector") if not option.help]
+    assert missing == []
+
+
+def test_one_option_name_means_one_thing_in_every_command(runner, tmp_path, sample_dir, monkeypatch):
+    """Issue 20.7: --workers was threads in scan and processes in train; --run-name a database run in scan and a
+    W&B name in train. train's are --dataloader-workers and --wandb-name; the old spellings still work (hidden,
+    with a deprecation warning) for one release."""
+    from inspector.train_cli import train_command
+
+    train_help = runner.invoke(cli, ["train", "--help"]).output
+    assert "--dataloader-workers" in train_help and "--wandb-name" in train_help
+    assert re.search(r"--workers\b", train_help) is None and "--run-name" not in train_help
+    names = {param.name: param for param in train_command.params}
+    assert names["workers"].opts == ["--dataloader-workers"] and names["run_name"].opts == ["--wandb-name"]
+    # the old spellings are read into the same settings, with a warning
+    import inspector.training
+    from inspector.errors import TrainingError
+
+    seen = []
+
+    def train(config, progress):
+        seen.append(config)
+        raise TrainingError("stopped here")
+
+    monkeypatch.setattr(inspector.training, "train", train)
+    base = ["train", "--truth", str(sample_dir / "truth.csv"), "--model", "fake:x", "--output", str(tmp_path / "o")]
+    old = runner.invoke(cli, [*base, "--workers", "3", "--run-name", "trial"])
+    assert old.stderr.splitlines()[:2] == [
+        "Warning: train's --workers is now --dataloader-workers (scan's --workers counts threads); --workers goes "
+        "away in the next release.",
+        "Warning: train's --run-name is now --wandb-name (scan's --run-name names a database run); --run-name goes "
+        "away in the next release.",
+    ]
+    new = runner.invoke(cli, [*base, "--dataloader-workers", "3", "--wandb-name", "trial"])
+    assert "deprecated" not in new.output and new.output.endswith("Error: stopped here\n")
+    assert [(config.workers, config.run_name) for config in seen] == [(3, "trial"), (3, "trial")]
+
+
+def test_export_run_defaults_to_the_latest_run(runner, tmp_path, sample_dir):
+    n_images = len(discover([sample_dir]))
+    model = write_answers(tmp_path / "answers.json", ['{"brand": "Acme"}'] * n_images)
+    db = tmp_path / "r.db"
+    scanned = runner.invoke(cli, ["scan", str(sample_dir), "--model", model, "--db", str(db), "--no-report"])
+    assert scanned.exit_code == 0, scanned.output
+    out = tmp_path / "results.csv"
+    result = runner.invoke(cli, ["export", "--db", str(db), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"Wrote {n_images} results rows of run 1 to {out}\n"
+
+
+def test_settings_echo_says_batch_size_auto(runner, tmp_path, sample_dir):
+    model = write_answers(tmp_path / "answers.json", ["{}"] * len(discover([sample_dir])))
+    result = runner.invoke(cli, ["scan", str(sample_dir), "--model", model, "--db", str(tmp_path / "r.db"), "--no-report"])
+    assert result.exit_code == 0, result.output
+    echo = " ".join(result.stderr.split())
+    assert "batch_size=auto," in echo and "batch_size=0" not in echo
+
+
+def test_a_mistyped_model_folder_fails_at_once_with_the_near_miss(runner, tmp_path, sample_dir, monkeypatch):
+    """Issue 20.7: `--model models/tiny-dem` waited 28 s of hub retries on a machine without network."""
+    import time
+
+    (tmp_path / "models" / "tiny-demo").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    started = time.perf_counter()
+    result = runner.invoke(cli, ["scan", str(sample_dir), "--model", "models/tiny-dem", "--no-report"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: --model models/tiny-dem: no such folder; did you mean models/tiny-demo? "
+        "(a Hugging Face model id is written ORG/NAME)\n"
+    )
+    assert time.perf_counter() - started < 5
+    far = runner.invoke(cli, ["scan", str(sample_dir), "--model", "./nothing/like/it", "--no-report"])
+    assert far.output == (
+        "Error: --model ./nothing/like/it: no such folder (a Hugging Face model id is written ORG/NAME)\n"
+    )
+    trained = runner.invoke(
+        cli, ["train", "--truth", str(sample_dir / "truth.csv"), "--model", "models/tiny-dem", "--output", "o"]
+    )
+    assert trained.output.startswith("Error: --model models/tiny-dem: no such folder; did you mean models/tiny-demo?")
+
+
+def test_ray_does_not_swallow_a_path_after_it(runner, tmp_path, sample_dir):
+    """Issue 20.7: `scan --ray ./images` read ./images as --ray's address."""
+    from inspector.cli import _ray_value_or_path
+
+    assert _ray_value_or_path((), str(sample_dir)) == ((str(sample_dir),), "local")
+    assert _ray_value_or_path((str(sample_dir),), "auto") == ((str(sample_dir),), "auto")
+    assert _ray_value_or_path((str(sample_dir),), "10.0.0.1:6379") == ((str(sample_dir),), "10.0.0.1:6379")
+    assert _ray_value_or_path((str(sample_dir),), None) == ((str(sample_dir),), None)
+    missing = runner.invoke(cli, ["scan", "--no-report"])
+    assert missing.exit_code == 2 and "Missing argument 'PATHS...'" in missing.output
+
+
+def test_samples_help_names_n(runner):
+    result = runner.invoke(cli, ["samples", "--help"])
+    assert "Draw -n synthetic" in result.output
+    assert re.search(r"-n INTEGER RANGE\s+How many images to draw", result.output)

@@ -277,6 +277,17 @@ def test_ray_missing_is_a_one_line_error_naming_the_extra(images, answers_file, 
     assert not (tmp_path / "r.db").exists()
 
 
+def test_a_path_typed_after_ray_is_scanned_not_taken_for_an_address(images, answers_file, tmp_path, monkeypatch):
+    """Issue 20.7: `scan --ray ./images` read ./images as --ray's value. It is a path: --ray goes on, alone (here
+    to the missing extra's one-line error, which comes only once the address is settled)."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    args = ["scan", "--model", answers_file, "--db", str(tmp_path / "r.db"), "--ray", str(images)]
+
+    result = CliRunner().invoke(cli, args)
+
+    assert result.output == "Error: --ray needs Ray Data, which is not installed: pip install 'inspector[ray]'\n"
+
+
 @pytest.mark.parametrize(
     ("value", "address"),
     [

@@ -689,7 +689,7 @@ def test_cli_trains_logs_to_offline_wandb_and_prints_the_summary(cards, tiny_lla
         monkeypatch.delenv(name, raising=False)
     output = tmp_path / "out [1]"  # brackets: paths are printed as they are, never read as rich markup
     args = ["--truth", str(cards), "--model", str(tiny_llava), "--output", str(output), "--max-steps", "2",
-            "--eval-every", "2", "--eval-samples", "1", "--workers", "0", "--batch-size", "2", "--lr", "1e-3",
+            "--eval-every", "2", "--eval-samples", "1", "--dataloader-workers", "0", "--batch-size", "2", "--lr", "1e-3",
             "--max-new-tokens", "8", "--val-fraction", "0.25", "--wandb"]  # fmt: skip
     result = CliRunner().invoke(train_command, args)
     assert result.exit_code == 0, result.output
