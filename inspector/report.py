@@ -217,6 +217,8 @@ def _metric_dict(values: dict) -> dict:
         "f1": values.get("f1"),
         "mae": values.get("mae", values.get("mean_abs_error")),
         "mae_text": format_errors(values) or "–",
+        # What the error is counted in (its currency, "" for one without or a number field), for A/B deltas.
+        "mae_unit": next(iter(values.get("mean_abs_error_by_currency") or {}), ""),
         "outside_values": values.get("outside_values") or 0,
         "catalogue_outside_values": values.get("catalogue_outside_values") or 0,
         "outside_total": (values.get("outside_values") or 0) + (values.get("catalogue_outside_values") or 0),
@@ -377,6 +379,7 @@ def _client_data(views: list[dict], fieldset: FieldSet) -> dict:
             if entry is None:
                 entry = by_image[row["image_id"]] = {
                     "p": row["path"],
+                    "s": row["sha256"],
                     "t": _data_uri(row.get("thumbnail")),
                     "wh": [row["width"], row["height"]] if row["width"] and row["height"] else None,
                     "truth": None,

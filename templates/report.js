@@ -223,6 +223,13 @@
       td.appendChild(line);
     });
     if (!COMPARE && shown[0] && !shown[0].err) td.className += " o-" + (shown[0].o[field] || "none");
+    var decided = decisionsFor(row, field);
+    if (decided.length) {
+      var mark = el("div", "decision");
+      mark.appendChild(el("span", "label", "decided"));
+      mark.appendChild(el("span", "v", decided.join(" · ")));
+      td.appendChild(mark);
+    }
     if (row.truth) {
       // The catalogue's value: spelled out where the model got it wrong, on hover where it got it right.
       var truthText = fmtValue(field, row.truth[field]);
@@ -235,6 +242,24 @@
       }
     }
     return td;
+  }
+
+  // The review's decisions on the first run (review.js owns them: stored ones and this browser's), shown in the
+  // field's cell; a size table's cell shows its sizes' decisions.
+  function decisionsFor(row, field) {
+    var review = window.inspectorReview;
+    if (!review || !row.runs[0]) return [];
+    var names = kindOf(field) === "size_prices"
+      ? Object.keys(row.runs[0].sz || {}).map(function (size) { return "size_price:" + size; })
+      : [field];
+    var texts = [];
+    names.forEach(function (name) {
+      var current = review.decisionOf(row.s, name);
+      if (!current) return;
+      var text = (name === field ? "" : name.slice("size_price:".length) + ": ") + review.label(current.decision);
+      texts.push(current.corrected ? text + " → " + current.corrected : text);
+    });
+    return texts;
   }
 
   function errorCell(row) {
@@ -380,6 +405,9 @@
   }
 
   // --------------------------------------------------------------------------------- render
+
+  // review.js (loaded after this script) announces itself and every decision: redraw the page's decisions.
+  document.addEventListener("inspector-decisions", function () { render(); });
 
   var tbody = document.querySelector("#rows tbody");
   var nColumns = document.querySelectorAll("#rows thead th").length;
