@@ -129,6 +129,16 @@ def _renamed(value, old: str, new: str, why: str):
     return value
 
 
+def _quiet_transformers(verbose: bool) -> None:
+    """transformers' notices (the tokenizer's PAD/BOS/EOS aligned with the model config, `use_cache` turned off
+    for gradient checkpointing, ...) are for --verbose: by default only its errors are shown. Its per-file
+    loading and saving bars never are (ours counts the steps), as in scan."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity(hf_logging.WARNING if verbose else hf_logging.ERROR)
+    hf_logging.disable_progress_bar()
+
+
 def _split_list(value: str | None) -> list[str] | None:
     if not value:
         return None
@@ -418,7 +428,13 @@ def _split_list(value: str | None) -> list[str] | None:
     ),
     help="Renamed --wandb-name.",
 )
-def train_command(**options):
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Also print every setting and transformers' own warnings (the settings are saved with each model).",
+)
+def train_command(verbose=False, **options):
     """Fine-tune a vision-language model on your product images and catalogue CSV.
 
     Images are matched to catalogue rows exactly as `inspector scan --truth` does. The model learns to give
@@ -451,7 +467,16 @@ def train_command(**options):
         from inspector.training import train
 
         console = Console(stderr=True, highlight=False, soft_wrap=True)
-        console.print(f"training config:\n{config.describe()}", style="dim", markup=False)
+        _quiet_transformers(verbose)
+        if verbose:
+            console.print(f"training config:\n{config.describe()}", style="dim", markup=False)
+        else:
+            console.print(
+                f"training {config.model} ({config.method}) into {config.output}; every setting is saved in "
+                "train_config.json with each model (--verbose prints them here)",
+                style="dim",
+                markup=False,
+            )
         with RichTrainProgress(console) as progress:
             result = train(config, progress)
         print_summary(result, Console(highlight=False, soft_wrap=True, markup=False))

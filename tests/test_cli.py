@@ -473,3 +473,32 @@ def test_samples_help_names_n(runner):
     result = runner.invoke(cli, ["samples", "--help"])
     assert "Draw -n synthetic" in result.output
     assert re.search(r"-n INTEGER RANGE\s+How many images to draw", result.output)
+
+
+def test_train_prints_its_settings_and_transformers_notices_only_when_verbose(runner, sample_dir, tmp_path, monkeypatch):
+    """Issue 20.8: a 35-line settings dump and transformers' PAD/BOS/EOS and use_cache notices by default."""
+    from transformers.utils import logging as hf_logging
+
+    import inspector.training
+    from inspector.errors import TrainingError
+
+    verbosity = []
+
+    def train(config, progress):
+        verbosity.append(hf_logging.get_verbosity())
+        raise TrainingError("stopped here")
+
+    monkeypatch.setattr(inspector.training, "train", train)
+    before = hf_logging.get_verbosity()
+    base = ["train", "--truth", str(sample_dir / "truth.csv"), "--model", "fake:x", "--output", str(tmp_path / "o")]
+    try:
+        quiet = runner.invoke(cli, base)
+        verbose = runner.invoke(cli, [*base, "--verbose"])
+    finally:
+        hf_logging.set_verbosity(before)
+    assert " ".join(quiet.stderr.split()) == (
+        f"training fake:x (full) into {tmp_path / 'o'}; every setting is saved in train_config.json with each "
+        "model (--verbose prints them here) Error: stopped here"
+    )
+    assert verbose.stderr.startswith("training config:\n") and "method = 'full'" in verbose.stderr
+    assert verbosity == [hf_logging.ERROR, hf_logging.WARNING]
