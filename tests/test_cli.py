@@ -502,3 +502,27 @@ def test_train_prints_its_settings_and_transformers_notices_only_when_verbose(ru
     )
     assert verbose.stderr.startswith("training config:\n") and "method = 'full'" in verbose.stderr
     assert verbosity == [hf_logging.ERROR, hf_logging.WARNING]
+
+
+def test_the_readme_review_demo_with_the_fake_backend_works(runner, tmp_path, sample_dir, monkeypatch):
+    """Issue 20.10: the README documents the fake backend's answers file; its example must run as written."""
+    import shlex
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- review-demo -->\n```bash\n", 1)[1].split("\n```", 1)[0]
+    answers = block.split("<<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+    command = shlex.split(block.split("\nEOF\n", 1)[1].replace("\\\n", " "))
+    assert command[:2] == ["inspector", "scan"]
+    monkeypatch.chdir(tmp_path)
+    Path("answers.json").write_text(answers, encoding="utf-8")
+    args = [str(sample_dir) + arg[len("sample_images"):] if arg.startswith("sample_images") else arg
+            for arg in command[1:]]  # fmt: skip
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    html = Path("review-demo.html").read_text(encoding="utf-8")
+    review = json.loads(re.search(r'<script type="application/json" id="review-data">(.*?)</script>', html, re.S)[1])
+    wrong = sorted(
+        ((item[2], item[3], item[4], item[5], round(item[6], 6)) for item in review["items"] if item[3] == "wrong"),
+        key=lambda item: -item[4],
+    )
+    assert wrong == [("category", "wrong", "coat", "t-shirt", 0.97), ("price", "wrong", "420.00", "4200.00", 0.35)]
