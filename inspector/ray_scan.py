@@ -35,9 +35,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from inspector.discovery import ImageSource
-from inspector.errors import InspectorError, RayError
+from inspector.discovery import ImageSource, read_source
+from inspector.errors import ImageLoadError, InspectorError, RayError, RunNotFoundError
 from inspector.fields import FieldSet, TruthRecord
+from inspector.images import sha256_hex
 from inspector.scan import (
     AUTO_BATCH_LIMIT,
     Answer,
@@ -57,6 +58,7 @@ from inspector.scan import (
     read_scan_inputs,
     session_stats,
     start_run,
+    unreadable_sha,
 )
 from inspector.scoring import PriceTolerance
 from inspector.store import ItemResult, Store, open_store
@@ -292,9 +294,11 @@ def scan_on_ray(
     prompt = config.scan_prompt()
     sources = inputs.sources[: config.limit] if config.limit is not None else inputs.sources
     truth_by_location, truth_summary = match_truth(inputs.truth, sources)
+    store = store or open_store(config.db)
+    if sources and all_stored(store, config.run_key(prompt), sources, config.workers):
+        return _nothing_to_do(store, config, prompt, sources, truth_summary, progress)
     connect(address)
     layout = plan(config, gpus, actors)
-    store = store or open_store(config.db)
     run_id = start_run(store, config, prompt, None, config.batch_size)
     done = store.done_shas(run_id)
     progress.start(len(sources), 0)
@@ -322,6 +326,50 @@ def scan_on_ray(
         )
         store.finish_run(run_id, status, stats)
     return ScanSummary.of_session(run_id, config.run_key(prompt), status, len(sources), counts, stats)
+
+
+def all_stored(store: Store, run_key: str, sources: list[ImageSource], workers: int = 4) -> bool:
+    """Whether the run already holds every one of `sources` (local files only), checked on the driver as a local
+    rerun checks it: by the sha256 of each file's bytes. A rerun with nothing to do then needs no Ray at all
+    (starting it costs tens of seconds). Cheap first: unless every path is stored in the run, no file is read."""
+    if any(source.path is None for source in sources):
+        return False  # URLs: the driver does not download them
+    try:
+        run_id = store.get_run(run_key).id
+    except RunNotFoundError:
+        return False
+    if not store.stored_paths(run_id) >= {source.location for source in sources}:
+        return False
+    done = store.done_shas(run_id)
+
+    def stored(source: ImageSource) -> bool:
+        try:
+            return sha256_hex(read_source(source)) in done
+        except ImageLoadError:
+            return unreadable_sha(source) in done  # as `load_image` names it
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="hash") as pool:
+        return all(pool.map(stored, sources))
+
+
+def _nothing_to_do(
+    store: Store,
+    config: ScanConfig,
+    prompt,
+    sources: list[ImageSource],
+    truth_summary: dict | None,
+    progress: ScanProgress,
+) -> ScanSummary:
+    """The summary of a rerun whose images are all stored: the run resumed and finished, Ray never started."""
+    started = time.perf_counter()
+    run_id = start_run(store, config, prompt, None, config.batch_size)
+    counts = new_counts()
+    counts["already_done"] = len(sources)
+    progress.start(len(sources), 0)
+    progress.advance(len(sources), 0)
+    stats = session_stats(counts, time.perf_counter() - started, truth_summary, ray={"started": False})
+    store.finish_run(run_id, "completed", stats)
+    return ScanSummary.of_session(run_id, config.run_key(prompt), "completed", len(sources), counts, stats)
 
 
 def _results(

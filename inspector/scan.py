@@ -268,14 +268,18 @@ def load_image(
     return loaded
 
 
+def unreadable_sha(source: ImageSource) -> str:
+    """The identity of an image whose bytes could not be read: a stand-in from where it lives."""
+    return sha256_hex(f"unreadable:{source.location}".encode())
+
+
 def _load(source: ImageSource) -> PendingImage | ItemResult:
     """Read, hash and decode one image; a failure becomes a finished ItemResult carrying the error."""
     try:
         data = read_source(source)
     except ImageLoadError as error:
-        # Its bytes were never seen: a stand-in identity from where it lives. A transient download failure is
-        # stored as retryable, so a rerun tries it again instead of counting it done.
-        sha = sha256_hex(f"unreadable:{source.location}".encode())
+        # A transient download failure is stored as retryable, so a rerun tries it again instead of counting it done.
+        sha = unreadable_sha(source)
         item = _failed_item(source, sha, str(error))
         item.retryable = isinstance(error, FetchError) and error.transient
         return item

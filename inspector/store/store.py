@@ -356,6 +356,12 @@ class Store:
             )
             return set(session.scalars(query))
 
+    def stored_paths(self, run_id: int) -> set[str]:
+        """The paths (or URLs) of the run's predictions that are outcomes (as in `done_shas`)."""
+        with self._transaction(write=False) as session:
+            query = select(Prediction.path).where(Prediction.run_id == run_id, Prediction.retryable.is_not(True))
+            return set(session.scalars(query))
+
     def add_batch(self, run_id: int, items: list[ItemResult]) -> None:
         """Store a batch in one transaction: all of it or (if the process dies) none of it.
 
