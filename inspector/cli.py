@@ -204,7 +204,9 @@ def _run_ray_scan(config, address: str, gpus: str | None):
     inputs = _check_scan_inputs(config)
     store = open_store(config.db)
     console.print(f"[dim]inspector {__version__} · scan config: {_config_line(config)}")
-    console.print(f"[dim]on Ray ({address or 'local'}) …")
+    from inspector.ray_scan import ray_log_file
+
+    console.print(f"[dim]on Ray ({address or 'local'}) … (Ray's log lines: {ray_log_file()})", markup=True)
     with RichScanProgress(console) as progress:
         summary = scan_on_ray(config, address, gpus=gpus, inputs=inputs, progress=progress, store=store)
     return _with_report(config, store, summary)

@@ -29,10 +29,12 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from inspector.discovery import ImageSource, read_source
@@ -109,10 +111,34 @@ def parse_address(value: str | None) -> str | None:
     )
 
 
+def ray_log_file() -> Path:
+    """Where the driver's Ray log lines go (Ray's own for its processes: /tmp/ray/session_latest/logs)."""
+    return Path(tempfile.gettempdir()) / "ray" / "inspector-driver.log"
+
+
+def _log_to_file(path: Path) -> None:
+    """Ray's and Ray Data's log lines of this process (token authentication, "Starting execution of Dataset",
+    ...) into `path` instead of onto the terminal, where the scan's progress bar is."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.INFO)  # Ray Data's debug lines stay in its own log file
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d -- %(message)s"))
+    for name in ("ray", "ray.data"):
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            if isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler):
+                logger.removeHandler(old)  # the console; Ray Data's own log file stays
+        if not any(getattr(old, "baseFilename", None) == handler.baseFilename for old in logger.handlers):
+            logger.addHandler(handler)
+        logger.propagate = False
+
+
 def connect(address: str | None) -> None:
     """Join the Ray cluster at `address` ("auto": the one in RAY_ADDRESS or started with `ray start` here), or
-    with None start or join a local one. A cluster this process already joined is used as it is."""
+    with None start or join a local one. A cluster this process already joined is used as it is. Ray's log lines
+    go to `ray_log_file()`."""
     ray = import_ray()
+    _log_to_file(ray_log_file())
     if ray.is_initialized():
         return
     try:

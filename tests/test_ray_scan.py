@@ -353,3 +353,21 @@ def test_a_rerun_with_nothing_to_do_does_not_start_ray(images, answers_file, tmp
     (changed / "999_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 other broken bytes")
     with pytest.raises(RayError, match="Ray was started"):
         scan_on_ray(moved)
+
+
+def test_rays_log_lines_go_to_a_file_not_over_the_progress_bar(cluster, images, answers_file, tmp_path, monkeypatch, capfd):
+    """Issue 20.9: Ray's INFO lines ("Starting execution of Dataset ...") were printed over the progress bar."""
+    import inspector.ray_scan as ray_scan
+
+    log = tmp_path / "ray" / "inspector-driver.log"
+    monkeypatch.setattr(ray_scan, "ray_log_file", lambda: log)
+    config = config_for(images, answers_file, str(tmp_path / "r.db"), batch_size=8, limit=4)
+    capfd.readouterr()
+
+    summary = scan_on_ray(config, "auto", actors=1)
+
+    assert summary.status == "completed"
+    printed = capfd.readouterr()
+    assert "Starting execution of Dataset" not in printed.out + printed.err
+    assert "streaming_executor" not in printed.out + printed.err
+    assert "Starting execution of Dataset" in log.read_text(encoding="utf-8")
