@@ -15,6 +15,8 @@ from inspector.speedups import FUSIONS
 from inspector.training.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig
 
 _DEFAULTS = TrainConfig()
+#: Options that are not TrainConfig fields: how much to print, and old spellings kept for one release.
+CLI_ONLY_OPTIONS = ("verbose", "deprecated_workers", "deprecated_run_name")
 _FIELD_LABELS = {"size_price": "size prices"}
 
 
