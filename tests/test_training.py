@@ -152,6 +152,20 @@ def test_rows_with_unreadable_cells_are_skipped_and_counted(tmp_path):
     assert all(e.truth.price is not None for e in data.train)
 
 
+def test_a_field_several_columns_could_be_is_warned_about_in_training_too(tmp_path):
+    """Issue 20.2: train reads the catalogue as scan does, and says so when a field has several candidates."""
+    for name, colour in (("a.png", "red"), ("b.png", "blue")):
+        Image.new("RGB", (64, 64), colour).save(tmp_path / name)
+    csv_path = tmp_path / "truth.csv"
+    csv_path.write_text("file,title,Title,price\na.png,Alpha,A,10.00\nb.png,Beta,B,12.00\n")
+    data = load_training_data(TrainConfig(truth=str(csv_path), val_fraction=0))
+    assert data.summary.column_warnings == [
+        "2 catalogue columns look like title ('title', 'Title'); using 'title'. "
+        'Choose one with --truth-columns title="COLUMN"'
+    ]
+    assert sorted(e.truth.title for e in data.train) == ["Alpha", "Beta"]
+
+
 def test_empty_training_set_is_a_clear_error(tmp_path):
     Image.new("RGB", (64, 64)).save(tmp_path / "x.png")
     csv_path = _write_csv(tmp_path / "truth.csv", [{"file": "other.png", "title": "T", "price": "1"}])

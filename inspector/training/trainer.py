@@ -501,6 +501,8 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
 
     data: TrainingData = load_training_data(config, workers=max(1, config.workers) * 2)
     if progress is not None:
+        for warning in data.summary.column_warnings:
+            progress.message(f"warning: {warning}")
         progress.message(
             f"{data.summary.train_examples} training and {data.summary.val_examples} validation images "
             f"({data.summary.unmatched_images} without a catalogue row, {data.summary.unreadable_images} "
