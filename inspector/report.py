@@ -209,7 +209,8 @@ def _metric_dict(values: dict) -> dict:
     """The metric keys the template reads, whichever shape FieldMetrics.to_dict() has."""
     counts = values.get("counts") or {o: values.get(o) or 0 for o in Outcome.ALL}
     return {
-        "n": values.get("n") or sum(counts.values()),
+        # Results judged (an unreadable catalogue cell is counted, not judged).
+        "n": values["n"] if values.get("n") is not None else sum(counts.get(o, 0) for o in Outcome.SCORED),
         "counts": counts,
         "accuracy": values.get("accuracy"),
         "precision": values.get("precision"),

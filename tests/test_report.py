@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from inspector.errors import InputError, RunNotFoundError
-from inspector.fields import BUILTIN_FIELDS, ProductFields, TruthRecord
+from inspector.fields import BUILTIN_FIELDS, FieldResult, Outcome, ProductFields, TruthRecord
 from inspector.report import render_report, render_report_html
 from inspector.scoring import score_answer
 from inspector.store import ItemResult, Store, open_store
@@ -379,3 +379,12 @@ def test_navigation_names_of_a_and_b_and_deltas_coloured_by_better_or_worse(demo
     assert re.search(r'class="num delta better">-[0-9.,]+</td>\s*$', sizes), sizes
     single = render_report_html(store, base)
     assert '<p class="ab">' not in single and '<nav class="toc"' in single
+
+
+def test_a_field_with_only_unreadable_catalogue_cells_shows_nothing_scored() -> None:
+    from inspector.report import _metric_dict
+    from inspector.scoring import summarise
+
+    metrics = summarise([FieldResult("weight", Outcome.UNREADABLE, "500 g", "heavy")] * 2)["weight"].to_dict()
+    shown = _metric_dict(metrics)
+    assert (shown["n"], shown["counts"]["unreadable"], shown["accuracy"]) == (0, 2, None)
