@@ -474,10 +474,11 @@ def tiny_model(folder, family, seed, tokenizer_dir):
 
 @cli.command()
 @click.argument("folder", type=click.Path(file_okay=False))
-@click.option("-n", "count", default=36, show_default=True, type=click.IntRange(1), help="How many images to draw.")
+@click.option("-n", "count", metavar="N", default=36, show_default=True, type=click.IntRange(1),
+              help="How many images to draw.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the drawn products.")
 def samples(folder, count, seed):
-    """Draw -n synthetic product listing images and their truth CSV into FOLDER."""
+    """Draw N (-n) synthetic product listing images and their truth CSV into FOLDER."""
     with friendly_errors():
         from inspector.samples import generate_samples
 

@@ -471,8 +471,8 @@ def test_ray_does_not_swallow_a_path_after_it(runner, tmp_path, sample_dir):
 
 def test_samples_help_names_n(runner):
     result = runner.invoke(cli, ["samples", "--help"])
-    assert "Draw -n synthetic" in result.output
-    assert re.search(r"-n INTEGER RANGE\s+How many images to draw", result.output)
+    assert "Draw N (-n) synthetic" in result.output
+    assert re.search(r"-n N\s+How many images to draw\.\s+\[default: 36", result.output)
 
 
 def test_train_prints_its_settings_and_transformers_notices_only_when_verbose(runner, sample_dir, tmp_path, monkeypatch):
