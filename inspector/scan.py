@@ -332,8 +332,8 @@ def read_scan_inputs(config: ScanConfig) -> ScanInputs:
         from inspector.backends import check_model_reference
         from inspector.backends.hf import check_device
 
-        check_model_reference(config.model)
         check_device(config.device)
+        check_model_reference(config.model)
     config.scan_prompt()  # reads the fields file too
     PriceTolerance.parse(config.price_tolerance)
     sources = discover(config.inputs)
