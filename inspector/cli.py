@@ -53,7 +53,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
 @click.option("--truth", type=click.Path(dir_okay=False), help="Ground-truth catalogue CSV to score answers against.")
 @click.option(
     "--truth-columns",
@@ -71,7 +71,8 @@ def cli() -> None:
 @click.option("--sizes", help="Also ask for the prices in these sizes, e.g. 6.5,7.5,8")
 @click.option("--fields", "fields_file", type=click.Path(dir_okay=False),
               help="TOML file declaring more fields to read (colour, material, volume, ...), see docs/fields.md.")
-@click.option("--max-new-tokens", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--max-new-tokens", default=256, show_default=True, type=click.IntRange(1),
+              help="Longest answer the model may write, in tokens.")
 @click.option("--min-new-tokens", default=0, type=click.IntRange(0), help="Force answers this long (benchmarks).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32.")
@@ -84,7 +85,8 @@ def cli() -> None:
 @click.option("--limit", type=click.IntRange(1), help="Scan only the first N images found.")
 @click.option("--run-name", help="Name for this run (reuse it to resume or compare).")
 @click.option("--price-tolerance", default="0.005", show_default=True, help="Absolute (0.01) or relative (2%).")
-@click.option("--title-threshold", default=0.6, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--title-threshold", default=0.6, show_default=True, type=click.FloatRange(0, 1),
+              help="Token F1 between answer and catalogue title from which the title counts as correct.")
 @click.option("--workers", default=4, show_default=True, type=click.IntRange(1), help="Image decoding threads.")
 @click.option("--gpus", help="Use several GPUs: 'all' or a number (one process per GPU, one run).")
 @click.option("--shard", hidden=True, help="INDEX/COUNT: process one shard of the images (used by --gpus).")
@@ -96,7 +98,7 @@ def cli() -> None:
     flag_value="local",
     metavar="[ADDRESS]",
     help="Scan on a Ray cluster: alone, start or join one on this machine; 'auto' (RAY_ADDRESS) or HOST:PORT to "
-    "join one. Put it after the PATHS. Needs pip install 'inspector[ray]'.",
+    "join one. A path typed after it is scanned, not taken for an address. Needs pip install 'inspector[ray]'.",
 )
 def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_report, batch_size, prompt_name,
          prompt_file, sizes, fields_file, max_new_tokens, min_new_tokens, device, dtype, num_crops, attn_implementation,
@@ -109,6 +111,7 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
     when given, and summarised in an HTML report. Rerunning the same command resumes the same run and skips
     images already stored.
     """
+    paths, ray_address = _ray_value_or_path(paths, ray_address)
     with stoppable(), friendly_errors():
         from inspector.fields import load_fields
         from inspector.prompts import parse_sizes_option
@@ -159,6 +162,19 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
         _print_scan_summary(config, summary)
 
 
+def _ray_value_or_path(paths: tuple[str, ...], ray_address: str | None) -> tuple[tuple[str, ...], str | None]:
+    """`--ray ./images`: click reads the path as --ray's value. A value that is no Ray address is a path to scan
+    (and --ray stands alone); PATHS are required once that is settled."""
+    if ray_address not in (None, "local"):
+        from inspector.ray_scan import is_address
+
+        if not is_address(ray_address):
+            paths, ray_address = (*paths, ray_address), "local"
+    if not paths:
+        raise click.UsageError("Missing argument 'PATHS...': the folders, files or URLs to scan.")
+    return paths, ray_address
+
+
 def _run_scan(config):
     from inspector.scan import Scanner
     from inspector.store import open_store
@@ -188,7 +204,9 @@ def _run_ray_scan(config, address: str, gpus: str | None):
     inputs = _check_scan_inputs(config)
     store = open_store(config.db)
     console.print(f"[dim]inspector {__version__} · scan config: {_config_line(config)}")
-    console.print(f"[dim]on Ray ({address or 'local'}) …")
+    from inspector.ray_scan import ray_log_file
+
+    console.print(f"[dim]on Ray ({address or 'local'}) … (Ray's log lines: {ray_log_file()})", markup=True)
     with RichScanProgress(console) as progress:
         summary = scan_on_ray(config, address, gpus=gpus, inputs=inputs, progress=progress, store=store)
     return _with_report(config, store, summary)
@@ -201,6 +219,7 @@ def _with_report(config, store, summary):
 
         summary.report_path = str(render_report(store, summary.run_id, Path(config.report)))
     summary.metrics = {name: m.to_dict() for name, m in store.run_metrics(summary.run_id).items()}
+    summary.answered_images = store.answered_images(summary.run_id)
     return summary
 
 
@@ -222,6 +241,7 @@ def _config_line(config) -> str:
 
     keys = ("model", "db", "truth", "batch_size", "max_new_tokens", "device", "dtype", "prompt", "sizes")
     values = asdict(config) | {"db": shown_database(config.db)}
+    values["batch_size"] = values["batch_size"] or "auto"  # 0 stands for --batch-size auto
     return ", ".join(f"{k}={values[k]}" for k in keys if values[k] not in (None, [], ""))
 
 
@@ -254,7 +274,25 @@ def _print_scan_summary(config, summary) -> None:
             lines = ", ".join(t["malformed_at_lines"]) + (", …" if t["malformed_rows"] > len(t["malformed_at_lines"]) else "")
             problems.append(f"{t['malformed_rows']} malformed rows skipped: line {lines}")
         console.print(line + (f" ({', '.join(problems)})" if problems else ""))
+    if summary.answered_images == 0 and new + summary.already_done > 0:
+        console.print(
+            "The model answered no field in any image: every answer was empty or could not be read "
+            "(the raw answers are in the report and in predictions.raw_output; check --model and --prompt)."
+        )
+    unreadable = [f"{name} {m['unreadable']}" for name, m in summary.metrics.items() if m.get("unreadable")]
+    if unreadable:
+        where = " (listed in the report)" if summary.report_path else ""
+        console.print(f"Unreadable catalogue cells, left out of the metrics: {', '.join(unreadable)}{where}")
+    outside = [
+        f"{name} {m['outside_values']} answers, {m['catalogue_outside_values']} catalogue values"
+        for name, m in summary.metrics.items()
+        if m.get("outside_values") or m.get("catalogue_outside_values")
+    ]
+    if outside:
+        console.print(f"Outside the declared values: {'; '.join(outside)}")
     if summary.metrics:
+        from inspector.scoring import format_errors
+
         table = Table(title="Per-field results")
         for column in ("field", "n", "accuracy", "precision", "recall", "F1", "MAE"):
             table.add_column(column, justify="left" if column == "field" else "right")
@@ -266,7 +304,7 @@ def _print_scan_summary(config, summary) -> None:
                 _pct(m["precision"]),
                 _pct(m["recall"]),
                 _pct(m["f1"]),
-                "" if m.get("mean_abs_error") is None else f"{m['mean_abs_error']:.2f}",
+                format_errors(m),
             )
         console.print(table)
     console.print(f"Database: {shown_database(config.db)}")
@@ -375,7 +413,7 @@ def _user_name() -> str | None:
 
 
 @cli.command()
-@click.argument("run")
+@click.argument("run", required=False)
 @click.option("--db", default="inspector.db", show_default=True, help="SQLite file or SQLAlchemy URL.")
 @click.option("--out", "-o", required=True, help="File to write: .csv, or .parquet (needs pyarrow).")
 @click.option(
@@ -390,7 +428,8 @@ def _user_name() -> str | None:
 @click.option("--field", help="Only this field (size_prices: every size's price).")
 @click.option("--category", help="Only images whose catalogue category is this ('(none)': no category).")
 def export(run, db, out, what, mismatches_only, field, category):
-    """Write RUN's (id or name) results or catalogue corrections as CSV or Parquet, with the report's filters."""
+    """Write RUN's (id or name; default: the latest run) results or catalogue corrections as CSV or Parquet, with
+    the report's filters."""
     with friendly_errors():
         from inspector.export import export_run
         from inspector.outputs import check_output_file
@@ -416,9 +455,10 @@ def _require_existing_db(db: str) -> None:
 @cli.command("tiny-model")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option(
-    "--family", type=click.Choice(["llava", "idefics3", "phi3v"]), default="llava", show_default=True
+    "--family", type=click.Choice(["llava", "idefics3", "phi3v"]), default="llava", show_default=True,
+    help="Architecture of the tiny model.",
 )
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
 @click.option("--tokenizer-dir", type=click.Path(file_okay=False), help="phi3v: real Phi-3.5-vision tokenizer files.")
 def tiny_model(folder, family, seed, tokenizer_dir):
     """Build a tiny VLM with RANDOM weights into FOLDER, to try the pipeline offline.
@@ -444,10 +484,11 @@ def tiny_model(folder, family, seed, tokenizer_dir):
 
 @cli.command()
 @click.argument("folder", type=click.Path(file_okay=False))
-@click.option("-n", "count", default=36, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=0, show_default=True)
+@click.option("-n", "count", metavar="N", default=36, show_default=True, type=click.IntRange(1),
+              help="How many images to draw.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the drawn products.")
 def samples(folder, count, seed):
-    """Draw COUNT synthetic product listing images and their truth CSV into FOLDER."""
+    """Draw N (-n) synthetic product listing images and their truth CSV into FOLDER."""
     with friendly_errors():
         from inspector.samples import generate_samples
 

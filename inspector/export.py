@@ -17,7 +17,7 @@ from inspector.errors import InputError, OutputError
 from inspector.fields import Outcome
 from inspector.outputs import make_folder, write_text_atomic
 from inspector.review import CATALOGUE_WRONG
-from inspector.scoring import SIZE_FIELD_PREFIX, normalise_label
+from inspector.scoring import SIZE_FIELD_PREFIX, normalise_label, outside_sides
 from inspector.store import Store
 
 RESULTS, CORRECTIONS = "results", "corrections"
@@ -30,7 +30,8 @@ NO_CATEGORY = "(none)"
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "run_id", "sha256", "path", "catalogue_key", "catalogue_row", "catalogue_category", "field", "outcome",
-    "model_value", "catalogue_value", "score", "confidence", "decision", "corrected_value", "error",
+    "model_value", "catalogue_value", "score", "outside_values", "confidence", "decision", "corrected_value",
+    "error",
 )  # fmt: skip
 CORRECTION_COLUMNS: tuple[str, ...] = (
     "catalogue_key", "catalogue_row", "field", "catalogue_value", "corrected_value", "corrected_by",
@@ -83,6 +84,7 @@ def _wanted_field(name: str, wanted: str | None) -> bool:
 
 def _rows(store: Store, run_id: int, what: str, mismatches_only: bool, field: str | None, category: str | None):
     decisions = {(r.sha256, r.field): r for r in store.reviews(run_id)}
+    fieldset = store.get_run(run_id).fields
     wanted_category = None if category is None else (normalise_label(category) if category != NO_CATEGORY else "")
     rows = []
     for image in store.run_rows(run_id, with_thumbnails=False):
@@ -137,6 +139,8 @@ def _rows(store: Store, run_id: int, what: str, mismatches_only: bool, field: st
             continue
         for result in results:
             review = decisions.get((image["sha256"], result["field"]))
+            spec = fieldset.get(result["field"])
+            category = spec is not None and spec.kind == "category"
             rows.append(
                 {
                     **common,
@@ -144,7 +148,10 @@ def _rows(store: Store, run_id: int, what: str, mismatches_only: bool, field: st
                     "outcome": result["outcome"],
                     "model_value": result["predicted"],
                     "catalogue_value": result["expected"],
-                    "score": result["score"],
+                    # Categories have no score: equal or not is the outcome (older runs stored 1/0 there for "one
+                    # of the declared values", which read as a contradiction beside "wrong").
+                    "score": None if category else result["score"],
+                    "outside_values": outside_sides(spec, result["predicted"], result["expected"]),
                     "confidence": result["confidence"],
                     "decision": review.decision if review else None,
                     "corrected_value": review.corrected_value if review else None,

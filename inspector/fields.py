@@ -5,8 +5,8 @@ lines), catalogue column detection, the prompt, the canonical training answer, s
 all walk the active `FieldSet` instead of naming fields. Kinds:
 
 - ``text``: free text, scored by token F1 against a threshold (like the title);
-- ``category``: a label compared after normalisation (case, accents, punctuation); optional allowed ``values``,
-  answers outside them are flagged (their result's score is 0);
+- ``category``: a label compared after normalisation (case, accents, punctuation); optional allowed ``values``:
+  answers and catalogue values outside them are flagged and counted (`scoring.outside_values`);
 - ``price``: an amount compared within a tolerance; the currency written next to it feeds the ``currency`` field;
 - ``currency``: an ISO 4217 code;
 - ``number``: a quantity, optionally with a ``unit``; "500 ml" and "0.5 l" are compared after conversion;
@@ -22,7 +22,7 @@ import math
 import re
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any, Union
@@ -39,6 +39,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 __all__ = [
     "BUILTIN_FIELDS",
     "KINDS",
+    "CellProblem",
     "FieldResult",
     "FieldSet",
     "FieldSpec",
@@ -547,6 +548,21 @@ class ProductFields(dict[str, FieldValue]):
         return f"ProductFields({dict.__repr__(self)})"
 
 
+@dataclass(frozen=True)
+class CellProblem:
+    """A catalogue cell that could not be read; the rest of its row is still used."""
+
+    #: 1-based data row number (header excluded).
+    row_number: int
+    column: str
+    value: str
+    problem: str
+    #: The field result the cell would have been scored as ("weight", "size_price:7.5"), when the cell left that
+    #: field empty: the field is then not judged for this row (`Outcome.UNREADABLE`). None when the value came
+    #: from elsewhere (a currency from the price's symbol) or the cell names no one field.
+    field_name: str | None = field(default=None, compare=False)
+
+
 @dataclass
 class TruthRecord:
     """One catalogue row, as read from the ground-truth CSV."""
@@ -558,6 +574,16 @@ class TruthRecord:
     fields: ProductFields
     #: The image path/name the row points at, as written in the CSV, if it has such a column.
     image_ref: str | None = None
+    #: The row's cells that could not be read (see `CellProblem`).
+    problems: tuple[CellProblem, ...] = ()
+
+    def unreadable(self) -> dict[str, CellProblem]:
+        """Field result name -> the unreadable cell that left it empty: these fields are not judged."""
+        found: dict[str, CellProblem] = {}
+        for problem in self.problems:
+            if problem.field_name is not None:
+                found.setdefault(problem.field_name, problem)
+        return found
 
 
 class Outcome:
@@ -570,8 +596,13 @@ class Outcome:
     #: The model gave a value, the catalogue has none.
     SPURIOUS = "spurious"
     BOTH_EMPTY = "both_empty"
+    #: The catalogue cell could not be read (a weight "heavy", an ambiguous price "1,290"): the field is not
+    #: judged, for or against the model, and is left out of every metric.
+    UNREADABLE = "unreadable"
 
-    ALL: tuple[str, ...] = (CORRECT, WRONG, MISSED, SPURIOUS, BOTH_EMPTY)
+    #: The outcomes that judge the model; metrics are computed over these.
+    SCORED: tuple[str, ...] = (CORRECT, WRONG, MISSED, SPURIOUS, BOTH_EMPTY)
+    ALL: tuple[str, ...] = (*SCORED, UNREADABLE)
 
 
 @dataclass
@@ -583,8 +614,8 @@ class FieldResult:
     outcome: str
     predicted: str | None
     expected: str | None
-    #: Text similarity (0..1), absolute price/number error, or for categories with allowed values 1 / 0 (the
-    #: answer is / is not one of them); None where it means nothing.
+    #: Text similarity (0..1) or absolute price/number error; None where it means nothing (categories: equal or
+    #: not is the outcome).
     score: float | None = None
     #: How sure the model was of its value (0..1, see `inspector.confidence`); None without a value or token
     #: log-probabilities.

@@ -171,4 +171,5 @@ def scan_on_devices(
 
         summary.report_path = str(render_report(store, run_id, Path(config.report)))
     summary.metrics = {name: m.to_dict() for name, m in store.run_metrics(run_id).items()}
+    summary.answered_images = store.answered_images(run_id)
     return summary

@@ -31,15 +31,18 @@ import os
 import pickle
 import re
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from inspector.discovery import ImageSource
-from inspector.errors import InspectorError, RayError
+from inspector.discovery import ImageSource, read_source
+from inspector.errors import ImageLoadError, InspectorError, RayError, RunNotFoundError
 from inspector.fields import FieldSet, TruthRecord
+from inspector.images import sha256_hex
 from inspector.interrupts import deferred, handlers_kept
 from inspector.scan import (
     AUTO_BATCH_LIMIT,
@@ -61,6 +64,7 @@ from inspector.scan import (
     read_scan_inputs,
     session_stats,
     start_run,
+    unreadable_sha,
 )
 from inspector.scoring import PriceTolerance
 from inspector.store import ItemResult, Store, open_store
@@ -93,12 +97,17 @@ def import_ray():
     return ray
 
 
+def is_address(value: str) -> bool:
+    """Whether `value` is a Ray address: "auto", HOST:PORT or ray://HOST:PORT (else, after `--ray`, a path)."""
+    return value == "auto" or value.startswith("ray://") or bool(re.fullmatch(r"[\w.\-\[\]:]+:\d+", value))
+
+
 def parse_address(value: str | None) -> str | None:
     """`--ray`'s value: "local" (the flag alone) → None (start or join a Ray instance here); "auto", HOST:PORT or
     ray://HOST:PORT as given. Anything else is most likely a scan path that followed `--ray`."""
     if value in (None, "", "local"):
         return None
-    if value == "auto" or value.startswith("ray://") or re.fullmatch(r"[\w.\-\[\]:]+:\d+", value):
+    if is_address(value):
         return value
     raise RayError(
         f"--ray takes no value, 'auto', HOST:PORT or ray://HOST:PORT; got {value!r} "
@@ -111,10 +120,34 @@ def parse_address(value: str | None) -> str | None:
 ANSWER_TIMEOUT_S = 5
 
 
+def ray_log_file() -> Path:
+    """Where the driver's Ray log lines go (Ray's own for its processes: /tmp/ray/session_latest/logs)."""
+    return Path(tempfile.gettempdir()) / "ray" / "inspector-driver.log"
+
+
+def _log_to_file(path: Path) -> None:
+    """Ray's and Ray Data's log lines of this process (token authentication, "Starting execution of Dataset",
+    ...) into `path` instead of onto the terminal, where the scan's progress bar is."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.INFO)  # Ray Data's debug lines stay in its own log file
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d -- %(message)s"))
+    for name in ("ray", "ray.data"):
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            if isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler):
+                logger.removeHandler(old)  # the console; Ray Data's own log file stays
+        if not any(getattr(old, "baseFilename", None) == handler.baseFilename for old in logger.handlers):
+            logger.addHandler(handler)
+        logger.propagate = False
+
+
 def connect(address: str | None) -> None:
     """Join the Ray cluster at `address` ("auto": the one in RAY_ADDRESS or started with `ray start` here), or
-    with None start or join a local one. A cluster this process already joined is used as it is."""
+    with None start or join a local one. A cluster this process already joined is used as it is. Ray's log lines
+    go to `ray_log_file()`."""
     ray = import_ray()
+    _log_to_file(ray_log_file())
     if ray.is_initialized():
         return
     _check_answers(ray, address)
@@ -327,9 +360,11 @@ def scan_on_ray(
     prompt = config.scan_prompt()
     sources = inputs.sources[: config.limit] if config.limit is not None else inputs.sources
     truth_by_location, truth_summary = match_truth(inputs.truth, sources)
+    store = store or open_store(config.db)
+    if sources and all_stored(store, config.run_key(prompt), sources, config.workers):
+        return _nothing_to_do(store, config, prompt, sources, truth_summary, progress)
     connect(address)
     layout = plan(config, gpus, actors)
-    store = store or open_store(config.db)
     counts = new_counts()
     started = time.perf_counter()
 
@@ -353,6 +388,50 @@ def scan_on_ray(
             raise cause from None
         raise
     return ScanSummary.of_session(run_id, config.run_key(prompt), outcome.status, len(sources), counts, outcome.stats)
+
+
+def all_stored(store: Store, run_key: str, sources: list[ImageSource], workers: int = 4) -> bool:
+    """Whether the run already holds every one of `sources` (local files only), checked on the driver as a local
+    rerun checks it: by the sha256 of each file's bytes. A rerun with nothing to do then needs no Ray at all
+    (starting it costs tens of seconds). Cheap first: unless every path is stored in the run, no file is read."""
+    if any(source.path is None for source in sources):
+        return False  # URLs: the driver does not download them
+    try:
+        run_id = store.get_run(run_key).id
+    except RunNotFoundError:
+        return False
+    if not store.stored_paths(run_id) >= {source.location for source in sources}:
+        return False
+    done = store.done_shas(run_id)
+
+    def stored(source: ImageSource) -> bool:
+        try:
+            return sha256_hex(read_source(source)) in done
+        except ImageLoadError:
+            return unreadable_sha(source) in done  # as `load_image` names it
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="hash") as pool:
+        return all(pool.map(stored, sources))
+
+
+def _nothing_to_do(
+    store: Store,
+    config: ScanConfig,
+    prompt,
+    sources: list[ImageSource],
+    truth_summary: dict | None,
+    progress: ScanProgress,
+) -> ScanSummary:
+    """The summary of a rerun whose images are all stored: the run resumed and finished, Ray never started."""
+    started = time.perf_counter()
+    run_id = start_run(store, config, prompt, None, config.batch_size)
+    counts = new_counts()
+    counts["already_done"] = len(sources)
+    progress.start(len(sources), 0)
+    progress.advance(len(sources), 0)
+    stats = session_stats(counts, time.perf_counter() - started, truth_summary, ray={"started": False})
+    store.finish_run(run_id, "completed", stats)
+    return ScanSummary.of_session(run_id, config.run_key(prompt), "completed", len(sources), counts, stats)
 
 
 def _results(

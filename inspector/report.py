@@ -26,7 +26,7 @@ from inspector.errors import InputError, InspectorError
 from inspector.fields import FieldSet, FieldSpec, Outcome
 from inspector.outputs import write_text_atomic
 from inspector.review import DECISIONS, accuracy_at_coverage, review_view_data
-from inspector.scoring import normalise_label
+from inspector.scoring import format_errors, normalise_label, outside_sides
 from inspector.store import RunInfo, Store
 
 #: Outcomes that mean the model and the catalogue disagree.
@@ -36,6 +36,7 @@ _SIZE_OUTCOME_PRIORITY = (
     Outcome.WRONG,
     Outcome.MISSED,
     Outcome.SPURIOUS,
+    Outcome.UNREADABLE,
     Outcome.CORRECT,
     Outcome.BOTH_EMPTY,
 )
@@ -126,6 +127,7 @@ def render_report_html(
         script_hash=script_hash,
         review_data=_clean_json(review),
         coverage=accuracy_at_coverage(views[0]["rows"]),
+        no_confidence=_no_confidence_reason(views[0]),
         decisions=DECISIONS,
         generated_at=datetime.now(timezone.utc),
         db_url=store.url,
@@ -170,6 +172,7 @@ def _run_view(store: Store, run_id: int, fieldset: FieldSet) -> dict:
             {"field": spec.name, "label": spec.label, **_confusion(rows, spec.name)}
             for spec in _confusable(fieldset)
         ],
+        "unreadable": _unreadable_cells(rows),
         "settings": _flat_items(info.settings),
         "versions": _flat_items(info.versions),
         "extra_stats": _flat_items({k: v for k, v in info.stats.items() if k not in _SHOWN_STATS}),
@@ -179,17 +182,49 @@ def _run_view(store: Store, run_id: int, fieldset: FieldSet) -> dict:
 _SHOWN_STATS = {"elapsed_s", "n_images", "n_failed", "images_per_s"}
 
 
+def _unreadable_cells(rows: list[dict]) -> list[dict]:
+    """The catalogue cells of the run's matched rows that could not be read (their fields were not judged), by
+    catalogue row: image, row, column, field, the cell as written, why, and what the model said."""
+    cells = []
+    for row in rows:
+        truth = row["truth"]
+        if not truth or not truth.get("unreadable"):
+            continue
+        answered = {r["field"]: r["predicted"] for r in row["field_results"]}
+        for cell in truth["unreadable"]:
+            cells.append(
+                {
+                    "path": row["path"],
+                    "row_number": truth["row_number"],
+                    "column": cell.get("column"),
+                    "field": cell["field"],
+                    "value": cell["value"],
+                    "reason": cell.get("reason"),
+                    "predicted": answered.get(cell["field"]),
+                }
+            )
+    cells.sort(key=lambda cell: (cell["row_number"], cell["column"] or "", cell["path"]))
+    return cells
+
+
 def _metric_dict(values: dict) -> dict:
     """The metric keys the template reads, whichever shape FieldMetrics.to_dict() has."""
     counts = values.get("counts") or {o: values.get(o) or 0 for o in Outcome.ALL}
     return {
-        "n": values.get("n") or sum(counts.values()),
+        # Results judged (an unreadable catalogue cell is counted, not judged).
+        "n": values["n"] if values.get("n") is not None else sum(counts.get(o, 0) for o in Outcome.SCORED),
         "counts": counts,
         "accuracy": values.get("accuracy"),
         "precision": values.get("precision"),
         "recall": values.get("recall"),
         "f1": values.get("f1"),
         "mae": values.get("mae", values.get("mean_abs_error")),
+        "mae_text": format_errors(values) or "–",
+        # What the error is counted in (its currency, "" for one without or a number field), for A/B deltas.
+        "mae_unit": next(iter(values.get("mean_abs_error_by_currency") or {}), ""),
+        "outside_values": values.get("outside_values") or 0,
+        "catalogue_outside_values": values.get("catalogue_outside_values") or 0,
+        "outside_total": (values.get("outside_values") or 0) + (values.get("catalogue_outside_values") or 0),
     }
 
 
@@ -235,7 +270,23 @@ def _counts(info: RunInfo, rows: list[dict]) -> dict[str, Any]:
         "images_per_s": info.images_per_s,
         "elapsed_s": info.elapsed_s,
         "median_latency_ms": statistics.median(latencies) if latencies else None,
+        # Images whose answer gave any field a value: none at all means the model (or the prompt) is not working.
+        "answered": sum(1 for r in rows if not r["error"] and _has_value(r["predicted"])),
     }
+
+
+def _has_value(values: dict) -> bool:
+    return any(value not in (None, "", {}) for value in values.values())
+
+
+def _no_confidence_reason(view: dict) -> str:
+    """Why the review view has no confidence to rank values by."""
+    counts = view["counts"]
+    if not counts["with_truth"]:
+        return "the run has no catalogue rows (scan with --truth catalogue.csv)"
+    if not counts["answered"]:
+        return "the model answered no field in any image (every answer was empty or could not be read)"
+    return "the run's backend gives no token probabilities"
 
 
 def _category_key(value: str | None) -> str:
@@ -349,6 +400,7 @@ def _client_data(views: list[dict], fieldset: FieldSet) -> dict:
             if entry is None:
                 entry = by_image[row["image_id"]] = {
                     "p": row["path"],
+                    "s": row["sha256"],
                     "t": _data_uri(row.get("thumbnail")),
                     "wh": [row["width"], row["height"]] if row["width"] and row["height"] else None,
                     "truth": None,
@@ -371,10 +423,7 @@ def _client_data(views: list[dict], fieldset: FieldSet) -> dict:
                 "err": row["error"],
                 "ms": row["latency_ms"],
                 "pk": {spec.name: _category_key(row["predicted"].get(spec.name)) for spec in confusable},
-                "fr": [
-                    [r["field"], r["outcome"], r["predicted"], r["expected"], r["score"], r["confidence"]]
-                    for r in row["field_results"]
-                ],
+                "fr": [_result_entry(r, fieldset) for r in row["field_results"]],
             }
     rows = [by_image[i] for i in order]
     rows.sort(key=lambda r: r["p"])
@@ -408,6 +457,23 @@ def _client_data(views: list[dict], fieldset: FieldSet) -> dict:
         "mismatches": list(MISMATCHES),
         "rows": rows,
     }
+
+
+def _result_entry(result: dict, fieldset: FieldSet) -> list:
+    """A field result for the page: field, outcome, model value, catalogue value, score, confidence, and which
+    side is outside the field's declared values. Categories show no score (older runs stored 1/0 there for "one of
+    the declared values", which read as a contradiction beside "wrong")."""
+    spec = fieldset.get(result["field"])
+    category = spec is not None and spec.kind == "category"
+    return [
+        result["field"],
+        result["outcome"],
+        result["predicted"],
+        result["expected"],
+        None if category else result["score"],
+        result["confidence"],
+        outside_sides(spec, result["predicted"], result["expected"]) if category else None,
+    ]
 
 
 def _data_uri(thumbnail: bytes | None) -> str | None:

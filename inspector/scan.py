@@ -203,6 +203,8 @@ class ScanSummary:
     internal_errors: int = 0
     #: Values left empty because no number holds them (a JSON integer of 309+ digits).
     unrepresentable_values: int = 0
+    #: The run's images the model gave any field a value for (`Store.answered_images`), when counted.
+    answered_images: int | None = None
 
     @classmethod
     def of_session(
@@ -285,14 +287,18 @@ def load_image(
     return loaded
 
 
+def unreadable_sha(source: ImageSource) -> str:
+    """The identity of an image whose bytes could not be read: a stand-in from where it lives."""
+    return sha256_hex(f"unreadable:{source.location}".encode())
+
+
 def _load(source: ImageSource) -> PendingImage | ItemResult:
     """Read, hash and decode one image; a failure becomes a finished ItemResult carrying the error."""
     try:
         data = read_source(source)
     except ImageLoadError as error:
-        # Its bytes were never seen: a stand-in identity from where it lives. A transient download failure is
-        # stored as retryable, so a rerun tries it again instead of counting it done.
-        sha = sha256_hex(f"unreadable:{source.location}".encode())
+        # A transient download failure is stored as retryable, so a rerun tries it again instead of counting it done.
+        sha = unreadable_sha(source)
         item = _failed_item(source, sha, str(error))
         item.retryable = isinstance(error, FetchError) and error.transient
         return item
@@ -345,9 +351,11 @@ def read_scan_inputs(config: ScanConfig) -> ScanInputs:
     if config.report is not None:
         check_output_file(config.report, "--report")
     if not config.model.startswith("fake:"):  # the fake model runs nowhere
+        from inspector.backends import check_model_reference
         from inspector.backends.hf import check_device
 
         check_device(config.device)
+        check_model_reference(config.model)
     config.scan_prompt()  # reads the fields file too
     PriceTolerance.parse(config.price_tolerance)
     sources = discover(config.inputs)
@@ -357,7 +365,7 @@ def read_scan_inputs(config: ScanConfig) -> ScanInputs:
 
         truth = load_truth(config.truth, config.truth_columns, config.truth_key, config.fieldset())
     warning = trained_prompt_mismatch(config)
-    return ScanInputs(sources, truth, [warning] if warning else [])
+    return ScanInputs(sources, truth, ([warning] if warning else []) + (truth.warnings if truth else []))
 
 
 def trained_prompt_mismatch(config: ScanConfig) -> str | None:
@@ -661,8 +669,9 @@ class ItemFinisher:
         model failed on it) counts as having said nothing, so its catalogue values are "missed", not ignored."""
         if truth is None:
             return []
+        unreadable = {name: cell.value for name, cell in truth.unreadable().items()}
         return score_answer(
-            parsed or ProductFields(), truth.fields, self.tolerance, self.title_threshold, self.fields
+            parsed or ProductFields(), truth.fields, self.tolerance, self.title_threshold, self.fields, unreadable
         )
 
 

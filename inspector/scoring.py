@@ -17,7 +17,13 @@ Per field, `summarise` gives:
 - precision = correct / (correct + wrong + spurious): of the values the model gave, how many were right;
 - recall    = correct / (correct + wrong + missed): of the catalogue's values, how many the model got right;
 - f1        = harmonic mean of precision and recall;
-- mean_abs_error (price and size_price) over the results where both sides have a value.
+- mean_abs_error (price, size_price and number fields) over the results where both sides have a value; prices
+  per currency (`mean_abs_error_by_currency`), and no single figure when a field's prices are in several;
+- outside_values / catalogue_outside_values: category values, answered / in the catalogue, that are not one of
+  the field's declared `values`.
+
+Results whose catalogue cell could not be read (`Outcome.UNREADABLE`) are counted apart (`unreadable`) and left
+out of `n` and every rate: a cell nobody can read cannot say whether the model was right.
 
 A ratio with an empty denominator is None (nothing to measure), not 0.
 """
@@ -28,8 +34,8 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from inspector.errors import InputError
@@ -39,12 +45,17 @@ from inspector.units import format_quantity
 
 __all__ = [
     "FieldMetrics",
+    "answer_currency",
     "PriceTolerance",
     "format_amount",
+    "format_errors",
     "normalise_label",
     "score_answer",
     "size_sort_key",
     "summarise",
+    "summarise_answers",
+    "outside_sides",
+    "outside_values",
     "title_similarity",
 ]
 
@@ -207,12 +218,28 @@ def _score_text(spec: FieldSpec, ours: object, theirs: object, tolerance: PriceT
     return FieldResult(spec.name, outcome, _text(ours), _text(theirs), similarity)
 
 
+def outside_values(spec: FieldSpec | None, value: object) -> bool:
+    """Whether `value` (an answer's or a catalogue cell's) is not one of the field's declared `values`: flagged
+    and counted (`FieldMetrics.outside_values`), on either side. False for fields that declare none."""
+    if spec is None or not spec.values or not _present(value):
+        return False
+    return normalise_label(str(value)) not in {normalise_label(allowed) for allowed in spec.values}
+
+
+def outside_sides(spec: FieldSpec | None, predicted: object, expected: object) -> str | None:
+    """Which side of a result has a value outside the field's declared values: "model", "catalogue", "both", or
+    None (for the report's and the export's flag)."""
+    model, catalogue = outside_values(spec, predicted), outside_values(spec, expected)
+    if model and catalogue:
+        return "both"
+    return "model" if model else "catalogue" if catalogue else None
+
+
 def _score_category(spec: FieldSpec, ours: object, theirs: object, tolerance: PriceTolerance) -> FieldResult:
+    # No score: equal or not is all there is (a 1.0 for "one of the declared values" beside "wrong" read as a
+    # contradiction); `outside_values` flags values outside the declared ones.
     equal = _present(ours) and _present(theirs) and normalise_label(ours) == normalise_label(theirs)
-    allowed = None
-    if spec.values and _present(ours):
-        allowed = 1.0 if normalise_label(ours) in {normalise_label(value) for value in spec.values} else 0.0
-    return FieldResult(spec.name, _bucket(ours, theirs, equal), _text(ours), _text(theirs), allowed)
+    return FieldResult(spec.name, _bucket(ours, theirs, equal), _text(ours), _text(theirs))
 
 
 def _score_currency(spec: FieldSpec, ours: object, theirs: object, tolerance: PriceTolerance) -> FieldResult:
@@ -261,23 +288,42 @@ def score_answer(
     tolerance: PriceTolerance = PriceTolerance(),
     title_threshold: float = 0.6,
     fieldset: FieldSet = BUILTIN_FIELDS,
+    unreadable: Mapping[str, str] | None = None,
 ) -> list[FieldResult]:
     """One FieldResult per declared field (size tables aside), then one "size_price:<size>" per size that either
-    side has, sizes in `size_sort_key` order. `title_threshold` is the threshold of text fields that declare none."""
+    side has, sizes in `size_sort_key` order. `title_threshold` is the threshold of text fields that declare none.
+
+    `unreadable` maps result names ("weight", "size_price:7.5", or the size table's name for a size cell that
+    names no size) to the text of the catalogue cell that could not be read (`TruthRecord.unreadable`). Such a
+    field is `Outcome.UNREADABLE`, with the cell text as its expected value: not judged, for or against the
+    model. A size table cell that names no readable size leaves unjudged every size the catalogue lacks."""
+    unreadable = unreadable or {}
+
+    def judged(result: FieldResult, cell: str | None) -> FieldResult:
+        if cell is None:
+            return result
+        return replace(result, outcome=Outcome.UNREADABLE, expected=cell, score=None)
+
     results: list[FieldResult] = []
     for spec in fieldset:
         if spec.kind == "size_prices":
             continue
         if spec.kind == "text" and spec.threshold is None:
             spec = replace(spec, threshold=title_threshold)
-        results.append(SCORERS[spec.kind](spec, predicted[spec.name], truth[spec.name], tolerance))
+        result = SCORERS[spec.kind](spec, predicted[spec.name], truth[spec.name], tolerance)
+        results.append(judged(result, unreadable.get(spec.name)))
     sizes = fieldset.first("size_prices")
     if sizes is not None:
         our_sizes, their_sizes = _sizes(predicted[sizes.name]), _sizes(truth[sizes.name])
-        for size in sorted(set(our_sizes) | set(their_sizes), key=size_sort_key):
-            results.append(
-                _score_amount(SIZE_FIELD_PREFIX + size, our_sizes.get(size), their_sizes.get(size), tolerance)
-            )
+        unread_sizes = {
+            name[len(SIZE_FIELD_PREFIX) :] for name in unreadable if name.startswith(SIZE_FIELD_PREFIX)
+        }
+        for size in sorted(set(our_sizes) | set(their_sizes) | unread_sizes, key=size_sort_key):
+            name = SIZE_FIELD_PREFIX + size
+            cell = unreadable.get(name)
+            if cell is None and size not in their_sizes:
+                cell = unreadable.get(sizes.name)
+            results.append(judged(_score_amount(name, our_sizes.get(size), their_sizes.get(size), tolerance), cell))
     return results
 
 
@@ -297,14 +343,23 @@ class FieldMetrics:
     missed: int = 0
     spurious: int = 0
     both_empty: int = 0
+    #: Results not judged because the catalogue cell could not be read; not part of `n` or of any rate.
+    unreadable: int = 0
     accuracy: float | None = None
     precision: float | None = None
     recall: float | None = None
     f1: float | None = None
-    #: Price and number fields only: mean absolute error where both sides have a value.
+    #: Price and number fields only: mean absolute error where both sides have a value. Prices in more than one
+    #: currency have none (an average of euros and yen means nothing): see `mean_abs_error_by_currency`.
     mean_abs_error: float | None = None
-    #: Price fields only: how many results the mean absolute error is over.
+    #: Price and number fields only: how many results the mean absolute errors are over.
     error_count: int = 0
+    #: Price fields only: currency (the catalogue's, else the answer's; "" when neither has one) -> mean absolute
+    #: error of the results in that currency.
+    mean_abs_error_by_currency: dict[str, float] = field(default_factory=dict)
+    #: Category fields with declared `values`: answers, and catalogue values, that are not one of them.
+    outside_values: int = 0
+    catalogue_outside_values: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -318,21 +373,42 @@ def _field_group(name: str) -> str:
     return SIZE_FIELD if name.startswith(SIZE_FIELD_PREFIX) else name
 
 
-def summarise(results: Iterable[FieldResult], fieldset: FieldSet = BUILTIN_FIELDS) -> dict[str, FieldMetrics]:
-    """Metrics per field, in field order; all "size_price:<size>" results are added up as "size_price"."""
-    metrics: dict[str, FieldMetrics] = {}
-    errors: dict[str, list[float]] = {}
+def answer_currency(results: Iterable[FieldResult], fieldset: FieldSet = BUILTIN_FIELDS) -> str:
+    """The currency an answer's prices are in, for per-currency errors: the catalogue's, else the answer's
+    (ISO code), "" when neither says."""
+    spec = fieldset.first("currency")
+    if spec is None:
+        return ""
     for result in results:
-        group = _field_group(result.field)
-        entry = metrics.setdefault(group, FieldMetrics(group))
-        if result.outcome not in Outcome.ALL:
-            raise ValueError(f"Unknown outcome {result.outcome!r} for field {result.field!r}.")
-        setattr(entry, result.outcome, getattr(entry, result.outcome) + 1)
-        entry.n += 1
-        spec = fieldset.get(group)
-        is_amount = group == SIZE_FIELD or (spec is not None and spec.kind in ("price", "number"))
-        if is_amount and result.outcome in (Outcome.CORRECT, Outcome.WRONG) and result.score is not None:
-            errors.setdefault(group, []).append(float(result.score))
+        if result.field == spec.name:
+            for value in (result.expected, result.predicted):
+                code = normalise_currency(value) if _present(value) else None
+                if code:
+                    return code
+    return ""
+
+
+def summarise(results: Iterable[FieldResult], fieldset: FieldSet = BUILTIN_FIELDS) -> dict[str, FieldMetrics]:
+    """Metrics per field, in field order; all "size_price:<size>" results are added up as "size_price".
+
+    The results' prices are taken to share one currency: summarise many answers with `summarise_answers`."""
+    return summarise_answers([list(results)], fieldset, currencies=[""])
+
+
+def summarise_answers(
+    answers: Iterable[list[FieldResult]],
+    fieldset: FieldSet = BUILTIN_FIELDS,
+    currencies: Iterable[str] | None = None,
+) -> dict[str, FieldMetrics]:
+    """`summarise` over the results of many answers (one list per answer), price errors kept apart per currency
+    (`answer_currency`, unless `currencies` gives one per answer)."""
+    metrics: dict[str, FieldMetrics] = {}
+    errors: dict[str, dict[str, list[float]]] = {}
+    answers = list(answers)
+    currency_list = list(currencies) if currencies is not None else [answer_currency(a, fieldset) for a in answers]
+    for results, currency in zip(answers, currency_list, strict=True):
+        for result in results:
+            _count(metrics, errors, result, currency, fieldset)
     for group, entry in metrics.items():
         entry.accuracy = _ratio(entry.correct + entry.both_empty, entry.n)
         entry.precision = _ratio(entry.correct, entry.correct + entry.wrong + entry.spurious)
@@ -340,10 +416,58 @@ def summarise(results: Iterable[FieldResult], fieldset: FieldSet = BUILTIN_FIELD
         if entry.precision is not None and entry.recall is not None:
             total = entry.precision + entry.recall
             entry.f1 = 2 * entry.precision * entry.recall / total if total else 0.0
-        if errors.get(group):
-            entry.mean_abs_error = sum(errors[group]) / len(errors[group])
-            entry.error_count = len(errors[group])
+        by_currency = errors.get(group)
+        if by_currency:
+            means = {currency: sum(values) / len(values) for currency, values in sorted(by_currency.items())}
+            entry.error_count = sum(len(values) for values in by_currency.values())
+            if len(means) == 1:
+                entry.mean_abs_error = next(iter(means.values()))
+            if _is_price(group, fieldset):
+                entry.mean_abs_error_by_currency = means
     order = [spec.name for spec in fieldset if spec.kind != "size_prices"] + [SIZE_FIELD]
     return dict(
         sorted(metrics.items(), key=lambda item: (order.index(item[0]) if item[0] in order else 99, item[0]))
     )
+
+
+def format_errors(metrics: dict) -> str:
+    """A field's mean absolute error for display (`FieldMetrics.to_dict()`): "5.00", or per currency
+    ("12.50 EUR · 300.00 JPY") when its prices are in several; "" when there is none."""
+    by_currency = metrics.get("mean_abs_error_by_currency") or {}
+    if len(by_currency) > 1:
+        return " · ".join(f"{error:,.2f} {currency or '(no currency)'}" for currency, error in by_currency.items())
+    error = metrics.get("mean_abs_error")
+    if error is None or not math.isfinite(error):
+        return ""
+    currency = next(iter(by_currency), "")
+    return f"{error:,.2f}" + (f" {currency}" if currency else "")
+
+
+def _is_price(group: str, fieldset: FieldSet) -> bool:
+    spec = fieldset.get(group)
+    return group == SIZE_FIELD or (spec is not None and spec.kind == "price")
+
+
+def _count(
+    metrics: dict[str, FieldMetrics],
+    errors: dict[str, dict[str, list[float]]],
+    result: FieldResult,
+    currency: str,
+    fieldset: FieldSet,
+) -> None:
+    """Adds one result to its field's counts, and its error (prices: under `currency`) to `errors`."""
+    group = _field_group(result.field)
+    entry = metrics.setdefault(group, FieldMetrics(group))
+    if result.outcome not in Outcome.ALL:
+        raise ValueError(f"Unknown outcome {result.outcome!r} for field {result.field!r}.")
+    setattr(entry, result.outcome, getattr(entry, result.outcome) + 1)
+    spec = fieldset.get(group)
+    entry.outside_values += outside_values(spec, result.predicted)
+    if result.outcome == Outcome.UNREADABLE:
+        return
+    entry.catalogue_outside_values += outside_values(spec, result.expected)
+    entry.n += 1
+    is_amount = group == SIZE_FIELD or (spec is not None and spec.kind in ("price", "number"))
+    if is_amount and result.outcome in (Outcome.CORRECT, Outcome.WRONG) and result.score is not None:
+        key = currency if _is_price(group, fieldset) else ""
+        errors.setdefault(group, {}).setdefault(key, []).append(float(result.score))

@@ -15,6 +15,8 @@ from inspector.speedups import FUSIONS
 from inspector.training.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig
 
 _DEFAULTS = TrainConfig()
+#: Options that are not TrainConfig fields: how much to print, and old spellings kept for one release.
+CLI_ONLY_OPTIONS = ("verbose", "deprecated_workers", "deprecated_run_name")
 _FIELD_LABELS = {"size_price": "size prices"}
 
 
@@ -120,6 +122,25 @@ def print_summary(result, console: Console) -> None:
     )
 
 
+def _renamed(value, old: str, new: str, why: str):
+    """An option's old spelling, kept for one release: it still works, with a warning."""
+    if value is not None:
+        click.echo(
+            f"Warning: train's {old} is now {new} ({why}); {old} goes away in the next release.", err=True
+        )
+    return value
+
+
+def _quiet_transformers(verbose: bool) -> None:
+    """transformers' notices (the tokenizer's PAD/BOS/EOS aligned with the model config, `use_cache` turned off
+    for gradient checkpointing, ...) are for --verbose: by default only its errors are shown. Its per-file
+    loading and saving bars never are (ours counts the steps), as in scan."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity(hf_logging.WARNING if verbose else hf_logging.ERROR)
+    hf_logging.disable_progress_bar()
+
+
 def _split_list(value: str | None) -> list[str] | None:
     if not value:
         return None
@@ -196,7 +217,11 @@ def _split_list(value: str | None) -> list[str] | None:
     help="full, lora, or frozen-vision (vision tower and projector frozen).",
 )
 @click.option(
-    "--epochs", default=_DEFAULTS.epochs, show_default=True, type=click.FloatRange(0, min_open=True)
+    "--epochs",
+    default=_DEFAULTS.epochs,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Passes over the training images (fractions allowed); --max-steps wins when given.",
 )
 @click.option(
     "--max-steps",
@@ -219,7 +244,13 @@ def _split_list(value: str | None) -> list[str] | None:
     type=click.FloatRange(0, min_open=True),
     help="Peak learning rate (LoRA: try 2e-4).",
 )
-@click.option("--batch-size", default=_DEFAULTS.batch_size, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--batch-size",
+    default=_DEFAULTS.batch_size,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Training images per forward pass (per optimizer step: this × --grad-accum).",
+)
 @click.option(
     "--grad-accum",
     default=_DEFAULTS.grad_accum,
@@ -227,16 +258,41 @@ def _split_list(value: str | None) -> list[str] | None:
     type=click.IntRange(1),
     help="Batches per optimizer step.",
 )
-@click.option("--warmup-steps", default=_DEFAULTS.warmup_steps, show_default=True, type=click.IntRange(0))
-@click.option("--schedule", type=click.Choice(SCHEDULES), default=_DEFAULTS.schedule, show_default=True)
-@click.option("--weight-decay", default=_DEFAULTS.weight_decay, show_default=True, type=click.FloatRange(0))
+@click.option(
+    "--warmup-steps",
+    default=_DEFAULTS.warmup_steps,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Optimizer steps over which the learning rate rises from 0 to --lr.",
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(SCHEDULES),
+    default=_DEFAULTS.schedule,
+    show_default=True,
+    help="How the learning rate falls after the warm-up.",
+)
+@click.option(
+    "--weight-decay",
+    default=_DEFAULTS.weight_decay,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="AdamW weight decay.",
+)
 @click.option(
     "--adam-epsilon",
     default=_DEFAULTS.adam_epsilon,
     show_default=True,
     type=click.FloatRange(0, min_open=True),
+    help="AdamW epsilon (numerical stability).",
 )
-@click.option("--max-grad-norm", default=_DEFAULTS.max_grad_norm, show_default=True, type=click.FloatRange(0))
+@click.option(
+    "--max-grad-norm",
+    default=_DEFAULTS.max_grad_norm,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Clip gradients to this norm (0 = no clipping).",
+)
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
@@ -248,6 +304,7 @@ def _split_list(value: str | None) -> list[str] | None:
     "--gradient-checkpointing/--no-gradient-checkpointing",
     default=_DEFAULTS.gradient_checkpointing,
     show_default=True,
+    help="Recompute activations in the backward pass: less memory, slower steps.",
 )
 @click.option(
     "--fuse",
@@ -256,10 +313,22 @@ def _split_list(value: str | None) -> list[str] | None:
     show_default=True,
     help="Fused kernels: auto (torch.compile on a GPU, none on CPU), compile, liger (pip extra), none.",
 )
-@click.option("--lora-r", default=_DEFAULTS.lora_r, show_default=True, type=click.IntRange(1))
-@click.option("--lora-alpha", default=_DEFAULTS.lora_alpha, show_default=True, type=click.IntRange(1))
 @click.option(
-    "--lora-dropout", default=_DEFAULTS.lora_dropout, show_default=True, type=click.FloatRange(0, 1)
+    "--lora-r", default=_DEFAULTS.lora_r, show_default=True, type=click.IntRange(1), help="LoRA rank."
+)
+@click.option(
+    "--lora-alpha",
+    default=_DEFAULTS.lora_alpha,
+    show_default=True,
+    type=click.IntRange(1),
+    help="LoRA scaling numerator (scale = alpha / r).",
+)
+@click.option(
+    "--lora-dropout",
+    default=_DEFAULTS.lora_dropout,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Dropout on the LoRA branch.",
 )
 @click.option(
     "--lora-targets", help="Comma-separated module names to adapt.  [default: all language-model linears]"
@@ -282,7 +351,13 @@ def _split_list(value: str | None) -> list[str] | None:
     help="Validation images answered with generate() and scored at each evaluation.",
 )
 @click.option("--eval-at-start", is_flag=True, help="Also evaluate before training (the 'before' figures).")
-@click.option("--max-new-tokens", default=_DEFAULTS.max_new_tokens, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--max-new-tokens",
+    default=_DEFAULTS.max_new_tokens,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Longest answer generated at each evaluation.",
+)
 @click.option(
     "--best-metric",
     default=_DEFAULTS.best_metric,
@@ -296,7 +371,11 @@ def _split_list(value: str | None) -> list[str] | None:
     help="Absolute (0.01) or relative (2%).",
 )
 @click.option(
-    "--title-threshold", default=_DEFAULTS.title_threshold, show_default=True, type=click.FloatRange(0, 1)
+    "--title-threshold",
+    default=_DEFAULTS.title_threshold,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Token F1 from which a title counts as correct, as in scan.",
 )
 @click.option(
     "--save-total-limit",
@@ -306,22 +385,58 @@ def _split_list(value: str | None) -> list[str] | None:
     help="Checkpoints kept besides the best (0 = all).",
 )
 @click.option(
-    "--workers",
+    "--dataloader-workers",
+    "workers",
     default=_DEFAULTS.workers,
     show_default=True,
     type=click.IntRange(0),
-    help="Data loading processes.",
+    help="Data loading processes (image decoding and processing; 0 = in the training process).",
 )
-@click.option("--logging-steps", default=_DEFAULTS.logging_steps, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--workers",
+    "deprecated_workers",
+    type=click.IntRange(0),
+    hidden=True,
+    callback=lambda ctx, param, value: _renamed(
+        value, "--workers", "--dataloader-workers", "scan's --workers counts threads"
+    ),
+    help="Renamed --dataloader-workers.",
+)
+@click.option(
+    "--logging-steps",
+    default=_DEFAULTS.logging_steps,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Optimizer steps between logged training losses.",
+)
 @click.option(
     "--wandb/--no-wandb",
     default=_DEFAULTS.wandb,
     show_default=True,
     help="Log to Weights & Biases (offline without an API key).",
 )
-@click.option("--wandb-project", default=_DEFAULTS.wandb_project, show_default=True)
-@click.option("--run-name", help="Run name in wandb.  [default: the output folder's name]")
-def train_command(**options):
+@click.option(
+    "--wandb-project", default=_DEFAULTS.wandb_project, show_default=True, help="Weights & Biases project."
+)
+@click.option(
+    "--wandb-name", "run_name", help="Run name in Weights & Biases.  [default: the output folder's name]"
+)
+@click.option(
+    "--run-name",
+    "deprecated_run_name",
+    hidden=True,
+    callback=lambda ctx, param, value: _renamed(
+        value, "--run-name", "--wandb-name", "scan's --run-name names a database run"
+    ),
+    help="Renamed --wandb-name.",
+)
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Also print every setting and transformers' own warnings (the settings are saved with each model).",
+)
+def train_command(verbose=False, **options):
     """Fine-tune a vision-language model on your product images and catalogue CSV.
 
     Images are matched to catalogue rows exactly as `inspector scan --truth` does. The model learns to give
@@ -341,13 +456,29 @@ def train_command(**options):
         )
         options["sizes"] = parse_sizes_option(options["sizes"]) if options["sizes"] else []
         options["lora_targets"] = _split_list(options["lora_targets"])
+        for old, new in (("deprecated_workers", "workers"), ("deprecated_run_name", "run_name")):
+            value = options.pop(old)
+            if value is not None:  # the old spelling, kept for one release (`_renamed` warned)
+                options[new] = value
         config = TrainConfig(**options)
         config.validate()
+        from inspector.backends import check_model_reference
+
+        check_model_reference(config.model)
 
         from inspector.training import train
 
         console = Console(stderr=True, highlight=False, soft_wrap=True)
-        console.print(f"training config:\n{config.describe()}", style="dim", markup=False)
+        _quiet_transformers(verbose)
+        if verbose:
+            console.print(f"training config:\n{config.describe()}", style="dim", markup=False)
+        else:
+            console.print(
+                f"training {config.model} ({config.method}) into {config.output}; every setting is saved in "
+                "train_config.json with each model (--verbose prints them here)",
+                style="dim",
+                markup=False,
+            )
         with RichTrainProgress(console) as progress:
             result = train(config, progress)
         print_summary(result, Console(highlight=False, soft_wrap=True, markup=False))

@@ -35,7 +35,7 @@ from urllib.parse import unquote, urlparse
 
 from inspector.csvfiles import CsvKind, read_csv_text, records, split_record, well_quoted
 from inspector.errors import TruthError  # noqa: F401 - part of this module's API
-from inspector.fields import BUILTIN_FIELDS, LOCATOR_NAMES, FieldSet, ProductFields, TruthRecord
+from inspector.fields import BUILTIN_FIELDS, LOCATOR_NAMES, CellProblem, FieldSet, ProductFields, TruthRecord
 from inspector.parsing import (
     AMBIGUOUS,
     NEGATIVE,
@@ -46,6 +46,7 @@ from inspector.parsing import (
     parse_size_prices,
     read_price,
 )
+from inspector.scoring import SIZE_FIELD_PREFIX
 from inspector.units import parse_quantity
 
 __all__ = [
@@ -144,17 +145,6 @@ _SIZE_HEADER_RE = re.compile(
 
 def _normalise_header(name: object) -> str:
     return re.sub(r"[^0-9a-z]+", "_", str(name).strip().casefold()).strip("_")
-
-
-@dataclass(frozen=True)
-class CellProblem:
-    """A catalogue cell that could not be read; the rest of its row is still used."""
-
-    #: 1-based data row number (header excluded).
-    row_number: int
-    column: str
-    value: str
-    problem: str
 
 
 @dataclass(frozen=True)
@@ -315,7 +305,11 @@ def _detect_columns(
     key_column: str | None,
     path: Path,
     fieldset: FieldSet = BUILTIN_FIELDS,
+    warnings: list[str] | None = None,
 ) -> tuple[dict[str, str], bool]:
+    """The column of each field and locator (mapped, else found by name) and whether the key was named. A field
+    that several columns could be is `warnings`' business: the first candidate wins, the others are named."""
+    warnings = [] if warnings is None else warnings
     found_list = ", ".join(repr(column) for column in frame_columns) or "none"
     columns: dict[str, str] = {}
     for key, wanted in mapping.items():
@@ -337,18 +331,25 @@ def _detect_columns(
         columns["key"], key_explicit = column, True
 
     used = set(columns.values())
-    by_normalised: dict[str, str] = {}
+    by_normalised: dict[str, list[str]] = {}
     for column in frame_columns:
-        by_normalised.setdefault(_normalise_header(column), column)
+        by_normalised.setdefault(_normalise_header(column), []).append(column)
+    field_keys = {spec.key for spec in fieldset}
     for name, candidates in column_candidates(fieldset).items():
         if name in columns:
             continue
-        for candidate in candidates:
-            column = by_normalised.get(candidate)
-            if column is not None and column not in used:
-                columns[name] = column
-                used.add(column)
-                break
+        found = [
+            column for candidate in candidates for column in by_normalised.get(candidate, ()) if column not in used
+        ]
+        if found:
+            columns[name] = found[0]
+            used.add(found[0])
+            if name in field_keys and len(found) > 1:
+                listed = ", ".join(repr(column) for column in found)
+                warnings.append(
+                    f"{len(found)} catalogue columns look like {name} ({listed}); using {found[0]!r}. "
+                    f'Choose one with --truth-columns {name}="COLUMN"'
+                )
     if fieldset.first("size_prices") is not None and not any(key.startswith("size:") for key in mapping):
         for column in frame_columns:
             if column in used:
@@ -406,13 +407,15 @@ def load_truth(
         if canonical not in known and not canonical.startswith("size:"):
             raise TruthError(f"Unknown truth field {key!r}; use {', '.join(known)} or size:<size>.")
         mapping[canonical] = mapping.pop(key)
-    used_columns, key_explicit = _detect_columns(column_names, mapping, key_column, path, fieldset)
+    warnings: list[str] = []
+    used_columns, key_explicit = _detect_columns(column_names, mapping, key_column, path, fieldset, warnings)
 
     rows = _Rows(data, delimiter)
     malformed: list[MalformedRow] = []
     table = TruthTable(
         path, used_columns, key_explicit, column_names, rows, malformed, text.encoding, fieldset
     )
+    table.warnings = warnings
     path_at = column_names.index(used_columns["path"]) if "path" in used_columns else None
     key_at = column_names.index(used_columns["key"]) if "key" in used_columns else None
     expected = len(column_names)
@@ -473,8 +476,10 @@ def _read_row(
     problems: list[CellProblem],
     fieldset: FieldSet = BUILTIN_FIELDS,
 ) -> tuple[ProductFields, str | None, str | None]:
-    def problem(column: str, value: str, what: str) -> None:
-        problems.append(CellProblem(row_number, column, value, what))
+    found: list[CellProblem] = []
+
+    def problem(column: str, value: str, what: str, field_name: str | None) -> None:
+        found.append(CellProblem(row_number, column, value, what, field_name))
 
     fields = ProductFields()
     # The currency column comes first: it settles what a price's separators mean.
@@ -485,13 +490,18 @@ def _read_row(
         if clean_text(raw_currency) is not None:
             currency = normalise_currency(raw_currency)
             if currency is None:
-                problem(columns[currency_spec.key], raw_currency, "not a currency (use an ISO 4217 code such as USD)")
+                problem(
+                    columns[currency_spec.key],
+                    raw_currency,
+                    "not a currency (use an ISO 4217 code such as USD)",
+                    currency_spec.name,
+                )
 
-    def price(column: str, raw: str) -> float | None:
+    def price(column: str, raw: str, field_name: str) -> float | None:
         """The cell's amount by `read_price`'s rules (the currency column settling separators), or a problem."""
         reading = read_price(raw, currency)
         if reading.amount is None:
-            problem(column, raw, _PRICE_PROBLEMS.get(reading.problem, "not a price"))
+            problem(column, raw, _PRICE_PROBLEMS.get(reading.problem, "not a price"), field_name)
         return reading.amount
 
     main_price = fieldset.first("price")
@@ -504,14 +514,14 @@ def _read_row(
         if spec.kind in ("text", "category"):
             fields[spec.name] = clean_text(raw)
         elif spec.kind == "price":
-            fields[spec.name] = price(column, raw)
+            fields[spec.name] = price(column, raw, spec.name)
             if fields[spec.name] is not None and spec is main_price:
                 price_currency = read_price(raw, currency).currency
         elif spec.kind == "number":
             fields[spec.name] = parse_quantity(raw, spec.unit)
             if fields[spec.name] is None:
                 unit = f" in {spec.unit} (or a unit convertible to it)" if spec.unit else ""
-                problem(column, raw, f"not a number{unit}")
+                problem(column, raw, f"not a number{unit}", spec.name)
     if currency is None:
         currency = price_currency
     if currency_spec is not None:
@@ -526,17 +536,32 @@ def _read_row(
             for size, amount in sizes.items():
                 size_prices.setdefault(size, amount)
             for entry in bad:
-                problem(columns[sizes_spec.key], entry, "not a size:price pair")
+                size = normalise_size(re.split(r"[:=]", entry, maxsplit=1)[0]) if re.search(r"[:=]", entry) else ""
+                # An entry whose size cannot be read leaves every size the catalogue lacks unjudged.
+                name = SIZE_FIELD_PREFIX + size if size else sizes_spec.name
+                problem(columns[sizes_spec.key], entry, "not a size:price pair", name)
         for key, column in columns.items():
             if not key.startswith("size:"):
                 continue
             raw = _cell(row, column)
             if clean_text(raw) is None:
                 continue
-            amount = price(column, raw)
+            amount = price(column, raw, SIZE_FIELD_PREFIX + key[len("size:") :])
             if amount is not None:
                 size_prices.setdefault(key[len("size:") :], amount)
         fields[sizes_spec.name] = size_prices
+
+    sizes = (fields.get(sizes_spec.name) or {}) if sizes_spec is not None else {}
+    for cell in found:
+        # A field that got its value elsewhere (the currency from the price's symbol, a size from another
+        # column) is judged on that value: the cell is still listed, but no longer leaves the field unjudged.
+        name = cell.field_name
+        has_value = (
+            name is not None
+            and (sizes.get(name[len(SIZE_FIELD_PREFIX) :]) is not None if name.startswith(SIZE_FIELD_PREFIX)
+                 else name != getattr(sizes_spec, "name", None) and fields.get(name) is not None)
+        )  # fmt: skip
+        problems.append(replace(cell, field_name=None) if has_value else cell)
 
     image_ref = clean_text(_cell(row, columns.get("path")))
     key = clean_text(_cell(row, columns.get("key")))
@@ -639,6 +664,8 @@ class TruthTable:
         #: The codec the file was read with ("utf-8", "utf-8-sig", "utf-16", "cp1252", …).
         self.encoding = encoding
         self.delimiter = rows.delimiter
+        #: What the user should know about how the columns were chosen (a field several columns could be).
+        self.warnings: list[str] = []
         self._rows = rows
         self._read: dict[int, tuple[TruthRecord, list[CellProblem]]] = {}
         #: Rows by the case-folded stem of the file name their image reference ends with ("shoe1" for
@@ -683,7 +710,11 @@ class TruthTable:
             problems: list[CellProblem] = []
             fields, image_ref, key = _read_row(row, row_number, self.columns, problems, self.fieldset)
             record = TruthRecord(
-                row_number=row_number, key=key or image_ref, fields=fields, image_ref=image_ref
+                row_number=row_number,
+                key=key or image_ref,
+                fields=fields,
+                image_ref=image_ref,
+                problems=tuple(problems),
             )
             found = self._read[index] = (record, problems)
         return found

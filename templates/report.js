@@ -11,6 +11,11 @@
   var MISMATCH = {};
   data.mismatches.forEach(function (o) { MISMATCH[o] = true; });
   var COMPARE = RUNS.length > 1;
+  var OUTSIDE = {
+    model: "the model's value is not one of the declared values",
+    catalogue: "the catalogue's value is not one of the declared values",
+    both: "neither value is one of the declared values"
+  };
 
   var state = {
     mismatches: false, field: "", outcome: "", value: "", change: "", search: "",
@@ -88,7 +93,9 @@
 
   function nScored(run) {
     if (!run) return 0;
-    return FIELDS.filter(function (f) { return run.o[f] !== undefined && run.o[f] !== "both_empty"; }).length;
+    return FIELDS.filter(function (f) {
+      return run.o[f] !== undefined && run.o[f] !== "both_empty" && run.o[f] !== "unreadable";
+    }).length;
   }
 
   function nBad(run) {
@@ -211,11 +218,18 @@
         line.appendChild(el("span", "v nothing", run ? "failed" : "—"));
       } else {
         line = valueLine(field, run, letter);
-        if (run.o[field] !== "correct" && run.o[field] !== "both_empty") allRight = false;
+        if (["correct", "both_empty", "unreadable"].indexOf(run.o[field]) < 0) allRight = false;
       }
       td.appendChild(line);
     });
     if (!COMPARE && shown[0] && !shown[0].err) td.className += " o-" + (shown[0].o[field] || "none");
+    var decided = decisionsFor(row, field);
+    if (decided.length) {
+      var mark = el("div", "decision");
+      mark.appendChild(el("span", "label", "decided"));
+      mark.appendChild(el("span", "v", decided.join(" · ")));
+      td.appendChild(mark);
+    }
     if (row.truth) {
       // The catalogue's value: spelled out where the model got it wrong, on hover where it got it right.
       var truthText = fmtValue(field, row.truth[field]);
@@ -228,6 +242,24 @@
       }
     }
     return td;
+  }
+
+  // The review's decisions on the first run (review.js owns them: stored ones and this browser's), shown in the
+  // field's cell; a size table's cell shows its sizes' decisions.
+  function decisionsFor(row, field) {
+    var review = window.inspectorReview;
+    if (!review || !row.runs[0]) return [];
+    var names = kindOf(field) === "size_prices"
+      ? Object.keys(row.runs[0].sz || {}).map(function (size) { return "size_price:" + size; })
+      : [field];
+    var texts = [];
+    names.forEach(function (name) {
+      var current = review.decisionOf(row.s, name);
+      if (!current) return;
+      var text = (name === field ? "" : name.slice("size_price:".length) + ": ") + review.label(current.decision);
+      texts.push(current.corrected ? text + " → " + current.corrected : text);
+    });
+    return texts;
   }
 
   function errorCell(row) {
@@ -293,7 +325,7 @@
       if (run.fr.length) {
         var table = el("table", "fr");
         var head = el("tr");
-        ["field", "outcome", "model", "catalogue", "score", "confidence"].forEach(function (h) { head.appendChild(el("th", null, h)); });
+        ["field", "outcome", "model", "catalogue", "score", "confidence", "note"].forEach(function (h) { head.appendChild(el("th", null, h)); });
         table.appendChild(head);
         run.fr.forEach(function (r) {
           var line = el("tr");
@@ -305,6 +337,7 @@
           line.appendChild(el("td", null, r[3] === null ? "—" : r[3]));
           line.appendChild(el("td", "num", typeof r[4] === "number" ? r[4].toFixed(3) : ""));
           line.appendChild(el("td", "num", typeof r[5] === "number" ? (100 * r[5]).toFixed(1) + "%" : ""));
+          line.appendChild(el("td", r[6] ? "outside" : null, r[6] ? OUTSIDE[r[6]] : ""));
           table.appendChild(line);
         });
         box.appendChild(table);
@@ -372,6 +405,9 @@
   }
 
   // --------------------------------------------------------------------------------- render
+
+  // review.js (loaded after this script) announces itself and every decision: redraw the page's decisions.
+  document.addEventListener("inspector-decisions", function () { render(); });
 
   var tbody = document.querySelector("#rows tbody");
   var nColumns = document.querySelectorAll("#rows thead th").length;

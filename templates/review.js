@@ -63,7 +63,15 @@
       at: new Date().toISOString()
     }));
     refreshDownload();
+    announce();
   }
+
+  // The image table (report.js) shows the decisions too: it asks here, and redraws when told.
+  window.inspectorReview = {
+    decisionOf: function (sha, field) { return decisionOf({ sha: sha, field: field }); },
+    label: function (decision) { return LABELS[decision] || decision; }
+  };
+  function announce() { document.dispatchEvent(new CustomEvent("inspector-decisions")); }
 
   // ------------------------------------------------------------------------------------ lists
 
@@ -167,6 +175,9 @@
     fill("review-disagreements", "review-more-disagreements", disagreements, "disagreements");
     fill("review-unsure", "review-more-unsure", unsure, "unsure");
     $("review-count").textContent = disagreements.length + " disagreements · " + unsure.length + " answers with a confidence";
+    var all = ITEMS.filter(function (item) { return DISAGREE[item.outcome]; });
+    var decided = all.filter(function (item) { return decisionOf(item); }).length;
+    $("review-decided").textContent = "decided " + decided + " of " + all.length;
   }
 
   // ------------------------------------------------------------------------------------ CSV
@@ -227,5 +238,6 @@
 
   render();
   refreshDownload();
+  announce();
   document.documentElement.dataset.reviewReady = "1";
 })();

@@ -7,6 +7,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
@@ -270,3 +271,363 @@ def test_a_path_name_too_long_for_the_file_system_is_one_line(runner, tmp_path, 
         "name may have; pass a shorter path\n"
     )
     assert not list(tmp_path.glob("aaaa*")) and not (tmp_path / "r.html").exists()
+
+
+def _catalogue_with_unreadable_cells(tmp_path: Path, sample_dir: Path) -> tuple[Path, Path, Path]:
+    """Three images; row 2's price "1,290" (no currency) and weight "heavy" cannot be read."""
+    import shutil
+
+    images = tmp_path / "images"
+    images.mkdir()
+    names = sorted(p.name for p in sample_dir.glob("*.jpg"))[:3]
+    for name in names:
+        shutil.copy(sample_dir / name, images / name)
+    truth = tmp_path / "catalogue.csv"
+    truth.write_text(
+        "path,price,currency,weight\n"
+        f"{names[0]},10.00,USD,500 g\n"
+        f'{names[1]},"1,290",,heavy\n'
+        f"{names[2]},20.00,USD,300 g\n",
+        encoding="utf-8",
+    )
+    fields = tmp_path / "fields.toml"
+    fields.write_text('[fields.weight]\nkind = "number"\nunit = "g"\n', encoding="utf-8")
+    return images, truth, fields
+
+
+def test_unreadable_catalogue_cells_are_not_scored_but_counted_and_listed(runner, tmp_path, sample_dir):
+    """Issue 20.1: a weight "heavy" plus an answer counted as spurious (and with no answer as both_empty)."""
+    images, truth, fields = _catalogue_with_unreadable_cells(tmp_path, sample_dir)
+    model = write_answers(tmp_path / "answers.json", ['{"price": 10, "currency": "USD", "weight": "500 g"}'] * 3)
+    db, report = tmp_path / "r.db", tmp_path / "report.html"
+    result = runner.invoke(
+        cli,
+        ["scan", str(images), "--truth", str(truth), "--fields", str(fields), "--model", model,
+         "--db", str(db), "--report", str(report)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[1] == "Truth: 3 of 3 images matched a row, 0 of 3 rows matched no image (2 unparseable cells)"
+    assert lines[2] == "Unreadable catalogue cells, left out of the metrics: price 1, weight 1 (listed in the report)"
+    # two judged rows, one right: 50 %, not 66.7 % (both_empty) or 33.3 % (spurious)
+    assert "│ weight   │ 2 │    50.0% │     50.0% │  50.0% │ 50.0% │   100.00 │" in lines
+    assert "│ price    │ 2 │    50.0% │     50.0% │  50.0% │ 50.0% │ 5.00 USD │" in lines
+    with sqlite3.connect(db) as connection:
+        unreadable = connection.execute(
+            "select field, outcome, predicted, expected, score from field_results where outcome = 'unreadable' "
+            "order by field"
+        ).fetchall()
+        stored = connection.execute(
+            "select field, value, data from field_values where source = 'unreadable' order by field"
+        ).fetchall()
+    assert unreadable == [("price", "unreadable", "10.00", "1,290", None), ("weight", "unreadable", "500 g", "heavy", None)]
+    assert [(name, value, json.loads(data)["column"]) for name, value, data in stored] == [
+        ("price", "1,290", "price"),
+        ("weight", "heavy", "weight"),
+    ]
+    html = report.read_text(encoding="utf-8")
+    assert "Unreadable catalogue cells" in html
+    assert (
+        '<tr><td class="num">2</td><td>weight</td><td><code>heavy</code></td>\n'
+        "      <td>not a number in g (or a unit convertible to it)</td><td>weight</td><td>500 g</td>"
+    ) in html
+    assert "<td>ambiguous price: one separator before three digits" in html
+
+
+def test_unreadable_cell_without_an_answer_is_not_counted_as_both_empty(tmp_path, sample_dir):
+    from inspector.fields import load_fields
+    from inspector.scoring import summarise
+    from inspector.truth import load_truth
+
+    images, truth, fields = _catalogue_with_unreadable_cells(tmp_path, sample_dir)
+    fieldset = load_fields(fields)
+    table = load_truth(truth, fieldset=fieldset)
+    record = table.records[1]
+    assert {name: (cell.column, cell.value) for name, cell in record.unreadable().items()} == {
+        "price": ("price", "1,290"),
+        "weight": ("weight", "heavy"),
+    }
+    from inspector.fields import ProductFields
+    from inspector.scoring import score_answer
+
+    unreadable = {name: cell.value for name, cell in record.unreadable().items()}
+    results = score_answer(ProductFields(), record.fields, fieldset=fieldset, unreadable=unreadable)
+    by_field = {r.field: r.outcome for r in results}
+    assert by_field["weight"] == by_field["price"] == "unreadable"
+    metrics = summarise(results, fieldset)
+    assert (metrics["weight"].n, metrics["weight"].unreadable, metrics["weight"].accuracy) == (0, 1, None)
+
+
+def test_price_errors_are_per_currency_and_outside_values_are_counted(runner, tmp_path, sample_dir):
+    """Issue 20.3 and 20.4: the price MAE averaged EUR and JPY errors; a colour outside the declared values was
+    marked only by a score of 0, and a category's score 1.0 stood beside outcome=wrong in the export."""
+    import csv
+    import shutil
+
+    images = tmp_path / "images"
+    images.mkdir()
+    names = sorted(p.name for p in sample_dir.glob("*.jpg"))[:3]
+    for name in names:
+        shutil.copy(sample_dir / name, images / name)
+    truth = tmp_path / "catalogue.csv"
+    truth.write_text(
+        "path,price,currency,colour\n"
+        f"{names[0]},10.00,EUR,Navy\n"
+        f"{names[1]},1000,JPY,Purple\n"
+        f"{names[2]},20.00,EUR,Red\n",
+        encoding="utf-8",
+    )
+    fields = tmp_path / "fields.toml"
+    fields.write_text('[fields.colour]\nkind = "category"\nvalues = ["Navy", "Red"]\n', encoding="utf-8")
+    from inspector.backends.fake import pixel_key
+    from inspector.discovery import read_source
+    from inspector.images import decode_image
+
+    by_pixels = {}
+
+    answers = [
+        '{"price": 11, "currency": "EUR", "colour": "Navy"}',
+        '{"price": 1100, "currency": "JPY", "colour": "Purple"}',
+        '{"price": 23, "currency": "EUR", "colour": "Navy"}',
+    ]
+    for source, answer in zip(discover([images]), answers, strict=True):
+        by_pixels[pixel_key(decode_image(read_source(source)).image)] = answer
+    (tmp_path / "answers.json").write_text(json.dumps(by_pixels))
+    db = tmp_path / "r.db"
+    result = runner.invoke(
+        cli,
+        ["scan", str(images), "--truth", str(truth), "--fields", str(fields), "--model", f"fake:{tmp_path / 'answers.json'}",
+         "--db", str(db), "--no-report"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "Outside the declared values: colour 1 answers, 1 catalogue values" in lines
+    price = next(line for line in lines if line.startswith("│ price"))
+    assert price.endswith("│ 2.00 EUR · 100.00 JPY │"), price  # EUR errors 1 and 3, JPY 100: never (1+3+100)/3
+
+    out = tmp_path / "results.csv"
+    exported = runner.invoke(cli, ["export", "1", "--db", str(db), "--out", str(out), "--field", "colour"])
+    assert exported.exit_code == 0, exported.output
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [(r["outcome"], r["model_value"], r["catalogue_value"], r["score"], r["outside_values"]) for r in rows] == [
+        ("correct", "Navy", "Navy", "", ""),
+        ("correct", "Purple", "Purple", "", "both"),
+        ("wrong", "Navy", "Red", "", ""),
+    ]
+
+
+def test_a_model_that_answers_no_field_says_so(runner, tmp_path, sample_dir):
+    """Issue 20.5: the review view blamed the catalogue or the backend's token probabilities."""
+    n_images = len(discover([sample_dir]))
+    model = write_answers(tmp_path / "answers.json", ["I cannot tell."] * n_images)
+    report = tmp_path / "report.html"
+    result = runner.invoke(
+        cli,
+        ["scan", str(sample_dir), "--truth", str(sample_dir / "truth.csv"), "--model", model,
+         "--db", str(tmp_path / "r.db"), "--report", str(report)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[2] == (
+        "The model answered no field in any image: every answer was empty or could not be read (the raw answers "
+        "are in the report and in predictions.raw_output; check --model and --prompt)."
+    )
+    html = report.read_text(encoding="utf-8")
+    assert (
+        '<p class="muted" id="no-confidence">No value has a confidence: the model answered no field in any image '
+        "(every answer was empty or could not be read).</p>"
+    ) in html
+    assert '<p class="empty-model">The model answered no field' in html
+
+    answered = write_answers(tmp_path / "some.json", ['{"brand": "Acme"}'] * n_images)
+    again = runner.invoke(
+        cli,
+        ["scan", str(sample_dir), "--model", answered, "--db", str(tmp_path / "r2.db"), "--report", str(report)],
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert "answered no field" not in again.stdout
+    assert "No value has a confidence: the run has no catalogue rows (scan with --truth catalogue.csv)." in (
+        report.read_text(encoding="utf-8")
+    )
+
+
+def test_scan_warns_when_several_columns_could_be_a_field(runner, tmp_path, sample_dir):
+    images, _truth, _fields = _catalogue_with_unreadable_cells(tmp_path, sample_dir)
+    truth = tmp_path / "two-brands.csv"
+    names = sorted(p.name for p in images.iterdir())
+    truth.write_text("path,brand,Brand\n" + "".join(f"{name},Acme,Other\n" for name in names), encoding="utf-8")
+    model = write_answers(tmp_path / "answers.json", ['{"brand": "Acme"}'] * 3)
+    result = runner.invoke(
+        cli,
+        ["scan", str(images), "--truth", str(truth), "--model", model, "--db", str(tmp_path / "r.db"), "--no-report"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert " ".join(result.stderr.split()).count(
+        "warning: 2 catalogue columns look like brand ('brand', 'Brand'); using 'brand'. "
+        'Choose one with --truth-columns brand="COLUMN"'
+    ) == 1
+
+
+def _options(command: click.Command, path: str):
+    """Every (command path, option) of `command` and its subcommands."""
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _options(sub, f"{path} {name}")
+    for param in command.params:
+        if isinstance(param, click.Option):
+            yield path, param
+
+
+def test_every_option_of_every_command_has_a_help_text():
+    """Issue 20.7: 21 train options (--epochs, --batch-size, ...) had none."""
+    missing = [f"{path} {'/'.join(option.opts)}" for path, option in _options(cli, "inspector") if not option.help]
+    assert missing == []
+
+
+def test_one_option_name_means_one_thing_in_every_command(runner, tmp_path, sample_dir, monkeypatch):
+    """Issue 20.7: --workers was threads in scan and processes in train; --run-name a database run in scan and a
+    W&B name in train. train's are --dataloader-workers and --wandb-name; the old spellings still work (hidden,
+    with a deprecation warning) for one release."""
+    from inspector.train_cli import train_command
+
+    train_help = runner.invoke(cli, ["train", "--help"]).output
+    assert "--dataloader-workers" in train_help and "--wandb-name" in train_help
+    assert re.search(r"--workers\b", train_help) is None and "--run-name" not in train_help
+    names = {param.name: param for param in train_command.params}
+    assert names["workers"].opts == ["--dataloader-workers"] and names["run_name"].opts == ["--wandb-name"]
+    # the old spellings are read into the same settings, with a warning
+    import inspector.training
+    from inspector.errors import TrainingError
+
+    seen = []
+
+    def train(config, progress):
+        seen.append(config)
+        raise TrainingError("stopped here")
+
+    monkeypatch.setattr(inspector.training, "train", train)
+    base = ["train", "--truth", str(sample_dir / "truth.csv"), "--model", "fake:x", "--output", str(tmp_path / "o")]
+    old = runner.invoke(cli, [*base, "--workers", "3", "--run-name", "trial"])
+    assert old.stderr.splitlines()[:2] == [
+        "Warning: train's --workers is now --dataloader-workers (scan's --workers counts threads); --workers goes "
+        "away in the next release.",
+        "Warning: train's --run-name is now --wandb-name (scan's --run-name names a database run); --run-name goes "
+        "away in the next release.",
+    ]
+    new = runner.invoke(cli, [*base, "--dataloader-workers", "3", "--wandb-name", "trial"])
+    assert "deprecated" not in new.output and new.output.endswith("Error: stopped here\n")
+    assert [(config.workers, config.run_name) for config in seen] == [(3, "trial"), (3, "trial")]
+
+
+def test_export_run_defaults_to_the_latest_run(runner, tmp_path, sample_dir):
+    n_images = len(discover([sample_dir]))
+    model = write_answers(tmp_path / "answers.json", ['{"brand": "Acme"}'] * n_images)
+    db = tmp_path / "r.db"
+    scanned = runner.invoke(cli, ["scan", str(sample_dir), "--model", model, "--db", str(db), "--no-report"])
+    assert scanned.exit_code == 0, scanned.output
+    out = tmp_path / "results.csv"
+    result = runner.invoke(cli, ["export", "--db", str(db), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"Wrote {n_images} results rows of run 1 to {out}\n"
+
+
+def test_settings_echo_says_batch_size_auto(runner, tmp_path, sample_dir):
+    model = write_answers(tmp_path / "answers.json", ["{}"] * len(discover([sample_dir])))
+    result = runner.invoke(cli, ["scan", str(sample_dir), "--model", model, "--db", str(tmp_path / "r.db"), "--no-report"])
+    assert result.exit_code == 0, result.output
+    echo = " ".join(result.stderr.split())
+    assert "batch_size=auto," in echo and "batch_size=0" not in echo
+
+
+def test_a_mistyped_model_folder_fails_at_once_with_the_near_miss(runner, tmp_path, sample_dir, monkeypatch):
+    """Issue 20.7: `--model models/tiny-dem` waited 28 s of hub retries on a machine without network."""
+    import time
+
+    (tmp_path / "models" / "tiny-demo").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    started = time.perf_counter()
+    result = runner.invoke(cli, ["scan", str(sample_dir), "--model", "models/tiny-dem", "--no-report"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: --model models/tiny-dem: no such folder; did you mean models/tiny-demo? "
+        "(a Hugging Face model id is written ORG/NAME)\n"
+    )
+    assert time.perf_counter() - started < 5
+    far = runner.invoke(cli, ["scan", str(sample_dir), "--model", "./nothing/like/it", "--no-report"])
+    assert far.output == (
+        "Error: --model ./nothing/like/it: no such folder (a Hugging Face model id is written ORG/NAME)\n"
+    )
+    trained = runner.invoke(
+        cli, ["train", "--truth", str(sample_dir / "truth.csv"), "--model", "models/tiny-dem", "--output", "o"]
+    )
+    assert trained.output.startswith("Error: --model models/tiny-dem: no such folder; did you mean models/tiny-demo?")
+
+
+def test_ray_does_not_swallow_a_path_after_it(runner, tmp_path, sample_dir):
+    """Issue 20.7: `scan --ray ./images` read ./images as --ray's address."""
+    from inspector.cli import _ray_value_or_path
+
+    assert _ray_value_or_path((), str(sample_dir)) == ((str(sample_dir),), "local")
+    assert _ray_value_or_path((str(sample_dir),), "auto") == ((str(sample_dir),), "auto")
+    assert _ray_value_or_path((str(sample_dir),), "10.0.0.1:6379") == ((str(sample_dir),), "10.0.0.1:6379")
+    assert _ray_value_or_path((str(sample_dir),), None) == ((str(sample_dir),), None)
+    missing = runner.invoke(cli, ["scan", "--no-report"])
+    assert missing.exit_code == 2 and "Missing argument 'PATHS...'" in missing.output
+
+
+def test_samples_help_names_n(runner):
+    result = runner.invoke(cli, ["samples", "--help"])
+    assert "Draw N (-n) synthetic" in result.output
+    assert re.search(r"-n N\s+How many images to draw\.\s+\[default: 36", result.output)
+
+
+def test_train_prints_its_settings_and_transformers_notices_only_when_verbose(runner, sample_dir, tmp_path, monkeypatch):
+    """Issue 20.8: a 35-line settings dump and transformers' PAD/BOS/EOS and use_cache notices by default."""
+    from transformers.utils import logging as hf_logging
+
+    import inspector.training
+    from inspector.errors import TrainingError
+
+    verbosity = []
+
+    def train(config, progress):
+        verbosity.append(hf_logging.get_verbosity())
+        raise TrainingError("stopped here")
+
+    monkeypatch.setattr(inspector.training, "train", train)
+    before = hf_logging.get_verbosity()
+    base = ["train", "--truth", str(sample_dir / "truth.csv"), "--model", "fake:x", "--output", str(tmp_path / "o")]
+    try:
+        quiet = runner.invoke(cli, base)
+        verbose = runner.invoke(cli, [*base, "--verbose"])
+    finally:
+        hf_logging.set_verbosity(before)
+    assert " ".join(quiet.stderr.split()) == (
+        f"training fake:x (full) into {tmp_path / 'o'}; every setting is saved in train_config.json with each "
+        "model (--verbose prints them here) Error: stopped here"
+    )
+    assert verbose.stderr.startswith("training config:\n") and "method = 'full'" in verbose.stderr
+    assert verbosity == [hf_logging.ERROR, hf_logging.WARNING]
+
+
+def test_the_readme_review_demo_with_the_fake_backend_works(runner, tmp_path, sample_dir, monkeypatch):
+    """Issue 20.10: the README documents the fake backend's answers file; its example must run as written."""
+    import shlex
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- review-demo -->\n```bash\n", 1)[1].split("\n```", 1)[0]
+    answers = block.split("<<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+    command = shlex.split(block.split("\nEOF\n", 1)[1].replace("\\\n", " "))
+    assert command[:2] == ["inspector", "scan"]
+    monkeypatch.chdir(tmp_path)
+    Path("answers.json").write_text(answers, encoding="utf-8")
+    args = [str(sample_dir) + arg[len("sample_images"):] if arg.startswith("sample_images") else arg
+            for arg in command[1:]]  # fmt: skip
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    html = Path("review-demo.html").read_text(encoding="utf-8")
+    review = json.loads(re.search(r'<script type="application/json" id="review-data">(.*?)</script>', html, re.S)[1])
+    wrong = sorted(
+        ((item[2], item[3], item[4], item[5], round(item[6], 6)) for item in review["items"] if item[3] == "wrong"),
+        key=lambda item: -item[4],
+    )
+    assert wrong == [("category", "wrong", "coat", "t-shirt", 0.97), ("price", "wrong", "420.00", "4200.00", 0.35)]

@@ -16,7 +16,7 @@ from inspector.errors import InputError
 from inspector.fields import BUILTIN_FIELDS, FieldSet, FieldSpec, ProductFields, load_fields
 from inspector.parsing import parse_answer
 from inspector.prompts import BUILTIN_PROMPTS, format_answer, get_prompt
-from inspector.scoring import score_answer
+from inspector.scoring import outside_values, score_answer, summarise
 from inspector.truth import load_truth
 from inspector.units import parse_quantity
 
@@ -202,10 +202,15 @@ def test_custom_fields_are_scored_by_kind(fields_file: Path) -> None:
         results = {r.field: r for r in score_answer(predicted, truth, fieldset=fieldset)}
         assert (results["colour"].outcome, results["material"].outcome, results["volume"].outcome) == outcomes
     results = {r.field: r for r in score_answer(ProductFields(colour="teal"), truth, fieldset=fieldset)}
-    assert results["colour"].score == 0.0  # not one of the allowed values: flagged
-    assert {r.field: r for r in score_answer(ProductFields(colour="red"), truth, fieldset=fieldset)}[
-        "colour"
-    ].score == 1.0
+    # A category has no score (1.0 beside "wrong" read as a contradiction): outside_values flags it instead.
+    assert results["colour"].score is None and results["colour"].outcome == "wrong"
+    assert outside_values(fieldset.get("colour"), "teal") and not outside_values(fieldset.get("colour"), "RED")
+    metrics = summarise(
+        score_answer(ProductFields(colour="teal"), ProductFields(colour="purple"), fieldset=fieldset)
+        + score_answer(ProductFields(colour="red"), truth, fieldset=fieldset),
+        fieldset,
+    )
+    assert (metrics["colour"].outside_values, metrics["colour"].catalogue_outside_values) == (1, 1)
     assert results["volume"].expected == "500 ml"
 
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from inspector.errors import InputError, RunNotFoundError
-from inspector.fields import BUILTIN_FIELDS, ProductFields, TruthRecord
+from inspector.fields import BUILTIN_FIELDS, FieldResult, Outcome, ProductFields, TruthRecord
 from inspector.report import render_report, render_report_html
 from inspector.scoring import score_answer
 from inspector.store import ItemResult, Store, open_store
@@ -351,3 +351,40 @@ def test_database_with_undecodable_file_names_still_reports(tmp_path: Path) -> N
     with open_store(db) as store:
         out = render_report(store, run, tmp_path / "report.html")
     assert "folder caf\ufffd/" in out.read_text(encoding="utf-8")
+
+
+def test_navigation_names_of_a_and_b_and_deltas_coloured_by_better_or_worse(demo) -> None:
+    """Issue 20.6: navigation at the top; the compare view says which run is A and which B; Δ is coloured by
+    better or worse, not by sign (an error that falls is better)."""
+    store, base, tuned = demo
+    html = render_report_html(store, base, tuned)
+    nav = re.search(r'<nav class="toc".*?</nav>', html, re.S).group(0)
+    links = re.findall(r'<a href="#([^"]+)">([^<]+)</a>', nav)
+    assert links == [
+        ("summary", "Summary"), ("metrics", "Per-field results"), ("confusion-brand", "Brand"),
+        ("confusion-category", "Category"), ("review", "Review"), ("images", "Images"), ("details", "Run details"),
+    ]  # fmt: skip
+    for anchor, _ in links:
+        assert f'id="{anchor}"' in html
+    legend = re.search(r'<p class="ab">(.*?)</p>', html, re.S).group(1)
+    text = " ".join(re.sub(r"<[^>]+>", " ", legend).split())
+    assert text == (
+        "A run 1 (base) · tiny/llava B run 2 (tuned) · runs/tuned "
+        "Δ is B − A, green where B is better, red where it is worse."
+    )
+    # brand accuracy rises from A to B (better, green); the size price error falls (also better)
+    brand = re.search(r'<th scope="row">brand</th>(.*?)</tr>', html, re.S).group(1)
+    assert 'class="num delta better">+' in brand
+    sizes = re.search(r'<th scope="row">size_price</th>(.*?)</tr>', html, re.S).group(1)
+    assert re.search(r'class="num delta better">-[0-9.,]+</td>\s*$', sizes), sizes
+    single = render_report_html(store, base)
+    assert '<p class="ab">' not in single and '<nav class="toc"' in single
+
+
+def test_a_field_with_only_unreadable_catalogue_cells_shows_nothing_scored() -> None:
+    from inspector.report import _metric_dict
+    from inspector.scoring import summarise
+
+    metrics = summarise([FieldResult("weight", Outcome.UNREADABLE, "500 g", "heavy")] * 2)["weight"].to_dict()
+    shown = _metric_dict(metrics)
+    assert (shown["n"], shown["counts"]["unreadable"], shown["accuracy"]) == (0, 2, None)

@@ -353,3 +353,63 @@ def test_review_decision_survives_a_reload_and_round_trips_through_import(chrome
     assert top.find_element(By.CSS_SELECTOR, "input[value=catalogue_wrong]").is_selected()
     assert top.find_element(By.CSS_SELECTOR, ".stored").text == "imported"
     assert_clean(chrome)
+
+
+def test_review_counts_decisions_and_the_images_table_shows_them(chrome, confident_scan, tmp_path):
+    """Issue 20.6: "decided n of m" in the review view; decisions visible in the Images table."""
+    names = [s.path.name for s in confident_scan["sources"]]
+    store = open_store(str(confident_scan["db"]))
+    report = render_report(store, 1, tmp_path / "report.html")
+    store.close()
+    load(chrome, report)
+    chrome.execute_script("window.localStorage.clear()")
+    load(chrome, report)
+    total = int(chrome.find_element(By.ID, "review-count").text.split()[0])
+    assert total == len(review_items(chrome, "review-disagreements")) == 8
+    assert chrome.find_element(By.ID, "review-decided").text == "decided 0 of 8"
+
+    assert review_items(chrome, "review-disagreements")[0] == (names[1], "category", "97.0%")
+    top = chrome.find_element(By.CSS_SELECTOR, "#review-disagreements li.review-item")
+    top.find_element(By.CSS_SELECTOR, "input[value=catalogue_wrong]").click()
+    top = chrome.find_element(By.CSS_SELECTOR, "#review-disagreements li.review-item")
+    top.find_element(By.CSS_SELECTOR, "input.corrected").send_keys("Coat, long\t")
+    assert chrome.find_element(By.ID, "review-decided").text == "decided 1 of 8"
+
+    cell = chrome.find_element(By.CSS_SELECTOR, f"#rows tr.row[data-path$='{names[1]}'] td.f-category")
+    assert cell.find_element(By.CSS_SELECTOR, ".decision .v").text == "catalogue is wrong → Coat, long"
+    load(chrome, report)  # from localStorage after a reload, too
+    cell = chrome.find_element(By.CSS_SELECTOR, f"#rows tr.row[data-path$='{names[1]}'] td.f-category")
+    assert cell.find_element(By.CSS_SELECTOR, ".decision .v").text == "catalogue is wrong → Coat, long"
+    assert chrome.find_element(By.ID, "review-decided").text == "decided 1 of 8"
+    assert_clean(chrome)
+
+
+def test_compare_report_fits_1400_px_without_horizontal_overflow(chrome, tmp_path: Path) -> None:
+    """Issue 20.6: the brand confusion table of a comparison spilled out of a 1400 px window."""
+    brands = [f"Manufacture Horlogère {name} & Fils" for name in "ABCDEFGHIJKLMNOPQRST"]
+    with open_store(tmp_path / "r.db") as store:
+        runs = []
+        for shift, key in ((1, "a"), (2, "b")):
+            run = store.start_run(key, name=key, **RUN_ARGS)
+            store.add_batch(
+                run,
+                [
+                    item(
+                        i,
+                        f"watches/{i}.jpg",
+                        builtin_fields(brand, "Watch", "Watches", 100.0, "EUR"),
+                        builtin_fields(brands[(i + shift) % len(brands)], "Watch", "Watches", 100.0, "EUR"),
+                    )
+                    for i, brand in enumerate(brands)
+                ],
+            )
+            runs.append(run)
+        report = render_report(store, runs[0], tmp_path / "compare.html", compare_run_id=runs[1])
+    chrome.set_window_size(1400, 1000)
+    load(chrome, report)
+    widths = chrome.execute_script(
+        "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1], widths
+    assert chrome.find_element(By.CSS_SELECTOR, "p.ab").text.startswith("A run 1 (a)")
+    assert_clean(chrome)

@@ -11,11 +11,14 @@ from inspector.fields import FieldResult, Outcome, ProductFields
 from inspector.scoring import (
     FieldMetrics,
     PriceTolerance,
+    answer_currency,
     format_amount,
+    format_errors,
     normalise_label,
     score_answer,
     size_sort_key,
     summarise,
+    summarise_answers,
     title_similarity,
 )
 
@@ -330,12 +333,16 @@ def test_to_dict_is_plain_data() -> None:
         "missed": 0,
         "spurious": 0,
         "both_empty": 0,
+        "unreadable": 0,
         "accuracy": 1.0,
         "precision": 1.0,
         "recall": 1.0,
         "f1": 1.0,
         "mean_abs_error": 0.0,
         "error_count": 1,
+        "mean_abs_error_by_currency": {"": 0.0},
+        "outside_values": 0,
+        "catalogue_outside_values": 0,
     }
 
 
@@ -359,3 +366,39 @@ def test_summary_agrees_with_outcomes_over_random_answers() -> None:
     pairs = [r.score for r in results if r.field == "price" and r.outcome in (Outcome.CORRECT, Outcome.WRONG)]
     assert metrics["price"].mean_abs_error == pytest.approx(sum(pairs) / len(pairs))
     assert 0 < metrics["price"].mean_abs_error < 2
+
+
+def test_price_errors_never_mix_currencies() -> None:
+    """Issue 20.4: one mean over EUR, GBP and JPY errors means nothing."""
+    answers = [
+        score_answer(ProductFields(price=11.0, currency="EUR"), ProductFields(price=10.0, currency="EUR")),
+        score_answer(ProductFields(price=13.0, currency="EUR"), ProductFields(price=10.0, currency="EUR")),
+        score_answer(ProductFields(price=1100.0, currency="JPY"), ProductFields(price=1000.0, currency="JPY")),
+    ]
+    mixed = summarise_answers(answers)["price"]
+    assert mixed.mean_abs_error is None and mixed.error_count == 3
+    assert mixed.mean_abs_error_by_currency == {"EUR": 2.0, "JPY": 100.0}
+    assert format_errors(mixed.to_dict()) == "2.00 EUR · 100.00 JPY"
+    euros = summarise_answers(answers[:2])["price"]
+    assert (euros.mean_abs_error, euros.mean_abs_error_by_currency) == (2.0, {"EUR": 2.0})
+    assert format_errors(euros.to_dict()) == "2.00 EUR"
+    # the catalogue's currency decides; without one, the answer's
+    assert answer_currency(score_answer(ProductFields(currency="GBP"), ProductFields())) == "GBP"
+    assert answer_currency(score_answer(ProductFields(currency="GBP"), ProductFields(currency="usd"))) == "USD"
+
+
+def test_unreadable_results_are_counted_apart_from_every_rate() -> None:
+    results = [result("weight", Outcome.CORRECT), result("weight", Outcome.UNREADABLE)]
+    metrics = summarise(results)["weight"]
+    assert (metrics.n, metrics.correct, metrics.unreadable, metrics.accuracy) == (1, 1, 1, 1.0)
+    truth = ProductFields(price=None, size_prices={"8": 120.0})
+    scored = score_answer(
+        ProductFields(price=10.0, size_prices={"8": 120.0, "9": 130.0}),
+        truth,
+        unreadable={"price": "1,290", "size_prices": "9:oops"},
+    )
+    outcomes = {r.field: (r.outcome, r.expected) for r in scored}
+    assert outcomes["price"] == (Outcome.UNREADABLE, "1,290")
+    assert outcomes["size_price:8"] == (Outcome.CORRECT, "120.00")
+    # a size the catalogue lacks, while its size cell has an entry nobody can read: not judged
+    assert outcomes["size_price:9"] == (Outcome.UNREADABLE, "9:oops")

@@ -791,3 +791,38 @@ def test_field_values_are_filled_from_an_older_database_on_sqlite(db: Path) -> N
 
 def test_field_values_are_filled_from_an_older_database_on_postgres(postgres_url: str) -> None:
     _database_before_field_values(postgres_url)
+
+
+def check_unreadable_cells_round_trip(store) -> None:
+    """Issue 20.1: an unreadable catalogue cell is stored with its column and reason (field_values, source
+    'unreadable'), read back with the catalogue row, and its result is left out of the metrics."""
+    from dataclasses import replace
+
+    from inspector.fields import CellProblem
+
+    run_id = store.start_run("k", **RUN_ARGS)
+    item = make_item(3)
+    cell = CellProblem(4, "Full Price", "1,290", "ambiguous price", "price")
+    item.truth = replace(item.truth, fields=ProductFields({**item.truth.fields, "price": None}), problems=(cell,))
+    item.field_results = [
+        r if r.field != "price" else FieldResult("price", Outcome.UNREADABLE, "99.50", "1,290")
+        for r in item.field_results
+    ]
+    store.add_batch(run_id, [item])
+    (row,) = store.run_rows(run_id)
+    assert row["truth"]["unreadable"] == [
+        {"field": "price", "value": "1,290", "column": "Full Price", "reason": "ambiguous price"}
+    ]
+    assert row["truth"]["fields"]["price"] is None
+    metrics = store.run_metrics(run_id)["price"]
+    assert (metrics.n, metrics.unreadable) == (0, 1)
+
+
+def test_unreadable_cells_round_trip_sqlite(tmp_path: Path) -> None:
+    with open_store(tmp_path / "r.db") as store:
+        check_unreadable_cells_round_trip(store)
+
+
+def test_unreadable_cells_round_trip_postgres(postgres_url: str) -> None:
+    with open_store(postgres_url) as store:
+        check_unreadable_cells_round_trip(store)

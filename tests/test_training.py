@@ -152,6 +152,20 @@ def test_rows_with_unreadable_cells_are_skipped_and_counted(tmp_path):
     assert all(e.truth.price is not None for e in data.train)
 
 
+def test_a_field_several_columns_could_be_is_warned_about_in_training_too(tmp_path):
+    """Issue 20.2: train reads the catalogue as scan does, and says so when a field has several candidates."""
+    for name, colour in (("a.png", "red"), ("b.png", "blue")):
+        Image.new("RGB", (64, 64), colour).save(tmp_path / name)
+    csv_path = tmp_path / "truth.csv"
+    csv_path.write_text("file,title,Title,price\na.png,Alpha,A,10.00\nb.png,Beta,B,12.00\n")
+    data = load_training_data(TrainConfig(truth=str(csv_path), val_fraction=0))
+    assert data.summary.column_warnings == [
+        "2 catalogue columns look like title ('title', 'Title'); using 'title'. "
+        'Choose one with --truth-columns title="COLUMN"'
+    ]
+    assert sorted(e.truth.title for e in data.train) == ["Alpha", "Beta"]
+
+
 def test_empty_training_set_is_a_clear_error(tmp_path):
     Image.new("RGB", (64, 64)).save(tmp_path / "x.png")
     csv_path = _write_csv(tmp_path / "truth.csv", [{"file": "other.png", "title": "T", "price": "1"}])
@@ -247,6 +261,24 @@ def test_generation_metrics_always_have_every_figure():
     assert metrics["eval_field_accuracy"] == 0.5 and metrics["eval_parsed"] == 1.0
     exporter = BestExporter(Path("unused"), None, TrainConfig(best_metric="price_mae"))
     assert not exporter.is_better(metrics["eval_price_mae"]) and exporter.is_better(3.0)
+
+
+def test_a_tied_evaluation_goes_to_the_lower_loss_then_to_the_later_one(tmp_path, monkeypatch):
+    """Issue 20.8: field accuracy 0.0 at step 10 and at step 20 while the loss still fell kept step 10."""
+    from types import SimpleNamespace
+
+    import inspector.training.trainer as trainer
+    from inspector.training.trainer import BestExporter
+
+    exported = []
+    monkeypatch.setattr(trainer, "export", lambda model, processor, folder, config, metrics, step: exported.append(step))
+    exporter = BestExporter(tmp_path, None, TrainConfig())
+    for step, accuracy, loss in [(10, 0.0, 2.0), (20, 0.0, 1.5), (30, 0.0, 1.7), (40, 0.25, 1.9), (50, 0.25, None)]:
+        metrics = {"eval_field_accuracy": accuracy} | ({} if loss is None else {"eval_loss": loss})
+        exporter.consider(None, metrics, SimpleNamespace(global_step=step))
+    # 20: same accuracy, lower loss; not 30 (higher loss); 40: better accuracy; 50: a tie without a loss: later
+    assert exported == [10, 20, 40, 50]
+    assert (exporter.best_step, exporter.best) == (50, 0.25)
 
 
 # ------------------------------------------------------------------------------------------------ labels
@@ -637,9 +669,11 @@ def test_train_cli_imports_on_its_own():
 def test_cli_options_map_one_to_one_to_config_fields():
     from dataclasses import fields
 
-    from inspector.train_cli import train_command
+    from inspector.train_cli import CLI_ONLY_OPTIONS, train_command
 
-    assert {p.name for p in train_command.params} == {f.name for f in fields(TrainConfig)}
+    names = {p.name for p in train_command.params}
+    assert names - set(CLI_ONLY_OPTIONS) == {f.name for f in fields(TrainConfig)}
+    assert set(CLI_ONLY_OPTIONS) <= names
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path):
@@ -689,9 +723,21 @@ def test_cli_trains_logs_to_offline_wandb_and_prints_the_summary(cards, tiny_lla
         monkeypatch.delenv(name, raising=False)
     output = tmp_path / "out [1]"  # brackets: paths are printed as they are, never read as rich markup
     args = ["--truth", str(cards), "--model", str(tiny_llava), "--output", str(output), "--max-steps", "2",
-            "--eval-every", "2", "--eval-samples", "1", "--workers", "0", "--batch-size", "2", "--lr", "1e-3",
+            "--eval-every", "2", "--eval-samples", "1", "--dataloader-workers", "0", "--batch-size", "2", "--lr", "1e-3",
             "--max-new-tokens", "8", "--val-fraction", "0.25", "--wandb"]  # fmt: skip
-    result = CliRunner().invoke(train_command, args)
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    notices: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: notices.append(record.getMessage())  # transformers' own handler is not captured
+    hf_logging.add_handler(handler)
+    try:
+        result = CliRunner().invoke(train_command, args)
+    finally:
+        hf_logging.remove_handler(handler)
+        hf_logging.set_verbosity(hf_logging.WARNING)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Trained to step 2 (0.67 epochs) on 6 images in ")
@@ -711,7 +757,10 @@ def test_cli_trains_logs_to_offline_wandb_and_prints_the_summary(cards, tiny_lla
         f"wandb run: {runs[0]} (offline runs upload with `wandb sync {runs[0]}`)",
         f"Check it: inspector scan IMAGES --truth CSV --model {output}/best",
     ]
-    assert "training config:" in result.stderr and "method = 'full'" in result.stderr
+    # Issue 20.8: by default no settings dump and none of transformers' notices; they are for --verbose
+    assert "training config:" not in result.stderr and "method = 'full'" not in result.stderr
+    assert f"training {tiny_llava} (full) into {output}; every setting is saved" in " ".join(result.stderr.split())
+    assert notices == []  # e.g. "The tokenizer has new PAD/BOS/EOS tokens ..." (shown with --verbose)
     run = glob.escape(runs[0])
     assert glob.glob(f"{run}/run-*.wandb")
     assert glob.glob(f"{run}/files/media/table/**/*.table.json", recursive=True), "predictions table logged"

@@ -584,3 +584,23 @@ def test_numbers_no_float_holds_in_catalogue_cells_are_unparseable_cells_not_a_c
         CellProblem(1, "price", huge, "not a price"),
         CellProblem(1, "sizes", f"6.5: {huge}", "not a size:price pair"),
     ]
+
+
+def test_a_field_several_columns_could_be_is_warned_about(tmp_path: Path) -> None:
+    """Issue 20.2: 'colour' and 'Colour' (or 'color') both matched the colour field, silently."""
+    from inspector.fields import load_fields
+
+    fields = tmp_path / "fields.toml"
+    fields.write_text('[fields.colour]\nkind = "category"\nsynonyms = ["color"]\n', encoding="utf-8")
+    csv_path = tmp_path / "catalogue.csv"
+    csv_path.write_text("file,price,colour,Colour,color\na.jpg,10,Navy,Red,Blue\n", encoding="utf-8")
+    table = load_truth(csv_path, fieldset=load_fields(fields))
+    assert table.columns["colour"] == "colour"
+    assert table.warnings == [
+        "3 catalogue columns look like colour ('colour', 'Colour', 'color'); using 'colour'. "
+        'Choose one with --truth-columns colour="COLUMN"'
+    ]
+    chosen = load_truth(csv_path, {"colour": "color"}, fieldset=load_fields(fields))
+    assert chosen.columns["colour"] == "color" and chosen.warnings == []
+    sample = load_truth(Path(__file__).parent.parent / "sample_images" / "truth.csv")
+    assert sample.warnings == []

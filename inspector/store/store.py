@@ -364,6 +364,12 @@ class Store:
             )
             return set(session.scalars(query))
 
+    def stored_paths(self, run_id: int) -> set[str]:
+        """The paths (or URLs) of the run's predictions that are outcomes (as in `done_shas`)."""
+        with self._transaction(write=False) as session:
+            query = select(Prediction.path).where(Prediction.run_id == run_id, Prediction.retryable.is_not(True))
+            return set(session.scalars(query))
+
     def add_batch(self, run_id: int, items: list[ItemResult]) -> None:
         """Store a batch in one transaction: all of it or (if the process dies) none of it.
 
@@ -429,11 +435,38 @@ class Store:
             )
             return [FieldResult(*row) for row in session.execute(query)]
 
-    def run_metrics(self, run_id: int) -> dict[str, FieldMetrics]:
-        """Per-field accuracy, precision, recall, F1 and MAE of the run (see `inspector.scoring.summarise`)."""
-        from inspector.scoring import summarise
+    def answered_images(self, run_id: int) -> int:
+        """How many of the run's images got a value for any field from the model (0: the model said nothing)."""
+        with self._transaction(write=False) as session:
+            return session.scalar(
+                select(func.count(func.distinct(FieldValueRow.image_id))).where(
+                    FieldValueRow.run_id == run_id, FieldValueRow.source == PREDICTED
+                )
+            )
 
-        return summarise(self.field_results(run_id), self.get_run(run_id).fields)
+    def run_metrics(self, run_id: int) -> dict[str, FieldMetrics]:
+        """Per-field accuracy, precision, recall, F1 and MAE (per currency for prices) of the run (see
+        `inspector.scoring.summarise_answers`)."""
+        from inspector.scoring import summarise_answers
+
+        with self._transaction(write=False) as session:
+            query = (
+                select(
+                    FieldResultRow.prediction_id,
+                    FieldResultRow.field,
+                    FieldResultRow.outcome,
+                    FieldResultRow.predicted,
+                    FieldResultRow.expected,
+                    FieldResultRow.score,
+                    FieldResultRow.confidence,
+                )
+                .where(FieldResultRow.run_id == run_id)
+                .order_by(FieldResultRow.id)
+            )
+            answers: dict[int, list[FieldResult]] = defaultdict(list)
+            for prediction_id, *values in session.execute(query):
+                answers[prediction_id].append(FieldResult(*values))
+        return summarise_answers(answers.values(), self.get_run(run_id).fields)
 
     # -------------------------------------------------------------------------------------- reviews
 
@@ -520,7 +553,8 @@ class Store:
 
         Keys: image_id, sha256, path (as seen in this run), first_path, width, height, format, n_bytes,
         thumbnail (bytes; None if absent or not asked for), prediction_id, raw_output, error, latency_ms, created_at, predicted
-        (ProductFields as a dict), truth (None or dict with row_number, key, image_ref, fields),
+        (ProductFields as a dict), truth (None or dict with row_number, key, image_ref, fields, and unreadable: the
+        cells that could not be read, as dicts with field, value, column, reason),
         field_results (list of dicts with field, outcome, predicted, expected, score, confidence).
         """
         with self._transaction(write=False) as session:
@@ -553,7 +587,11 @@ class Store:
                 FieldValueRow.number,
                 FieldValueRow.data,
             ).where(FieldValueRow.run_id == run_id)
+            unreadable: dict[int, list[dict]] = defaultdict(list)
             for source, image_id, name, text_value, number, data in session.execute(value_query):
+                if source == UNREADABLE:
+                    unreadable[image_id].append({"field": name, "value": text_value, **(data or {})})
+                    continue
                 stored[source, image_id][name] = _stored_value(text_value, number, data)
             fieldset = _run_info(self._run_row(session, run_id)).fields
             results: dict[int, list[dict]] = defaultdict(list)
@@ -597,6 +635,7 @@ class Store:
                             "key": matched.key,
                             "image_ref": matched.image_ref,
                             "fields": stored[TRUTH, prediction.image_id].to_dict(fieldset),
+                            "unreadable": unreadable.get(prediction.image_id, []),
                         },
                         "field_results": results.get(prediction.id, []),
                     }
@@ -672,6 +711,18 @@ def _value_rows(run_id: int, todo: list[tuple[int, ItemResult]]) -> list[dict]:
                 row = _value_row(run_id, image_id, source, name, value)
                 if row is not None:
                     rows.append(row)
+        for name, cell in (item.truth.unreadable() if item.truth else {}).items():
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "image_id": image_id,
+                    "source": UNREADABLE,
+                    "field": _text(name)[:_FIELD_LENGTH],
+                    "value": _text(cell.value),
+                    "number": None,
+                    "data": {"column": _text(cell.column), "reason": cell.problem},
+                }
+            )
     return rows
 
 
@@ -695,6 +746,9 @@ def _legacy_columns(table, values: ProductFields) -> dict:
 _VALUE_COLUMNS = frozenset(set(Prediction.__table__.c.keys()) & set(BUILTIN_FIELDS.names))
 _JSON_COLUMNS = frozenset(name for name in _VALUE_COLUMNS if isinstance(Prediction.__table__.c[name].type, JSON))
 PREDICTED, TRUTH = "predicted", "truth"
+#: `field_values.source` of a catalogue cell that could not be read: `value` is the cell as written, `data` holds
+#: its column and the reason; the field's result is `Outcome.UNREADABLE`.
+UNREADABLE = "unreadable"
 
 
 def _insert_items(session: Session, run_id: int, todo: list[tuple[int, ItemResult]], now: datetime) -> None:

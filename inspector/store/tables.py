@@ -213,7 +213,8 @@ class FieldValueRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
-    #: "predicted" or "truth".
+    #: "predicted", "truth", or "unreadable" (a catalogue cell that could not be read: `value` as written,
+    #: `data` its column and reason).
     source: Mapped[str] = mapped_column(String(20))
     field: Mapped[str] = mapped_column(String(100))
     #: The value as text ("Navy", "115.0", "500 ml" is stored as "500.0" with `number` 500.0).

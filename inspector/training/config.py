@@ -117,9 +117,8 @@ class TrainConfig:
             "save_total_limit",
         ):
             if getattr(self, name) < 0:
-                raise InputError(
-                    f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}"
-                )
+                option = "dataloader-workers" if name == "workers" else name.replace("_", "-")
+                raise InputError(f"--{option} must not be negative, got {getattr(self, name)}")
         if self.max_steps == 0 and self.epochs <= 0:
             raise InputError("Nothing to train: pass --epochs above 0 or --max-steps")
         if self.lr <= 0:

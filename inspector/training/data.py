@@ -63,6 +63,8 @@ class DataSummary:
     train_examples: int = 0
     val_examples: int = 0
     unreadable: dict[str, str] = field(default_factory=dict)
+    #: How the catalogue columns were chosen, where the user should know (`TruthTable.warnings`).
+    column_warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -150,6 +152,7 @@ def _read_examples(
     summary.unmatched_rows += match.unmatched_rows
     summary.unparseable_cells += len(match.unparseable_cells)
     summary.malformed_rows += len(match.malformed_rows)
+    summary.column_warnings += [warning for warning in table.warnings if warning not in summary.column_warnings]
 
     bad_rows = {problem.row_number for problem in match.unparseable_cells}
     matched = [s for s in sources if s.path in match.records]

@@ -1,7 +1,7 @@
 """Evaluation by generation: the model answers validation images as a scan would, and the scan scorer grades it.
 
 No teacher forcing: answers come from `generate()` (left padding, greedy, stop at end of turn), are read with
-`parse_answer` and compared with the catalogue by `score_answer`; `summarise` gives the per-field figures.
+`parse_answer` and compared with the catalogue by `score_answer`; `summarise_answers` gives the per-field figures.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, Outcome
 from inspector.parsing import parse_answer
-from inspector.scoring import SIZE_FIELD, PriceTolerance, score_answer, summarise
+from inspector.scoring import SIZE_FIELD, PriceTolerance, score_answer, summarise_answers
 from inspector.training.collator import chat_prompt, stop_token_ids
 from inspector.training.data import Example, ExampleDataset
 
@@ -64,7 +64,7 @@ def generation_metrics(
     """eval_<field>_accuracy per field, eval_price_mae / eval_size_price_mae, eval_field_accuracy (the mean of
     the accuracies of `scored_fields`), eval_exact_match (every field right) and eval_parsed (answers that
     parse_answer read anything from)."""
-    summary = summarise((result for record in records for result in record.results), fieldset)
+    summary = summarise_answers([record.results for record in records], fieldset)
     # Every figure is always there (NaN when nothing was measured) so that any of them can pick the best model.
     metrics: dict[str, float] = {f"eval_{name}_accuracy": math.nan for name in scored_names(fieldset)}
     metrics.update({f"eval_{name}_mae": math.nan for name in amount_names(fieldset)})

@@ -274,17 +274,27 @@ class BestExporter:
         self.metric = config.best_metric_key
         self.best: float | None = None
         self.best_step: int | None = None
+        #: The validation loss of the best evaluation: it breaks ties of the metric.
+        self.best_loss: float | None = None
         saved = folder / "eval_metrics.json"
         if resume and saved.is_file():  # continue to compare with the best model on disk
             figures = json.loads(saved.read_text())
             if figures.get(self.metric) is not None:
                 self.best, self.best_step = float(figures[self.metric]), figures.get("step")
+                loss = figures.get("eval_loss")
+                self.best_loss = float(loss) if loss is not None else None
 
-    def is_better(self, value: float) -> bool:
+    def is_better(self, value: float, loss: float | None = None) -> bool:
+        """Whether an evaluation with this metric `value` (and validation `loss`) beats the best so far. A tie
+        (field accuracy 0.0 at two evaluations while the loss still falls) goes to the lower loss, and with no
+        loss to compare, to the later evaluation: the first one is not better for coming first."""
         if math.isnan(value):  # nothing measured (e.g. no price given yet): never the best
             return False
         if self.best is None:
             return True
+        if value == self.best:
+            measured = loss is not None and math.isfinite(loss) and self.best_loss is not None
+            return loss <= self.best_loss if measured else True
         return value > self.best if self.config.greater_is_better else value < self.best
 
     def consider(self, model, metrics: dict, state) -> None:
@@ -294,9 +304,11 @@ class BestExporter:
                 f"--best-metric {self.config.best_metric}: no such evaluation figure; available: "
                 + ", ".join(sorted(k.removeprefix("eval_") for k in metrics if k.startswith("eval_")))
             )
-        if not self.is_better(float(value)):
+        loss = metrics.get("eval_loss")
+        loss = float(loss) if isinstance(loss, (int, float)) else None
+        if not self.is_better(float(value), loss):
             return
-        self.best, self.best_step = float(value), state.global_step
+        self.best, self.best_step, self.best_loss = float(value), state.global_step, loss
         export(model, self.processor, self.folder, self.config, metrics, state.global_step)
 
 
@@ -489,6 +501,8 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
 
     data: TrainingData = load_training_data(config, workers=max(1, config.workers) * 2)
     if progress is not None:
+        for warning in data.summary.column_warnings:
+            progress.message(f"warning: {warning}")
         progress.message(
             f"{data.summary.train_examples} training and {data.summary.val_examples} validation images "
             f"({data.summary.unmatched_images} without a catalogue row, {data.summary.unreadable_images} "
