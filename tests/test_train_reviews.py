@@ -337,3 +337,25 @@ def test_a_tiny_model_trains_from_reviews_end_to_end(reviewed, tiny_llava, tmp_p
     losses = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert [record["step"] for record in losses if "loss" in record] == [1, 2, 3]
     assert TrainConfig.load(output / "final").reviews == [str(reviewed["db"])]
+
+
+# ------------------------------------------------------------------------------------------------ review order
+
+
+def test_disagreements_come_in_the_review_views_order(confident_scan):
+    """The bench's simulated inspectors take the disagreements as the review view lists them (review.js render):
+    most confident first, those without a confidence last by path; agreements are not listed."""
+    from inspector.review import disagreements_in_review_order, review_view_data
+
+    with open_store(confident_scan["db"]) as store:
+        rows = store.run_rows(1, with_thumbnails=False)
+        items = review_view_data(store, 1, rows, "db")["items"]
+    ordered = disagreements_in_review_order(items)
+    names = {source.path.name: index for index, source in enumerate(confident_scan["sources"])}
+    head = [(names[Path(item[1]).name], item[2], item[6]) for item in ordered[:4]]
+    assert head == [(1, "category", 0.97), (3, "price", 0.9), (2, "category", 0.55), (3, "category", 0.2)]
+    tail = ordered[4:]
+    assert tail and all(item[6] is None and item[3] == "missed" for item in tail)
+    assert [item[1] for item in tail] == sorted(item[1] for item in tail)
+    assert all(item[3] in ("wrong", "spurious", "missed") for item in ordered)
+    assert len(ordered) == sum(item[3] in ("wrong", "spurious", "missed") for item in items)
