@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from click.testing import CliRunner
 
 from inspector.cli import cli
 from inspector.discovery import discover
-from inspector.errors import NoCatalogueError, NoDecisionsError, RunNotFoundError
+from inspector.errors import InputError, NoCatalogueError, NoDecisionsError, RunNotFoundError
 from inspector.images import sha256_hex
 from inspector.review import import_decisions
 from inspector.samples import generate_samples
@@ -194,6 +193,35 @@ def test_moved_images_are_found_by_sha256_and_the_rest_are_skipped_and_listed(re
     }
 
 
+def test_a_catalogue_cell_the_scan_could_not_read_is_left_out_not_taught_as_none(tmp_path):
+    """The store keeps an unreadable cell (price "TBD") as no value; the example must not teach "price": null."""
+    folder = tmp_path / "cards"
+    truth = generate_samples(folder, n=3, seed=2, formats=("png",))
+    rows = list(csv.DictReader(truth.open()))
+    rows[1]["full_price"] = "TBD"
+    with truth.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    db = tmp_path / "tbd.db"
+    _scan(folder, truth, db, [], "tbd")
+    shas = {source.path.name: sha256_hex(source.path.read_bytes()) for source in discover([folder])}
+    decisions = [(1, sha, "brand", "model_wrong", "") for sha in shas.values()]
+    with open_store(db) as store:
+        import_decisions(store, _write_decisions(tmp_path / "d.csv", decisions))
+    examples = _examples(db)
+    tbd = examples[shas[Path(rows[1]["local_image_path"]).name]]
+    assert tbd.left_out == ("price",) and [tbd.answer[a:b] for a, b in tbd.ignored_spans] == ["null"]
+    assert examples[shas[Path(rows[0]["local_image_path"]).name]].left_out == ()
+    assert examples["data"].summary.reviews.unreadable_cells == 1
+
+    # The catalogue is read again to tell which cell it was: gone, that cannot be known.
+    truth.rename(tmp_path / "elsewhere.csv")
+    with pytest.raises(InputError, match=r"^.* run 1 \(tbd\): its catalogue had 1 unreadable cells and cannot be read "
+                       r"again to tell which \(Truth CSV .* does not exist; check the --truth path.\); restore "):
+        _examples(db)
+
+
 def test_reviews_combine_with_a_truth_catalogue_and_decisions_win(reviewed, tmp_path):
     data = load_training_data(
         TrainConfig(reviews=[str(reviewed["db"])], truth=str(reviewed["truth"]), val_fraction=0)
@@ -201,6 +229,26 @@ def test_reviews_combine_with_a_truth_catalogue_and_decisions_win(reviewed, tmp_
     by_sha = {example.sha256: example for example in data.train}
     assert len(data.train) == 5 and data.summary.duplicate_images == 5
     assert by_sha[reviewed["shas"][1]].truth.category == "scarf"
+
+
+def test_several_databases_and_runs_combine(reviewed, tmp_path):
+    other = tmp_path / "other"
+    generate_samples(other, n=3, seed=12, formats=("png",))
+    db = tmp_path / "other.db"
+    _scan(other, other / "truth.csv", db, [], "second")
+    _scan(other, other / "truth.csv", db, [], "third")  # the same cards with another fake model: another run
+    with open_store(db) as store:
+        for run in (1, 2):
+            sha = next(iter(store.reviewable(run)))[0]
+            import_decisions(store, _write_decisions(tmp_path / f"d{run}.csv", [(run, sha, "brand", "both_fine", "")]))
+    both = load_training_data(TrainConfig(reviews=[str(reviewed["db"]), str(db)], val_fraction=0))
+    assert both.summary.reviews.runs == [f"{reviewed['db']} run 1 (first)", f"{db} run 1 (second)", f"{db} run 2 (third)"]
+    assert len(both.train) == 5 + 3 and both.summary.duplicate_images == 3  # run 3 has run 2's images
+    # --run is looked up in every database: run 1 is in both.
+    first = load_training_data(TrainConfig(reviews=[str(reviewed["db"]), str(db)], runs=["1"], val_fraction=0))
+    assert first.summary.reviews.runs == [f"{reviewed['db']} run 1 (first)", f"{db} run 1 (second)"]
+    named = load_training_data(TrainConfig(reviews=[str(reviewed["db"]), str(db)], runs=["third"], val_fraction=0))
+    assert named.summary.reviews.runs == [f"{db} run 2 (third)"]
 
 
 def test_write_dataset_writes_one_line_per_example_and_trains_nothing(reviewed, tmp_path):
@@ -246,9 +294,9 @@ def _train(*args: str) -> str:
 
 def test_a_database_without_decisions_is_a_one_line_error_before_any_model_loads(reviewed, tmp_path):
     db = tmp_path / "bare.db"
-    shutil.copy(reviewed["db"], db)
-    with sqlite3.connect(db) as connection:
-        connection.execute("DELETE FROM reviews")
+    with sqlite3.connect(reviewed["db"]) as source, sqlite3.connect(db) as copy:
+        source.backup(copy)  # the scan's writes may still be in its write-ahead log
+        copy.execute("DELETE FROM reviews")
     assert _train("--reviews", str(db)) == (
         f"Error: no decisions in {db}: import the report's decisions with `inspector review import decisions.csv "
         f"--db {db}`, or train on a catalogue with --truth\n"

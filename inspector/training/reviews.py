@@ -33,6 +33,7 @@ from inspector.review import BOTH_FINE, CATALOGUE_WRONG, MODEL_WRONG
 from inspector.scoring import SIZE_FIELD_PREFIX
 from inspector.store import Review, RunInfo, Store, open_store
 from inspector.store.engine import database_url, sqlite_file
+from inspector.truth import load_truth
 from inspector.units import parse_quantity
 
 #: How many missing images a summary lists (all are counted).
@@ -80,6 +81,9 @@ class ReviewSummary:
     unreadable_corrections: int = 0
     #: Fields left out by reviewed_only (nobody reviewed them).
     unreviewed_fields: int = 0
+    #: Fields left out because the scan could not read their catalogue cell (e.g. price "TBD") and no correction
+    #: gave the value: the stored empty value is not a confirmed "none".
+    unreadable_cells: int = 0
     #: Images with nothing left to teach (reviewed_only and no decision, or every value left out).
     nothing_to_teach: int = 0
     #: Images of the runs without a catalogue row, or whose catalogue row has no value.
@@ -124,12 +128,14 @@ def apply_decisions(
     summary: ReviewSummary,
     *,
     reviewed_only: bool = False,
+    unreadable: frozenset[str] = frozenset(),
 ) -> tuple[ProductFields, dict[str, str], list[str], list[tuple[str, str | None, FieldValue]]]:
     """(values, decided, left out, corrections) for one image: the catalogue values with the decisions applied.
 
     `decisions` is keyed by result name ("price", "size_price:8"); decisions on fields not in `fieldset` are
-    counted in `summary.untaught_decisions` and not applied."""
-    values = ProductFields(catalogue)
+    counted in `summary.untaught_decisions` and not applied. `unreadable`: fields whose catalogue cell the scan
+    could not read (stored empty, yet not known to be empty): left out unless a correction gives the value."""
+    values = ProductFields({name: value for name, value in catalogue.items() if name not in unreadable})
     decided: dict[str, str] = {}
     left_out: list[str] = []
     corrected: list[tuple[str, str | None, FieldValue]] = []
@@ -146,14 +152,16 @@ def apply_decisions(
         if spec.kind == "size_prices":
             continue
         review = decisions.get(spec.name)
-        if review is None:
-            if reviewed_only:
+        if review is not None:
+            decided[spec.name] = review.decision
+            summary.decisions[review.decision] += 1
+        if review is None or review.decision != CATALOGUE_WRONG:
+            if spec.name in unreadable:
+                left_out.append(spec.name)
+                summary.unreadable_cells += 1
+            elif review is None and reviewed_only:
                 left_out.append(spec.name)
                 summary.unreviewed_fields += 1
-            continue
-        decided[spec.name] = review.decision
-        summary.decisions[review.decision] += 1
-        if review.decision != CATALOGUE_WRONG:
             continue
         currency = values[currency_spec.name] if currency_spec is not None else None
         value = (
@@ -174,7 +182,7 @@ def apply_decisions(
     if sizes_spec is not None:
         currency = values[currency_spec.name] if currency_spec is not None else None
         _apply_size_decisions(values, catalogue, decisions, sizes_spec, currency, summary, reviewed_only, decided,
-                              left_out, corrected)  # fmt: skip
+                              left_out, corrected, sizes_spec.name in unreadable)  # fmt: skip
     return values, decided, left_out, corrected
 
 
@@ -189,10 +197,11 @@ def _apply_size_decisions(
     decided: dict[str, str],
     left_out: list[str],
     corrected: list[tuple[str, str | None, FieldValue]],
+    unreadable_table: bool,
 ) -> None:
     """Per-size decisions on the size table: corrections replace or add a size's price; an unconfirmed size
     leaves the whole table out (an answer's table is one value: without that size it would claim the card has
-    no such size)."""
+    no such size), and so does a table with a catalogue cell the scan could not read."""
     sizes = {normalise_size(size): amount for size, amount in (catalogue[spec.name] or {}).items()}
     confirmed = True
     size_decisions = {
@@ -221,6 +230,9 @@ def _apply_size_decisions(
     reviewed = bool(size_decisions) and set(sizes) <= set(size_decisions)
     if not confirmed:
         left_out.append(spec.name)
+    elif unreadable_table:
+        left_out.append(spec.name)
+        summary.unreadable_cells += 1
     elif reviewed_only and not reviewed:
         left_out.append(spec.name)
         summary.unreviewed_fields += 1
@@ -269,6 +281,8 @@ def select_runs(databases: Sequence[str], run_refs: Sequence[str]) -> list[tuple
     _check_catalogues(chosen)
     for database, store in stores:
         runs = [run for db, _, run in chosen if db == database] if run_refs else store.list_runs()
+        if run_refs and not runs:
+            continue  # none of the runs asked for is in this database
         with_decisions = [run for run in runs if store.reviews(run.id)]
         if not with_decisions:
             ids = ", ".join(str(run.id) for run in runs)
@@ -290,6 +304,35 @@ def _check_catalogues(chosen: list[tuple[str, Store, RunInfo]]) -> None:
                 f"{database} {run.label} was scanned without a catalogue (--truth), so it has no values to learn; "
                 "pass --run with runs scanned with --truth"
             )
+
+
+def unreadable_cells(database: str, run: RunInfo, fieldset: FieldSet) -> dict[int, frozenset[str]]:
+    """Catalogue row number -> fields of `fieldset` whose cell the scan could not read. The store keeps such a
+    cell as no value, so when the run counted any, its catalogue is read again (as the scan read it) to tell
+    which; a catalogue that cannot be read any more is an InputError (training would teach "none" for them)."""
+    count = ((run.stats or {}).get("truth") or {}).get("unparseable_cells") or 0
+    if not count:
+        return {}
+    settings = run.settings
+    try:
+        table = load_truth(run.truth_path, settings.get("truth_columns"), settings.get("truth_key"), run.fields)
+    except InputError as error:
+        raise InputError(
+            f"{database} {run.label}: its catalogue had {count} unreadable cells and cannot be read again to tell "
+            f"which ({error}); restore {run.truth_path}, or leave the run out with --run"
+        ) from None
+    by_column: dict[str, str] = {}
+    for key, column in table.columns.items():
+        spec = fieldset.first("size_prices") if key.startswith("size:") else next(
+            (spec for spec in fieldset if spec.key == key), None
+        )
+        if spec is not None:
+            by_column[column] = spec.name
+    found: dict[int, set[str]] = {}
+    for problem in table.unparseable_cells:
+        if problem.column in by_column:
+            found.setdefault(problem.row_number, set()).add(by_column[problem.column])
+    return {row: frozenset(names) for row, names in found.items()}
 
 
 # ------------------------------------------------------------------------------------------------ images
@@ -428,6 +471,7 @@ def read_reviewed_images(
                 summary.without_catalogue_row += 1
                 continue
             usable.append((row, catalogue))
+        unknown = unreadable_cells(database, run, fieldset)
         finder = ImageFinder(_roots([*image_roots, *run.inputs]), workers)
         located = finder.find([(row["path"], row["sha256"], row["n_bytes"]) for row, _ in usable])
         for row, catalogue in usable:
@@ -438,8 +482,9 @@ def read_reviewed_images(
                 continue
             summary.moved_images += moved
             values, decided, left_out, corrected = apply_decisions(
-                catalogue, decisions.get(row["sha256"], {}), fieldset, summary, reviewed_only=reviewed_only
-            )
+                catalogue, decisions.get(row["sha256"], {}), fieldset, summary, reviewed_only=reviewed_only,
+                unreadable=unknown.get(row["truth"]["row_number"], frozenset()),
+            )  # fmt: skip
             if not _taught(fieldset, left_out):
                 summary.nothing_to_teach += 1
                 continue
