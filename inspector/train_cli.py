@@ -128,20 +128,21 @@ def print_data(data, console: Console) -> None:
         return
     decisions = ", ".join(f"{count} {name}" for name, count in reviews.decisions.items())
     untaught = f", {reviews.untaught_decisions} on fields not taught" if reviews.untaught_decisions else ""
+    runs = f"{len(reviews.runs)} run{'' if len(reviews.runs) == 1 else 's'}"
     console.print(
-        f"Reviews: {len(reviews.runs)} runs ({'; '.join(reviews.runs)}), {reviews.images} images; decisions applied: "
+        f"Reviews: {runs} ({'; '.join(reviews.runs)}), {reviews.images} images; decisions applied: "
         f"{decisions}{untaught}; {reviews.corrections} corrected values taught, {reviews.unconfirmed_fields} "
         f"unconfirmed fields left out ({reviews.unreadable_corrections} with an unreadable correction)"
         + (f", {reviews.unreviewed_fields} unreviewed fields left out" if reviews.unreviewed_fields else "")
+        + (f", {reviews.unreadable_cells} unreadable catalogue cells left out" if reviews.unreadable_cells else "")
     )
     console.print(
-        f"Review images: {reviews.moved_images} moved (found by sha256), {reviews.missing_images} not found, "
-        f"{reviews.unreadable_images} unreadable, {reviews.without_catalogue_row} without a catalogue row, "
-        f"{reviews.nothing_to_teach} with nothing to teach: skipped"
+        f"Review images: {reviews.moved_images} moved (found by sha256); skipped {reviews.missing_images} not found, "
+        f"{reviews.without_catalogue_row} without a catalogue row, {reviews.nothing_to_teach} with nothing to teach"
     )
-    for location, why in list(reviews.missing.items()) + list(reviews.unreadable.items()):
+    for location, why in reviews.missing.items():
         console.print(f"  skipped {location}: {why}")
-    hidden = reviews.missing_images + reviews.unreadable_images - len(reviews.missing) - len(reviews.unreadable)
+    hidden = reviews.missing_images - len(reviews.missing)
     if hidden > 0:
         console.print(f"  ... and {hidden} more (data_summary.json lists the first ones)")
 

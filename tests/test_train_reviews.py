@@ -191,6 +191,14 @@ def test_moved_images_are_found_by_sha256_and_the_rest_are_skipped_and_listed(re
         f"{origin}: {reviewed['sources'][1].location}": f"not at its scanned path any more; {searched}",
         f"{origin}: {reviewed['sources'][2].location}": f"changed since the scan (its sha256 differs); {searched}",
     }
+    result = CliRunner().invoke(cli, ["train", "--reviews", str(reviewed["db"]), "--images", str(tmp_path / "elsewhere"),
+                                      "--write-dataset", str(tmp_path / "d.jsonl")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[2:5] == [
+        "Review images: 1 moved (found by sha256); skipped 2 not found, 0 without a catalogue row, 0 with nothing to "
+        "teach",
+        *(f"  skipped {location}: {why}" for location, why in reviews.missing.items()),
+    ]
 
 
 def test_a_catalogue_cell_the_scan_could_not_read_is_left_out_not_taught_as_none(tmp_path):
@@ -261,10 +269,10 @@ def test_write_dataset_writes_one_line_per_example_and_trains_nothing(reviewed, 
     assert result.stdout.splitlines() == [
         "Data: 0 catalogue rows, 5 images found, 4 for training, 1 for validation; skipped 0 without a row, "
         "0 unreadable, 0 duplicates, 0 empty rows",
-        f"Reviews: 1 runs ({origin}), 5 images; decisions applied: 4 catalogue_wrong, 1 model_wrong, 1 both_fine; "
+        f"Reviews: 1 run ({origin}), 5 images; decisions applied: 4 catalogue_wrong, 1 model_wrong, 1 both_fine; "
         "3 corrected values taught, 1 unconfirmed fields left out (0 with an unreadable correction)",
-        "Review images: 0 moved (found by sha256), 0 not found, 0 unreadable, 0 without a catalogue row, "
-        "0 with nothing to teach: skipped",
+        "Review images: 0 moved (found by sha256); skipped 0 not found, 0 without a catalogue row, "
+        "0 with nothing to teach",
         f"Wrote 5 examples (4 for training, 1 for validation) to {out}; nothing trained",
     ]
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -378,7 +386,7 @@ def test_a_tiny_model_trains_from_reviews_end_to_end(reviewed, tiny_llava, tmp_p
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Trained to step 3 (")
     assert lines[1].startswith("Data: 0 catalogue rows, 5 images found, 4 for training, 1 for validation")
-    assert lines[2].startswith(f"Reviews: 1 runs ({reviewed['db']} run 1 (first)), 5 images; decisions applied:")
+    assert lines[2].startswith(f"Reviews: 1 run ({reviewed['db']} run 1 (first)), 5 images; decisions applied:")
     assert (output / "final" / "config.json").is_file() and (output / "best" / "config.json").is_file()
     summary = json.loads((output / "data_summary.json").read_text())
     assert summary["reviews"]["corrections"] == 3 and summary["reviews"]["unconfirmed_fields"] == 1

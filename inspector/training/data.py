@@ -296,9 +296,9 @@ def load_training_data(config: TrainConfig, workers: int = 4) -> TrainingData:
         reviews = summary.reviews
         raise InputError(
             f"No training examples from the reviewed runs: {reviews.images} images, "
-            f"{reviews.missing_images} not found, {reviews.unreadable_images} unreadable, "
-            f"{reviews.without_catalogue_row} without a catalogue row, {reviews.nothing_to_teach} with nothing left "
-            "to teach"
+            f"{reviews.missing_images} not found, {reviews.without_catalogue_row} without a catalogue row, "
+            f"{reviews.nothing_to_teach} with nothing left to teach; pass --images with the folder that holds them "
+            "now if they moved"
         )
     if not train:
         raise InputError(

@@ -90,17 +90,13 @@ class ReviewSummary:
     without_catalogue_row: int = 0
     #: Images not at their scanned path any more (or changed there) but found elsewhere by their sha256.
     moved_images: int = 0
-    #: Images not found (location -> why): skipped.
+    #: Images not found, or only unreadable copies ("origin: location" -> why): skipped.
     missing_images: int = 0
     missing: dict[str, str] = field(default_factory=dict)
-    #: Images found but unreadable now (location -> why): skipped.
-    unreadable_images: int = 0
-    unreadable: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        for name in ("missing", "unreadable"):
-            data[name] = dict(list(data[name].items())[:MAX_LISTED])
+        data["missing"] = dict(list(self.missing.items())[:MAX_LISTED])
         return data
 
 
@@ -447,6 +443,21 @@ def read_reviewed_images(
     """The images of the reviewed runs (see `select_runs`) with what each should teach, and the counts."""
     summary = ReviewSummary(databases=list(databases))
     chosen = select_runs(databases, run_refs)
+    try:
+        return _read_runs(chosen, fieldset, summary, image_roots, reviewed_only, workers), summary
+    finally:
+        for store in {id(store): store for _, store, _ in chosen}.values():
+            store.close()
+
+
+def _read_runs(
+    chosen: list[tuple[str, Store, RunInfo]],
+    fieldset: FieldSet,
+    summary: ReviewSummary,
+    image_roots: Sequence[str],
+    reviewed_only: bool,
+    workers: int,
+) -> list[ReviewedImage]:
     for database, _, run in chosen:
         missing = [spec.name for spec in fieldset if spec.name not in run.fields]
         if missing:
@@ -502,7 +513,7 @@ def read_reviewed_images(
                     corrected=tuple(corrected),
                 )
             )
-    return images, summary
+    return images
 
 
 def _taught(fieldset: FieldSet, left_out: list[str]) -> bool:
