@@ -160,7 +160,7 @@ def _split_list(value: str | None) -> list[str] | None:
     multiple=True,
     metavar="DB",
     help="Learn from the scans in this database with the inspectors' imported decisions applied (repeatable; "
-    "with or instead of --truth).",
+    "with or instead of --truth). Images moved since the scan are looked for by sha256 under --images.",
 )
 @click.option(
     "--run",
