@@ -4,7 +4,8 @@
    saw): a pool of --pool cards to scan and review, and --heldout other cards to measure on. The pool's catalogue
    is corrupted as a real one would be: --rate of its rows get one wrong field (brand, colour, category or price,
    in turn; seeded).
-2. `inspector scan` of the pool against that catalogue with --model (default: the demo model), and of the
+2. `inspector scan` of the pool against that catalogue with --model (default: the demo model folder,
+   inspector/demo_model, asked its own question: the fields.toml and crops of its train_config.json), and of the
    held-out cards against their clean catalogue (the "before" figures).
 3. Simulated inspectors decide on the review view's top --decisions disagreements, in the order the report lists
    them (`inspector.review.disagreements_in_review_order`), with the ground truth as the oracle: a field the
@@ -50,6 +51,8 @@ PRICE_FACTORS = (0.5, 0.7, 1.4, 2.0)
 #: Fields in the table, in order (size_price: every size's price together).
 TABLE_FIELDS = ("brand", "title", "category", "price", "currency", "size_price", "colour")
 ARMS = ("decisions", "catalogue", "clean")
+#: The demo model's folder (issue 16), the default --model.
+DEMO_MODEL = REPO / "inspector" / "demo_model"
 
 
 # ------------------------------------------------------------------------------------------------ the world
@@ -257,7 +260,8 @@ def write_results(out: Path, result: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "out"), help="folder for everything (default $OUT)")
-    parser.add_argument("--model", help="model to start from (default: demo; --tiny: a tiny random LLaVA)")
+    parser.add_argument("--model", help="model folder to start from (default: inspector/demo_model; --tiny: a tiny "
+                        "random LLaVA)")
     parser.add_argument("--pool", type=int, help="shifted-world cards scanned and reviewed (default 400; --tiny 8)")
     parser.add_argument("--heldout", type=int, help="held-out cards measured on (default 300; --tiny 4)")
     parser.add_argument("--rate", type=float, default=0.2, help="share of pool catalogue rows corrupted")
@@ -268,7 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--warmup", type=int, help="warmup steps (default 20; --tiny 0)")
     parser.add_argument("--method", default="full", choices=("full", "lora", "frozen-vision"))
-    parser.add_argument("--fields", help="fields file scans and training use (default: the one beside the cards)")
+    parser.add_argument("--fields", help="fields file scans and training use (default: the model's own, else the "
+                        "sample world's, written beside the cards)")
     parser.add_argument("--prompt", help="built-in prompt (default: the model's train_config.json, else extract)")
     parser.add_argument("--num-crops", type=int, help="default: the model's train_config.json, else its own")
     parser.add_argument("--batch-size", help="scan batch size (default auto; --tiny 4)")
@@ -299,14 +304,20 @@ def main(argv: list[str] | None = None) -> None:
             from inspector.tiny import build_tiny_model
 
             args.model = str(build_tiny_model("llava", out / "tiny-model", seed=args.seed))
+        elif (DEMO_MODEL / "config.json").is_file():
+            args.model = str(DEMO_MODEL)
         else:
-            args.model = "demo"
-    trained = Path(args.model) / "train_config.json"
-    if trained.is_file():  # ask as the model was trained (crops, prompt, answer length)
+            raise SystemExit(f"no demo model in {DEMO_MODEL} (issue 16) in this checkout: pass --model DIR")
+    model_dir = Path(args.model)
+    trained = model_dir / "train_config.json"
+    if trained.is_file():  # ask as the model was trained (fields, crops, prompt, answer length)
         recorded = json.loads(trained.read_text())
         args.num_crops = args.num_crops or recorded.get("num_crops")
         args.prompt = args.prompt or recorded.get("prompt")
         args.max_new_tokens = args.max_new_tokens or recorded.get("max_new_tokens")
+        fields = recorded.get("fields_file")
+        if not args.fields and fields and (model_dir / fields).is_file():  # the demo folder keeps its own
+            args.fields = str(model_dir / fields)
 
     started = time.perf_counter()
     world = make_world(out, args.pool, args.heldout, args.rate, args.seed, args.workers)
