@@ -351,14 +351,17 @@ def test_review_options_need_reviews_and_training_needs_data():
 
 
 @pytest.mark.slow
-def test_the_loss_skips_an_unconfirmed_value(reviewed, tiny_llava):
+@pytest.mark.parametrize("family", ["llava", "phi3v"])
+def test_the_loss_skips_an_unconfirmed_value(reviewed, family, request):
     from inspector.backends.hf import load_processor
     from inspector.prompts import get_prompt
     from inspector.training.collator import IGNORE_INDEX, TrainingCollator
     from inspector.training.data import ExampleDataset
 
     example = _examples(reviewed["db"])[reviewed["shas"][3]]
-    collator = TrainingCollator(load_processor(str(tiny_llava)), get_prompt().text)
+    folder = request.getfixturevalue(f"tiny_{family}")
+    num_crops = 1 if family == "phi3v" else None
+    collator = TrainingCollator(load_processor(str(folder)), get_prompt().text, num_crops=num_crops)
     item = ExampleDataset([example])[0]
     masked = collator([item])
     plain = collator([{**item, "ignored_spans": ()}])
