@@ -67,6 +67,14 @@ class TrainingError(InspectorError):
     """Training cannot start or go on with this model, data or setting; the message says what to change."""
 
 
+class NoDecisionsError(InputError):
+    """`inspector train --reviews`: a database (or the runs chosen in it) holds no imported decisions."""
+
+
+class NoCatalogueError(InputError):
+    """`inspector train --reviews`: a run was scanned without a catalogue, so it has no values to learn."""
+
+
 class RayError(InspectorError):
     """A scan with --ray cannot start: Ray is not installed, or the cluster cannot be reached or used."""
 

@@ -309,3 +309,11 @@ def accuracy_at_coverage(rows: list[dict], coverages: tuple[int, ...] = COVERAGE
             points.append({"coverage": coverage, "n": len(top), "accuracy": sum(ok for _, ok in top) / len(top)})
         table.append({"field": name, "n": len(values), "unranked": unranked.get(name, 0), "points": points})
     return table
+
+
+def disagreements_in_review_order(items: list[list]) -> list[list]:
+    """The review view's first list, "Disagreements, most confident first" (`render` in templates/review.js), from
+    `review_view_data(...)["items"]`: the disagreements, by the model's confidence high to low, those without a
+    confidence last, ties by path. Benchmarks that simulate inspectors take them in this order."""
+    disagreements = [item for item in items if item[3] in DISAGREEMENTS]
+    return sorted(disagreements, key=lambda item: (item[6] is None, -(item[6] or 0.0), item[1]))

@@ -158,6 +158,50 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "Lilac": (176, 146, 210),
     "Orange": (236, 120, 32),
 }
+#: The shifted world's brands and colours (`World.shifted()`): none is drawn by default, so a model that learned the
+#: default cards has never seen them.
+SHIFTED_BRANDS: tuple[str, ...] = (
+    "Larkspur",
+    "Fenwick & Rye",
+    "Ondine",
+    "Gallant",
+    "Peregrine",
+    "Moorcroft",
+    "Selkie Row",
+    "Tarrant",
+    "Juniper Vale",
+    "Brackley",
+)
+SHIFTED_COLOURS: dict[str, tuple[int, int, int]] = {
+    "Ivory": (236, 230, 212),
+    "Plum": (94, 40, 86),
+    "Sky Blue": (120, 180, 226),
+    "Rust": (170, 74, 30),
+    "Mint": (150, 214, 180),
+    "Charcoal": (58, 60, 66),
+}
+
+
+#: Every colour a card can be painted in, by name.
+PAINTS: dict[str, tuple[int, int, int]] = {**COLOURS, **SHIFTED_COLOURS}
+
+
+@dataclass(frozen=True)
+class World:
+    """Where cards are drawn from: the brands and the product colours (names of `PAINTS`). The default is the
+    sample world; `World.shifted()` has brands and colours that the default never draws (for measuring how a model
+    adapts to a catalogue it was not trained on). Everything else (categories, prices, layouts) is shared."""
+
+    brands: tuple[str, ...] = BRANDS
+    colours: tuple[str, ...] = tuple(COLOURS)
+
+    @classmethod
+    def shifted(cls) -> World:
+        return cls(SHIFTED_BRANDS, tuple(SHIFTED_COLOURS))
+
+
+WORLDS: dict[str, Callable[[], World]] = {"default": World, "shifted": World.shifted}
+
 CARD_BACKGROUNDS = ((255, 255, 255), (250, 249, 246), (246, 247, 250), (252, 250, 245))
 PICTURE_BACKGROUNDS = ((238, 238, 240), (242, 236, 228), (228, 236, 242), (236, 242, 234), (246, 238, 240))
 METALS = ((192, 192, 198), (212, 175, 80), (60, 60, 64))
@@ -202,9 +246,10 @@ class SampleProduct:
 
 
 def make_products(
-    n: int, seed: int, *, formats: Sequence[str] = ("jpg", "png", "webp")
+    n: int, seed: int, *, formats: Sequence[str] = ("jpg", "png", "webp"), world: World | None = None
 ) -> list[SampleProduct]:
-    """n products with balanced categories (shuffled in blocks), unique codes, sizes and formats cycled.
+    """n products with balanced categories (shuffled in blocks), unique codes, sizes and formats cycled; brands and
+    colours from `world` (default: the sample world).
 
     Prefix-stable: the first k products of make_products(n, seed) are make_products(k, seed) (file-name width
     aside, which grows past 999 products).
@@ -212,6 +257,7 @@ def make_products(
     if n < 0:
         raise InputError(f"n must be >= 0, got {n}")
     formats = _check_formats(formats)
+    world = world or World()
     digits = max(3, len(str(n)))
     category_rng = random.Random(f"inspector-categories:{seed}")
     categories: list[str] = []
@@ -228,7 +274,7 @@ def make_products(
         while code in codes:
             code = str(rng.randrange(10_000_000, 100_000_000))
         codes.add(code)
-        colour = rng.choice(list(COLOURS))
+        colour = rng.choice(world.colours)
         title = f"{rng.choice(MODEL_NAMES)} {rng.choice(DESCRIPTORS)}"
         if rng.random() < 0.5:
             title += f" in {colour}"
@@ -241,7 +287,7 @@ def make_products(
         products.append(
             SampleProduct(
                 file_name=f"{index + 1:0{digits}d}_{code}.{ext}",
-                brand=rng.choice(BRANDS),
+                brand=rng.choice(world.brands),
                 title=title,
                 category=category,
                 price=price,
@@ -681,7 +727,7 @@ def _draw_picture(
     side = min(right - left, bottom - top) * rng.uniform(0.82, 0.96)
     x0 = left + (right - left - side) * rng.uniform(0.3, 0.7)
     y0 = top + (bottom - top - side) * rng.uniform(0.3, 0.7)
-    colour = COLOURS[product.colour]
+    colour = PAINTS[product.colour]
     accent_name = rng.choice([name for name in COLOURS if name != product.colour])
     pattern = None
     if product.category in _TEXTILES and rng.random() < (0.7 if product.category == "scarf" else 0.35):
@@ -909,13 +955,21 @@ def generate_samples(
 
 
 def generate_dataset(
-    out_dir: Path, n: int, seed: int, *, formats: Sequence[str] = ("jpg",), workers: int = 1
+    out_dir: Path,
+    n: int,
+    seed: int,
+    *,
+    formats: Sequence[str] = ("jpg",),
+    workers: int = 1,
+    world: World | None = None,
 ) -> Path:
     """Training data: n cards under out_dir/images/ and out_dir/truth.csv; returns the CSV path.
 
-    JPEG only by default (the fastest to write). Output does not depend on `workers`.
+    JPEG only by default (the fastest to write). Output does not depend on `workers`. The fields.toml written
+    beside it is the sample world's whatever the `world` (the question a model trained on the samples asks).
     """
-    return _write(Path(out_dir), make_products(n, seed, formats=formats), seed, "images", workers=workers)
+    products = make_products(n, seed, formats=formats, world=world)
+    return _write(Path(out_dir), products, seed, "images", workers=workers)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -927,9 +981,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--dataset", action="store_true", help="training layout: images/ + truth.csv, JPEG only"
     )
     parser.add_argument("--workers", type=int, default=1, help="processes for --dataset")
+    parser.add_argument(
+        "--world", choices=sorted(WORLDS), default="default", help="--dataset: brands and colours to draw from"
+    )
     args = parser.parse_args(argv)
     if args.dataset:
-        csv_path = generate_dataset(args.out_dir, args.n, args.seed, workers=args.workers)
+        world = WORLDS[args.world]()
+        csv_path = generate_dataset(args.out_dir, args.n, args.seed, workers=args.workers, world=world)
     else:
         csv_path = generate_samples(args.out_dir, args.n, args.seed)
     print(f"wrote {args.n} cards and {csv_path}")

@@ -91,15 +91,7 @@ def print_summary(result, console: Console) -> None:
         f"Trained to step {result.steps}{resumed} ({result.epochs:.2f} epochs) on {data.train_examples} images in "
         f"{result.train_seconds:.1f} s ({rate}); mean training loss {_float_or_none(result.train_loss)}"
     )
-    bad_rows = f", {data.bad_rows} with unreadable catalogue cells" if data.bad_rows else ""
-    if data.malformed_rows:
-        bad_rows += f", {data.malformed_rows} malformed catalogue rows"
-    console.print(
-        f"Data: {data.rows} catalogue rows, {data.images_found} images found, {data.train_examples} for training, "
-        f"{data.val_examples} for validation; skipped {data.unmatched_images} without a row, "
-        f"{data.unreadable_images} unreadable, {data.duplicate_images} duplicates, {data.empty_rows} empty rows"
-        f"{bad_rows}"
-    )
+    print_data(data, console)
     figures = result.eval_metrics
     if figures:
         line = f"Validation at step {result.steps}: loss {_float_or_none(figures.get('eval_loss'))}"
@@ -141,6 +133,41 @@ def _quiet_transformers(verbose: bool) -> None:
     hf_logging.disable_progress_bar()
 
 
+def print_data(data, console: Console) -> None:
+    """What the examples came from and what was skipped (every skipped image counted, missing ones listed)."""
+    bad_rows = f", {data.bad_rows} with unreadable catalogue cells" if data.bad_rows else ""
+    if data.malformed_rows:
+        bad_rows += f", {data.malformed_rows} malformed catalogue rows"
+    console.print(
+        f"Data: {data.rows} catalogue rows, {data.images_found} images found, {data.train_examples} for training, "
+        f"{data.val_examples} for validation; skipped {data.unmatched_images} without a row, "
+        f"{data.unreadable_images} unreadable, {data.duplicate_images} duplicates, {data.empty_rows} empty rows"
+        f"{bad_rows}"
+    )
+    reviews = data.reviews
+    if reviews is None:
+        return
+    decisions = ", ".join(f"{count} {name}" for name, count in reviews.decisions.items())
+    untaught = f", {reviews.untaught_decisions} on fields not taught" if reviews.untaught_decisions else ""
+    runs = f"{len(reviews.runs)} run{'' if len(reviews.runs) == 1 else 's'}"
+    console.print(
+        f"Reviews: {runs} ({'; '.join(reviews.runs)}), {reviews.images} images; decisions applied: "
+        f"{decisions}{untaught}; {reviews.corrections} corrected values taught, {reviews.unconfirmed_fields} "
+        f"unconfirmed fields left out ({reviews.unreadable_corrections} with an unreadable correction)"
+        + (f", {reviews.unreviewed_fields} unreviewed fields left out" if reviews.unreviewed_fields else "")
+        + (f", {reviews.unreadable_cells} unreadable catalogue cells left out" if reviews.unreadable_cells else "")
+    )
+    console.print(
+        f"Review images: {reviews.moved_images} moved (found by sha256); skipped {reviews.missing_images} not found, "
+        f"{reviews.without_catalogue_row} without a catalogue row, {reviews.nothing_to_teach} with nothing to teach"
+    )
+    for location, why in reviews.missing.items():
+        console.print(f"  skipped {location}: {why}")
+    hidden = reviews.missing_images - len(reviews.missing)
+    if hidden > 0:
+        console.print(f"  ... and {hidden} more (data_summary.json lists the first ones)")
+
+
 def _split_list(value: str | None) -> list[str] | None:
     if not value:
         return None
@@ -148,8 +175,29 @@ def _split_list(value: str | None) -> list[str] | None:
 
 
 @click.command("train")
+@click.option("--truth", type=click.Path(dir_okay=False), help="Catalogue CSV with the right answers.")
 @click.option(
-    "--truth", required=True, type=click.Path(dir_okay=False), help="Catalogue CSV with the right answers."
+    "--reviews",
+    multiple=True,
+    metavar="DB",
+    help="Learn from the scans in this database with the inspectors' imported decisions applied (repeatable; "
+    "with or instead of --truth). Images moved since the scan are looked for by sha256 under --images.",
+)
+@click.option(
+    "--run",
+    "runs",
+    multiple=True,
+    metavar="RUN",
+    help="With --reviews: learn from this run (id or name; repeatable).  [default: every run with decisions]",
+)
+@click.option(
+    "--reviewed-only", is_flag=True, help="With --reviews: teach only the fields an inspector decided on."
+)
+@click.option(
+    "--write-dataset",
+    type=click.Path(dir_okay=False),
+    metavar="FILE.jsonl",
+    help="Write the training examples (image, sha256, target answer, decisions) to this file and stop.",
 )
 @click.option(
     "--images", type=click.Path(file_okay=False), help="Folder of images.  [default: the CSV's folder]"
@@ -175,7 +223,7 @@ def _split_list(value: str | None) -> list[str] | None:
 @click.option(
     "--seed", default=_DEFAULTS.seed, show_default=True, help="Seed of the split, the data order and init."
 )
-@click.option("--model", "-m", required=True, help="Hugging Face model id or local folder to fine-tune.")
+@click.option("--model", "-m", help="Hugging Face model id or local folder to fine-tune.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model folder's own Python code to run.")
 @click.option("--prompt", help="Built-in prompt: extract (default, JSON answers) or original.")
 @click.option("--prompt-file", type=click.Path(dir_okay=False), help="File holding a custom prompt.")
@@ -197,7 +245,6 @@ def _split_list(value: str | None) -> list[str] | None:
 @click.option(
     "--output",
     "-o",
-    required=True,
     type=click.Path(file_okay=False),
     help="Folder for checkpoints and models.",
 )
@@ -460,8 +507,22 @@ def train_command(verbose=False, **options):
             value = options.pop(old)
             if value is not None:  # the old spelling, kept for one release (`_renamed` warned)
                 options[new] = value
+        options["reviews"], options["runs"] = list(options["reviews"]), list(options["runs"])
+        options = {key: value for key, value in options.items() if value is not None}  # None: the default
         config = TrainConfig(**options)
         config.validate()
+        if config.write_dataset is not None:
+            from inspector.training.data import load_training_data, write_dataset
+
+            data = load_training_data(config, workers=max(1, config.workers) * 2)
+            count = write_dataset(data, config.write_dataset)
+            console = Console(highlight=False, soft_wrap=True, markup=False)
+            print_data(data.summary, console)
+            console.print(
+                f"Wrote {count} examples ({len(data.train)} for training, {len(data.val)} for validation) to "
+                f"{config.write_dataset}; nothing trained"
+            )
+            return data
         from inspector.backends import check_model_reference
 
         check_model_reference(config.model)

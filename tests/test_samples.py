@@ -326,3 +326,23 @@ def test_sample_product_fields():
         "size_prices",
     ]
     assert isinstance(draw_card(make_products(1, seed=0)[0], random.Random(0)), Image.Image)
+
+
+def test_the_shifted_world_draws_brands_and_colours_the_default_never_draws(tmp_path):
+    """Issue 17's bench: a catalogue the sample-trained model has not seen. Only brands and colours change; the
+    default world is untouched (test_committed_sample_images_are_what_the_generator_draws checks its bytes)."""
+    shifted = make_products(60, seed=0, world=samples.World.shifted())
+    default = make_products(60, seed=0)
+    assert {p.brand for p in shifted} == set(samples.SHIFTED_BRANDS)
+    assert {p.colour for p in shifted} == set(samples.SHIFTED_COLOURS)
+    assert not {p.brand for p in shifted} & set(samples.BRANDS)
+    assert not set(samples.SHIFTED_COLOURS) & set(samples.COLOURS)
+    assert [p.category for p in shifted] == [p.category for p in default]
+    assert make_products(60, seed=0, world=samples.World()) == default
+    for product in shifted[:10]:
+        card = draw_card(dataclasses.replace(product, category="backpack", card_size=(640, 640)), random.Random(1))
+        pixels = {rgb: count for count, rgb in card.getcolors(maxcolors=card.width * card.height)}
+        assert pixels.get(samples.SHIFTED_COLOURS[product.colour], 0) > 0.03 * card.width * card.height
+    samples.main([str(tmp_path / "out"), "--n", "4", "--dataset", "--world", "shifted"])
+    rows = read_csv(tmp_path / "out" / "truth.csv")
+    assert {row["brand"] for row in rows} <= set(samples.SHIFTED_BRANDS)

@@ -86,6 +86,25 @@ class TrainingCollator:
             )
         return full[len(prompt) :]
 
+    def ignored_positions(self, answer: str, spans) -> list[int]:
+        """Indexes into `answer_ids(answer)` of the tokens that touch a character span of `answer` in `spans`
+        (a token that also holds a neighbouring quote or space is skipped whole)."""
+        text = self.full_text(answer)
+        at = text.find(answer, len(self.prompt_text)) if text.startswith(self.prompt_text) else -1
+        if at < 0:
+            raise TrainingError("The chat template changes the answer's text, so its values cannot be located")
+        try:
+            offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        except NotImplementedError:
+            raise TrainingError(
+                "Leaving unconfirmed values out of the loss needs a fast tokenizer (character offsets)"
+            ) from None
+        positions = []
+        for index, (first, last) in enumerate(offsets[len(self._prompt_ids) :]):
+            if last > first and any(first < at + end and last > at + start for start, end in spans):
+                positions.append(index)
+        return positions
+
     def _pad_side(self, side: str) -> None:
         self.tokenizer.padding_side = side
 
@@ -119,6 +138,15 @@ class TrainingCollator:
         for row, start in enumerate(starts):
             end = int(lengths[row])
             labels[row, start:end] = input_ids[row, start:end]
+            spans = items[row].get("ignored_spans")
+            if spans:
+                if input_ids[row, start:end].tolist() != self.answer_ids(answers[row]):
+                    raise TrainingError(
+                        "Cannot leave unconfirmed values out of the loss: the processor tokenises the answer "
+                        "differently inside the conversation; use another model, or train without the unconfirmed fields' runs"
+                    )
+                for position in self.ignored_positions(answers[row], spans):
+                    labels[row, start + position] = IGNORE_INDEX
         batch["labels"] = labels
         if self.dtype is not None and "pixel_values" in batch and batch["pixel_values"].is_floating_point():
             batch["pixel_values"] = batch["pixel_values"].to(self.dtype)

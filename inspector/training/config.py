@@ -31,6 +31,12 @@ class TrainConfig:
     val_truth: str | None = None  # or a separate validation CSV (images under `images` or beside it)
     seed: int = 0  # seed of the train/val split, the model's random parts and the data order
 
+    # -- reviewed scans as training data (inspector.training.reviews), with or instead of `truth`
+    reviews: list[str] = field(default_factory=list)  # databases holding scans with imported decisions
+    runs: list[str] = field(default_factory=list)  # runs (id or name) to learn from; default: every reviewed run
+    reviewed_only: bool = False  # teach only the fields an inspector decided on
+    write_dataset: str | None = None  # write the examples to this JSON Lines file and stop (nothing is trained)
+
     # -- what the model is taught
     model: str = ""  # Hugging Face model id or local folder (any VLM that scan runs)
     trust_remote_code: bool = False  # let the model folder's own Python code run
@@ -86,11 +92,17 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise InputError with a fix for the first setting that cannot work."""
-        if not self.truth:
-            raise InputError("No training data: pass the catalogue CSV with --truth")
-        if not self.model:
+        if not self.truth and not self.reviews:
+            raise InputError(
+                "No training data: pass the catalogue CSV with --truth or reviewed scans' databases with --reviews"
+            )
+        if (self.runs or self.reviewed_only) and not self.reviews:
+            option = "--run" if self.runs else "--reviewed-only"
+            raise InputError(f"{option} chooses among reviewed scans: pass their database with --reviews")
+        # --write-dataset only writes the examples: it needs no model and no output folder.
+        if not self.model and self.write_dataset is None:
             raise InputError("No model: pass a Hugging Face model id or local folder with --model")
-        if not self.output:
+        if not self.output and self.write_dataset is None:
             raise InputError("No output folder: pass one with --output")
         if self.method not in METHODS:
             raise InputError(f"Unknown method {self.method!r}; use one of: {', '.join(METHODS)}")

@@ -7,6 +7,7 @@ product never straddle it) and depends only on the seed and the set of rows.
 
 from __future__ import annotations
 
+import json
 import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -16,9 +17,11 @@ from inspector.discovery import ImageSource, discover, read_source
 from inspector.errors import InputError
 from inspector.fields import FieldSet, ProductFields
 from inspector.images import ImageLoadError, decode_image, sha256_hex
+from inspector.outputs import write_text_atomic
 from inspector.prompts import Prompt, format_answer, get_prompt
 from inspector.scoring import SIZE_FIELD
 from inspector.training.config import TrainConfig
+from inspector.training.reviews import ReviewSummary, read_reviewed_images
 from inspector.truth import load_truth
 
 
@@ -35,6 +38,16 @@ class Example:
     truth: ProductFields
     #: The target answer: `format_answer(truth, style)`.
     answer: str
+    sha256: str | None = None
+    #: Where the row comes from: the catalogue CSV, or the reviewed run ("reviews.db run 3"). The split keeps
+    #: each (origin, row_number) on one side.
+    origin: str = ""
+    #: Result name ("price", "size_price:8") -> the inspector's decision applied to it.
+    decided: tuple[tuple[str, str], ...] = ()
+    #: Fields nobody confirmed a value for: `truth` lacks them and the loss skips `ignored_spans` of the answer.
+    left_out: tuple[str, ...] = ()
+    #: Character spans of `answer` the loss ignores (a left-out field's `null`).
+    ignored_spans: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -65,10 +78,13 @@ class DataSummary:
     unreadable: dict[str, str] = field(default_factory=dict)
     #: How the catalogue columns were chosen, where the user should know (`TruthTable.warnings`).
     column_warnings: list[str] = field(default_factory=list)
+    #: Reviewed runs (--reviews): decisions applied, fields left out, images moved or missing.
+    reviews: ReviewSummary | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["unreadable"] = dict(list(self.unreadable.items())[:50])
+        data["reviews"] = self.reviews.to_dict() if self.reviews else None
         return data
 
 
@@ -83,6 +99,8 @@ class TrainingData:
     scored_fields: list[str]
     #: The fields taught and evaluated.
     fields: FieldSet
+    #: What the reviewed runs gave (None without --reviews).
+    reviews: ReviewSummary | None = None
 
 
 def restrict_sizes(fields: ProductFields, sizes: list[str], fieldset: FieldSet) -> ProductFields:
@@ -118,15 +136,79 @@ def split_examples(
     examples: list[Example], val_fraction: float, seed: int
 ) -> tuple[list[Example], list[Example]]:
     """Deterministic split by catalogue row: the rows are shuffled by `seed`, the first share is validation."""
-    rows = sorted({e.row_number for e in examples})
+    rows = sorted({(e.origin, e.row_number) for e in examples})
     random.Random(f"inspector-split:{seed}").shuffle(rows)
     n_val = round(len(rows) * val_fraction) if val_fraction > 0 else 0
     if val_fraction > 0 and len(rows) >= 2:
         n_val = min(max(n_val, 1), len(rows) - 1)
     val_rows = set(rows[:n_val])
-    train = [e for e in examples if e.row_number not in val_rows]
-    val = [e for e in examples if e.row_number in val_rows]
+    train = [e for e in examples if (e.origin, e.row_number) not in val_rows]
+    val = [e for e in examples if (e.origin, e.row_number) in val_rows]
     return train, val
+
+
+def answer_leaving_out(
+    truth: ProductFields, left_out: tuple[str, ...], style: str, fieldset: FieldSet
+) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """The answer for `truth` (which lacks the left-out fields) and the character spans of the left-out fields'
+    values, which the loss must skip: in a JSON answer each key is present, so a left-out field reads `null` (a
+    size table its remaining sizes), and training on that would teach "the card shows none". Other answer styles
+    write nothing for a missing value, so they have no span to skip."""
+    answer = format_answer(truth, style, fieldset)
+    if style != "json" or not left_out:
+        return answer, ()
+    spans = []
+    for name in left_out:
+        spec = fieldset[name]
+        value = answer_json_value(truth, spec)
+        pair = json.dumps({spec.key: value}, ensure_ascii=False)[1:-1]  # '"key": value' as the answer writes it
+        start = _top_level(answer, pair)
+        value_start = start + len(json.dumps(spec.key, ensure_ascii=False)) + 2
+        spans.append((value_start, start + len(pair)))
+    return answer, tuple(sorted(spans))
+
+
+def answer_json_value(truth: ProductFields, spec) -> object:
+    """The value a JSON answer writes for `spec` (as `format_answer` does)."""
+    return json.loads(format_answer(truth, "json", FieldSet((spec,))))[spec.key]
+
+
+def _top_level(answer: str, pair: str) -> int:
+    """Where '"key": value' starts as a top-level member of a one-line JSON object. Inside a JSON string every
+    quote is escaped, so a match that follows "{" or ", " is the member itself."""
+    start = answer.find(pair)
+    while start != -1:
+        if answer[start - 1 : start] == "{" or answer[max(0, start - 2) : start] == ", ":
+            return start
+        start = answer.find(pair, start + 1)
+    raise ValueError(f"{pair!r} is not a member of the answer {answer!r}")
+
+
+def _review_examples(config: TrainConfig, style: str, summary: DataSummary, seen: set[str], workers: int) -> list[Example]:
+    """Examples from the reviewed runs of `config.reviews` (decisions applied; see inspector.training.reviews)."""
+    fieldset = config.fieldset()
+    roots = [config.images] if config.images else []
+    images, reviews = read_reviewed_images(
+        config.reviews, config.runs, fieldset, image_roots=roots, reviewed_only=config.reviewed_only,
+        workers=workers,
+    )  # fmt: skip
+    summary.reviews = reviews
+    summary.images_found += reviews.images
+    examples = []
+    for image in images:
+        if image.sha256 in seen:
+            summary.duplicate_images += 1
+            continue
+        seen.add(image.sha256)
+        truth = restrict_sizes(image.fields, config.sizes, fieldset)
+        answer, spans = answer_leaving_out(truth, image.left_out, style, fieldset)
+        examples.append(
+            Example(
+                image.location, image.path, image.row_number, truth, answer, image.sha256, image.origin,
+                image.decided, image.left_out, spans,
+            )
+        )  # fmt: skip
+    return examples
 
 
 def _read_examples(
@@ -176,11 +258,8 @@ def _read_examples(
         if truth.is_empty():
             summary.empty_rows += 1
             continue
-        examples.append(
-            Example(
-                source.location, source.path, record.row_number, truth, format_answer(truth, style, fieldset)
-            )
-        )
+        answer = format_answer(truth, style, fieldset)
+        examples.append(Example(source.location, source.path, record.row_number, truth, answer, sha, csv_path))
     return examples
 
 
@@ -198,16 +277,32 @@ def load_training_data(config: TrainConfig, workers: int = 4) -> TrainingData:
 
     summary = DataSummary()
     seen: set[str] = set()
-    image_root = Path(config.images) if config.images else Path(config.truth).resolve().parent
+
+    def catalogue_and_reviews() -> list[Example]:
+        # Reviewed runs first: an image that is also in the --truth catalogue is taught with its decisions.
+        examples = _review_examples(config, style, summary, seen, workers) if config.reviews else []
+        if config.truth:
+            examples += _read_examples(config.truth, image_root, config, style, summary, seen, workers)
+        return examples
+
+    image_root = Path(config.images) if config.images else Path(config.truth or ".").resolve().parent
     if config.val_truth:
         val_root = Path(config.images) if config.images else Path(config.val_truth).resolve().parent
         val = _read_examples(config.val_truth, val_root, config, style, summary, seen, workers)
-        train = _read_examples(config.truth, image_root, config, style, summary, seen, workers)
+        train = catalogue_and_reviews()
         examples = train + val
     else:
-        examples = _read_examples(config.truth, image_root, config, style, summary, seen, workers)
+        examples = catalogue_and_reviews()
         train, val = split_examples(examples, config.val_fraction, config.seed)
     summary.train_examples, summary.val_examples = len(train), len(val)
+    if not train and not config.truth:
+        reviews = summary.reviews
+        raise InputError(
+            f"No training examples from the reviewed runs: {reviews.images} images, "
+            f"{reviews.missing_images} not found, {reviews.without_catalogue_row} without a catalogue row, "
+            f"{reviews.nothing_to_teach} with nothing left to teach; pass --images with the folder that holds them "
+            "now if they moved"
+        )
     if not train:
         raise InputError(
             f"No training examples: {summary.images_found} images found under {image_root}, "
@@ -216,7 +311,34 @@ def load_training_data(config: TrainConfig, workers: int = 4) -> TrainingData:
             f"{summary.bad_rows} with unreadable cells. "
             "Check --images and --truth (and --truth-columns / --truth-key for how rows name their images)"
         )
-    return TrainingData(train, val, prompt, style, summary, _scored_fields(examples, fieldset), fieldset)
+    return TrainingData(
+        train, val, prompt, style, summary, _scored_fields(examples, fieldset), fieldset, summary.reviews
+    )
+
+
+def write_dataset(data: TrainingData, path: str | Path) -> int:
+    """Write every example as one JSON line (train first, then validation); returns how many.
+
+    Keys: image (path), sha256, split, answer (the exact target text), origin (catalogue CSV or reviewed run),
+    row (its catalogue row), decisions (result name -> decision applied), left_out (fields nobody confirmed a value
+    for), ignored_spans (character spans of the answer the loss skips)."""
+    lines = []
+    for split, examples in (("train", data.train), ("val", data.val)):
+        for example in examples:
+            record = {
+                "image": example.location,
+                "sha256": example.sha256,
+                "split": split,
+                "answer": example.answer,
+                "origin": example.origin,
+                "row": example.row_number,
+                "decisions": dict(example.decided),
+                "left_out": list(example.left_out),
+                "ignored_spans": [list(span) for span in example.ignored_spans],
+            }
+            lines.append(json.dumps(record, ensure_ascii=False))
+    write_text_atomic(Path(path), "".join(line + "\n" for line in lines), "the dataset")
+    return len(lines)
 
 
 class ExampleDataset:
@@ -240,4 +362,4 @@ class ExampleDataset:
             raise InputError(
                 f"{example.location} became unreadable during training ({error}); restore it or remove its row"
             ) from None
-        return {"image": image, "answer": example.answer, "index": index}
+        return {"image": image, "answer": example.answer, "index": index, "ignored_spans": example.ignored_spans}

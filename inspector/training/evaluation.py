@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, Outcome
 from inspector.parsing import parse_answer
-from inspector.scoring import SIZE_FIELD, PriceTolerance, score_answer, summarise_answers
+from inspector.scoring import (
+    SIZE_FIELD,
+    SIZE_FIELD_PREFIX,
+    PriceTolerance,
+    score_answer,
+    summarise_answers,
+)
 from inspector.training.collator import chat_prompt, stop_token_ids
 from inspector.training.data import Example, ExampleDataset
 
@@ -164,10 +170,20 @@ class GenerationEvaluator:
                         self.title_threshold,
                         self.fieldset,
                     )
+                    if example.left_out:  # nobody confirmed a value for these: nothing to score against
+                        results = [r for r in results if _field_of(r.field, self.fieldset) not in example.left_out]
                     records.append(AnswerRecord(example, answer, results))
         finally:
             model.train(was_training)
         return EvaluationOutcome(generation_metrics(records, self.scored_fields, self.fieldset), records)
+
+
+def _field_of(result_name: str, fieldset: FieldSet) -> str:
+    """The declared field a result is about ("size_price:8" is about the size table)."""
+    sizes = fieldset.first("size_prices")
+    if sizes is not None and result_name.startswith(SIZE_FIELD_PREFIX):
+        return sizes.name
+    return result_name
 
 
 def _compute_dtype(model):
