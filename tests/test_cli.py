@@ -183,7 +183,7 @@ def test_scan_never_shows_the_database_password(runner, tmp_path, sample_dir, re
     )
     assert result.exit_code == 0, result.output
     echo = (  # wrapped at 80 columns on stderr, where a line break may take the place of a space
-        f"inspector {__version__} · scan config: model={model}, db={shown}, batch_size=0, max_new_tokens=256, "
+        f"inspector {__version__} · scan config: model={model}, db={shown}, batch_size=auto, max_new_tokens=256, "
         f"device=cpu, dtype=auto\nloading {model} …\n"
     )
     assert "".join(result.stderr.split()) == "".join(echo.split()), result.stderr
