@@ -436,13 +436,20 @@ def tiny_model(folder, family, seed, tokenizer_dir):
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("-n", "count", default=36, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True)
-def samples(folder, count, seed):
-    """Draw COUNT synthetic product listing images and their truth CSV into FOLDER."""
-    with friendly_errors():
-        from inspector.samples import generate_samples
+@click.option("--no-planted-errors", is_flag=True, help="Write the catalogue exactly as the cards show it.")
+def samples(folder, count, seed, no_planted_errors):
+    """Draw COUNT synthetic product listing images and their truth CSV into FOLDER.
 
-        csv_path = generate_samples(Path(folder), n=count, seed=seed)
-        click.echo(f"{count} sample images and {csv_path} written")
+    The catalogue of the sample folder's cards (seed 0) carries a few deliberate errors for the demo to find
+    (inspector.samples.PLANTED_ERRORS, listed in sample_images/README.md)."""
+    with friendly_errors():
+        from inspector.samples import generate_samples, make_products, planted_errors
+
+        csv_path = generate_samples(Path(folder), n=count, seed=seed, with_planted_errors=not no_planted_errors)
+        planted = () if no_planted_errors else planted_errors(make_products(count, seed))
+        errors = ", ".join(f"{e.field} of {e.file_name}" for e in planted)
+        note = f"; planted catalogue errors: {errors}" if errors else ""
+        click.echo(f"{count} sample images and {csv_path} written{note}")
 
 
 cli.add_command(train_command)
