@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import click
@@ -11,6 +11,7 @@ from rich.table import Table
 
 from inspector import __version__
 from inspector.console import RichScanProgress, friendly_errors, stderr_console, stdout_console, stoppable
+from inspector.registry import model_help
 from inspector.speedups import FUSIONS, QUANTIZATIONS
 from inspector.train_cli import train_command
 
@@ -60,7 +61,8 @@ def cli() -> None:
     help='Map fields to CSV columns: brand=Brand,title="Product Name",price=Cost (others auto-detected).',
 )
 @click.option("--truth-key", help="CSV column whose value appears in the image file names (e.g. product_code).")
-@click.option("--model", "-m", default=None, help="Hugging Face model id or local folder.  [default: Phi-3.5-vision]")
+@click.option("--model", "-m", default=None,
+              help=f"Hugging Face model id, local folder, or {model_help()}.  [default: Phi-3.5-vision]")
 @click.option("--db", default="inspector.db", show_default=True, help="SQLite file or SQLAlchemy URL.")
 @click.option("--report", "report_path", default="report.html", show_default=True, help="HTML report to write.")
 @click.option("--no-report", is_flag=True, help="Do not write an HTML report.")
@@ -110,12 +112,9 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
     images already stored.
     """
     with stoppable(), friendly_errors():
-        from inspector.fields import load_fields
         from inspector.prompts import parse_sizes_option
-        from inspector.scan import DEFAULT_MODEL, ScanConfig
+        from inspector.scan import DEFAULT_MODEL, ScanConfig, ask_as_trained
         from inspector.truth import parse_column_mapping
-
-        fieldset = load_fields(fields_file)
 
         config = ScanConfig(
             inputs=list(paths),
@@ -123,7 +122,6 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
             db=db,
             report=None if no_report else report_path,
             truth=truth,
-            truth_columns=None if truth_columns is None else parse_column_mapping(truth_columns, fieldset),
             truth_key=truth_key,
             prompt=prompt_name,
             prompt_file=prompt_file,
@@ -146,6 +144,15 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
             workers=workers,
             shard=_parse_shard(shard),
         )
+        config, adopted = ask_as_trained(config)  # a model inspector trained is asked its own question
+        if adopted is not None and config.shard == (0, 1):
+            click.echo(
+                f"Asking {config.model} the question it was trained on: {adopted.options()} (fields: "
+                f"{', '.join(config.fieldset().names)}); options you give win",
+                err=True,
+            )
+        if truth_columns is not None:  # after the fields are known: a custom field's column may be mapped
+            config = replace(config, truth_columns=parse_column_mapping(truth_columns, config.fieldset()))
         if ray_address:
             summary = _run_ray_scan(config, ray_address, gpus)
         elif gpus:
@@ -277,8 +284,9 @@ def _pct(value) -> str:
 @click.option("--compare", help="Another run (id or name) to show side by side, e.g. base vs fine-tuned.")
 @click.option("--fields", "fields_file", type=click.Path(dir_okay=False),
               help="Show the fields of this TOML file (labels, kinds) instead of those stored with the run.")
-def report(run, db, out, compare, fields_file):
-    """Write the HTML report of RUN (id or name; default: the latest run)."""
+@click.option("--model", "-m", help="The latest run of this model, as scan's --model named it (e.g. demo).")
+def report(run, db, out, compare, fields_file, model):
+    """Write the HTML report of RUN (id or name; default: the latest run, or the latest of --model)."""
     with friendly_errors():
         from inspector.fields import load_fields
         from inspector.outputs import check_output_file
@@ -288,7 +296,7 @@ def report(run, db, out, compare, fields_file):
         _require_existing_db(db)
         check_output_file(out, "--out")
         store = open_store(db, read_only=True)
-        run_info = store.get_run(_run_ref(run))
+        run_info = store.get_run(_run_ref(run), model=model)
         compare_info = store.get_run(_run_ref(compare)) if compare else None
         fieldset = load_fields(fields_file) if fields_file else None
         path = render_report(store, run_info.id, Path(out), compare_run_id=compare_info.id if compare_info else None,
