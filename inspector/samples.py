@@ -6,6 +6,9 @@ the picture: the word is never printed; the colour is in the catalogue's ``colou
 sneakers, a size/price table. Output is byte-identical for the same seed: only Pillow's built-in font
 (`ImageFont.load_default(size=...)`) is used and every random choice comes from seeded generators.
 
+The sample folder's catalogue (seed 0, `generate_samples`) also carries `PLANTED_ERRORS`: a few rows made wrong
+on purpose, for the demo to find. Training data (`generate_dataset`) is always what the cards show.
+
 Run `python -m inspector.samples OUT_DIR [--n 36] [--seed 0] [--dataset]` to generate a folder.
 """
 
