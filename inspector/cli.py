@@ -7,6 +7,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from inspector import __version__
@@ -219,8 +220,8 @@ def _check_scan_inputs(config):
     check_extras(config.fuse, config.quantize)
     inputs = read_scan_inputs(config)
     if config.shard == (0, 1):
-        for warning in inputs.warnings:
-            stderr_console().print(f"[yellow]warning: {warning}")
+        for warning in inputs.warnings:  # one line each, paths as they are (not wrapped, not read as markup)
+            stderr_console().print(f"[yellow]warning: {escape(warning)}", soft_wrap=True)
     return inputs
 
 

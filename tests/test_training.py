@@ -548,7 +548,9 @@ def test_a_scan_of_a_trained_model_asks_the_question_it_learned_without_options(
     other = runner.invoke(cli, [*base, "--model", str(model), "--sizes", "9"])
     assert other.exit_code == 0, other.output
     assert "--prompt-file" in other.stderr.splitlines()[0] and "--sizes" not in other.stderr.splitlines()[0]
-    assert "warning:" in other.stderr and "was fine-tuned on another question" in other.stderr
+    assert other.stderr.splitlines()[1] == (
+        f"warning: {model} was fine-tuned on another question than this scan asks; ask as it was trained: {options}"
+    )
     assert other.stdout.startswith("Run 2: 8 images answered")
     assert store.get_run(2).settings["sizes"] == ["9"] and store.get_run(2).fields.names[-1] == "colour"
 
