@@ -146,6 +146,44 @@ def test_report_model_picks_the_latest_run_of_that_model(tmp_path, sample_dir):
     )  # fmt: skip
 
 
+def test_a_model_that_reads_every_card_right_disagrees_with_the_samples_exactly_at_the_planted_errors(
+    tmp_path, sample_dir
+):
+    """What the demo is for, model aside: answers that are the cards' true values (the clean catalogue) are scored
+    against sample_images/truth.csv as correct everywhere except the planted errors, each a `wrong` of its field."""
+    from inspector.backends.fake import FakeBackend, pixel_key
+    from inspector.discovery import discover, read_source
+    from inspector.fields import load_fields
+    from inspector.images import decode_image
+    from inspector.prompts import format_answer
+    from inspector.samples import PLANTED_ERRORS, generate_samples
+    from inspector.scan import Scanner
+    from inspector.truth import load_truth
+
+    fieldset = load_fields(sample_dir / "fields.toml")
+    clean = load_truth(generate_samples(tmp_path / "clean", with_planted_errors=False), fieldset=fieldset)
+    sources = discover([sample_dir])
+    match = clean.match([Path(source.path.name) for source in sources], [])
+    answers = {
+        pixel_key(decode_image(read_source(source)).image): format_answer(
+            match.records[Path(source.path.name)].fields, fieldset=fieldset
+        )
+        for source in sources
+    }
+    config = ScanConfig(inputs=[str(sample_dir)], model="fake", db=str(tmp_path / "r.db"), report=None,
+                        truth=str(sample_dir / "truth.csv"), fields_file=str(sample_dir / "fields.toml"))  # fmt: skip
+    store = open_store(config.db)
+    backend = FakeBackend(lambda image, prompt: answers[pixel_key(image)])
+    summary = Scanner(config, backend, store).run()
+    disagreements = {
+        (Path(row["path"]).name, result["field"], result["outcome"], result["expected"], result["predicted"])
+        for row in store.run_rows(summary.run_id, with_thumbnails=False)
+        for result in row["field_results"]
+        if result["outcome"] not in ("correct", "both_empty")
+    }
+    assert disagreements == {(e.file_name, e.field, "wrong", e.catalogue, e.true) for e in PLANTED_ERRORS}
+
+
 # ------------------------------------------------------------------------------- the real folder, where present
 
 
