@@ -92,7 +92,7 @@ def test_the_run_key_of_demo_follows_its_weights(demo_at, tmp_path):
     prompt = get_prompt()
     first = config.run_key(prompt)
     assert config.run_key(prompt) == first
-    (folder / "model.safetensors").write_bytes(b"weights two")
+    (folder / "model.safetensors").write_bytes(b"other weights")
     second = config.run_key(prompt)
     assert second != first
     moved = demo_at(tmp_path / "copied")
