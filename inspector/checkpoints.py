@@ -46,7 +46,7 @@ def save_question_files(settings: dict, folder: str | Path) -> None:
 @dataclass(frozen=True)
 class TrainedQuestion:
     """The question a model folder of `inspector train` learned: the scan settings that ask it, with its files
-    where they can be read here (the copy beside the config, else the recorded path)."""
+    where they can be read here (the copy beside the config, a relative path beside it, else the recorded path)."""
 
     prompt: str | None = None
     prompt_file: str | None = None
@@ -73,15 +73,16 @@ class TrainedQuestion:
         files, missing = {}, {}
         for setting, name in QUESTION_FILES.items():
             recorded = settings.get(setting)
-            copy = folder / name
             if not recorded:
                 files[setting] = None
-            elif copy.is_file():
-                files[setting] = str(copy)
-            elif Path(recorded).is_file():
-                files[setting] = str(recorded)
-            else:
-                files[setting], missing[setting] = None, str(recorded)
+                continue
+            # The copy training saved; a relative path beside the config (a folder assembled by hand, e.g. the
+            # demo's "fields.toml"); the recorded path itself (this is the machine that trained).
+            candidates = [folder / name, folder / recorded, Path(recorded)]
+            found = next((path for path in candidates if path.is_file()), None)
+            files[setting] = None if found is None else str(found)
+            if found is None:
+                missing[setting] = str(recorded)
         return cls(
             prompt=settings.get("prompt"),
             sizes=[str(size) for size in settings.get("sizes") or []],

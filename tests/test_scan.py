@@ -454,6 +454,24 @@ def test_a_trained_question_whose_file_is_gone_is_an_error_only_when_it_would_be
     assert adopted == TrainedQuestion(sizes=["8"]) and config.fields_file == str(other_fields)
 
 
+def test_a_relative_question_file_is_read_beside_the_config_not_from_the_working_folder(
+    tmp_path, sample_dir, monkeypatch
+):
+    """A folder assembled by hand (as bench/train_demo.py ships the demo): train_config.json names "fields.toml",
+    the file beside it. A fields.toml in the folder the scan runs from is not it."""
+    folder = _fine_tuned_folder(tmp_path, num_crops=1)
+    settings = json.loads((folder / "train_config.json").read_text())
+    (folder / "train_config.json").write_text(json.dumps({**settings, "fields_file": "fields.toml", "truth": ""}))
+    (folder / "fields.toml").write_text('[fields.colour]\nkind = "category"\n', encoding="utf-8")
+    elsewhere = tmp_path / "working folder"
+    elsewhere.mkdir()
+    (elsewhere / "fields.toml").write_text('[fields.material]\nkind = "text"\n', encoding="utf-8")
+    monkeypatch.chdir(elsewhere)
+    config, adopted = ask_as_trained(ScanConfig(inputs=[str(sample_dir)], model=str(folder), report=None))
+    assert adopted == TrainedQuestion(fields_file=str(folder / "fields.toml"), num_crops=1)
+    assert config.fieldset().names[-1] == "colour"
+
+
 def test_the_trained_question_is_read_from_a_config_of_another_inspector_version(tmp_path, sample_dir):
     """Only the question's settings are read: a setting this version does not know does not stop the scan."""
     folder = _fine_tuned_folder(tmp_path, sizes=["8"])
