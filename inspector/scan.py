@@ -54,7 +54,8 @@ class ScanConfig:
 
     #: Folders, files and http(s) URLs to scan.
     inputs: list[str]
-    #: Hugging Face id or local folder of a vision-language model (or `fake:FILE` for tests).
+    #: Hugging Face id or local folder of a vision-language model, a registered name (`demo`, inspector.registry),
+    #: or `fake:FILE` for tests.
     model: str = DEFAULT_MODEL
     #: SQLite file or SQLAlchemy URL.
     db: str = "inspector.db"

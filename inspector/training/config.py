@@ -32,7 +32,7 @@ class TrainConfig:
     seed: int = 0  # seed of the train/val split, the model's random parts and the data order
 
     # -- what the model is taught
-    model: str = ""  # Hugging Face model id or local folder (any VLM that scan runs)
+    model: str = ""  # Hugging Face model id, local folder (any VLM that scan runs) or a registered name (demo)
     trust_remote_code: bool = False  # let the model folder's own Python code run
     prompt: str | None = None  # built-in prompt (default "extract"): the question asked for every image
     prompt_file: str | None = None  # or a file holding the question
