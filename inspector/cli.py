@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from inspector import __version__
 from inspector.console import RichScanProgress, friendly_errors, stderr_console, stdout_console, stoppable
+from inspector.registry import model_help
 from inspector.speedups import FUSIONS, QUANTIZATIONS
 from inspector.train_cli import train_command
 
@@ -60,7 +62,8 @@ def cli() -> None:
     help='Map fields to CSV columns: brand=Brand,title="Product Name",price=Cost (others auto-detected).',
 )
 @click.option("--truth-key", help="CSV column whose value appears in the image file names (e.g. product_code).")
-@click.option("--model", "-m", default=None, help="Hugging Face model id or local folder.  [default: Phi-3.5-vision]")
+@click.option("--model", "-m", default=None,
+              help=f"Hugging Face model id, local folder, or {model_help()}.  [default: Phi-3.5-vision]")
 @click.option("--db", default="inspector.db", show_default=True, help="SQLite file or SQLAlchemy URL.")
 @click.option("--report", "report_path", default="report.html", show_default=True, help="HTML report to write.")
 @click.option("--no-report", is_flag=True, help="Do not write an HTML report.")
@@ -113,12 +116,9 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
     """
     paths, ray_address = _ray_value_or_path(paths, ray_address)
     with stoppable(), friendly_errors():
-        from inspector.fields import load_fields
         from inspector.prompts import parse_sizes_option
-        from inspector.scan import DEFAULT_MODEL, ScanConfig
+        from inspector.scan import DEFAULT_MODEL, ScanConfig, ask_as_trained
         from inspector.truth import parse_column_mapping
-
-        fieldset = load_fields(fields_file)
 
         config = ScanConfig(
             inputs=list(paths),
@@ -126,7 +126,6 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
             db=db,
             report=None if no_report else report_path,
             truth=truth,
-            truth_columns=None if truth_columns is None else parse_column_mapping(truth_columns, fieldset),
             truth_key=truth_key,
             prompt=prompt_name,
             prompt_file=prompt_file,
@@ -149,6 +148,15 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
             workers=workers,
             shard=_parse_shard(shard),
         )
+        config, adopted = ask_as_trained(config)  # a model inspector trained is asked its own question
+        if adopted is not None and config.shard == (0, 1):
+            click.echo(
+                f"Asking {config.model} the question it was trained on: {adopted.options()} (fields: "
+                f"{', '.join(config.fieldset().names)}); options you give win",
+                err=True,
+            )
+        if truth_columns is not None:  # after the fields are known: a custom field's column may be mapped
+            config = replace(config, truth_columns=parse_column_mapping(truth_columns, config.fieldset()))
         if ray_address:
             summary = _run_ray_scan(config, ray_address, gpus)
         elif gpus:
@@ -231,8 +239,8 @@ def _check_scan_inputs(config):
     check_extras(config.fuse, config.quantize)
     inputs = read_scan_inputs(config)
     if config.shard == (0, 1):
-        for warning in inputs.warnings:
-            stderr_console().print(f"[yellow]warning: {warning}")
+        for warning in inputs.warnings:  # one line each, paths as they are (not wrapped, not read as markup)
+            stderr_console().print(f"[yellow]warning: {escape(warning)}", soft_wrap=True)
     return inputs
 
 
@@ -323,8 +331,9 @@ def _pct(value) -> str:
 @click.option("--compare", help="Another run (id or name) to show side by side, e.g. base vs fine-tuned.")
 @click.option("--fields", "fields_file", type=click.Path(dir_okay=False),
               help="Show the fields of this TOML file (labels, kinds) instead of those stored with the run.")
-def report(run, db, out, compare, fields_file):
-    """Write the HTML report of RUN (id or name; default: the latest run)."""
+@click.option("--model", "-m", help="The latest run of this model, as scan's --model named it (e.g. demo).")
+def report(run, db, out, compare, fields_file, model):
+    """Write the HTML report of RUN (id or name; default: the latest run, or the latest of --model)."""
     with friendly_errors():
         from inspector.fields import load_fields
         from inspector.outputs import check_output_file
@@ -334,7 +343,7 @@ def report(run, db, out, compare, fields_file):
         _require_existing_db(db)
         check_output_file(out, "--out")
         store = open_store(db, read_only=True)
-        run_info = store.get_run(run)
+        run_info = store.get_run(run, model=model)
         compare_info = store.get_run(compare) if compare else None
         fieldset = load_fields(fields_file) if fields_file else None
         path = render_report(store, run_info.id, Path(out), compare_run_id=compare_info.id if compare_info else None,
@@ -487,13 +496,20 @@ def tiny_model(folder, family, seed, tokenizer_dir):
 @click.option("-n", "count", metavar="N", default=36, show_default=True, type=click.IntRange(1),
               help="How many images to draw.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the drawn products.")
-def samples(folder, count, seed):
-    """Draw N (-n) synthetic product listing images and their truth CSV into FOLDER."""
-    with friendly_errors():
-        from inspector.samples import generate_samples
+@click.option("--no-planted-errors", is_flag=True, help="Write the catalogue exactly as the cards show it.")
+def samples(folder, count, seed, no_planted_errors):
+    """Draw N (-n) synthetic product listing images and their truth CSV into FOLDER.
 
-        csv_path = generate_samples(Path(folder), n=count, seed=seed)
-        click.echo(f"{count} sample images and {csv_path} written")
+    The catalogue of the sample folder's cards (seed 0) carries a few deliberate errors for the demo to find
+    (inspector.samples.PLANTED_ERRORS, listed in sample_images/README.md)."""
+    with friendly_errors():
+        from inspector.samples import generate_samples, make_products, planted_errors
+
+        csv_path = generate_samples(Path(folder), n=count, seed=seed, with_planted_errors=not no_planted_errors)
+        planted = () if no_planted_errors else planted_errors(make_products(count, seed))
+        errors = ", ".join(f"{e.field} of {e.file_name}" for e in planted)
+        note = f"; planted catalogue errors: {errors}" if errors else ""
+        click.echo(f"{count} sample images and {csv_path} written{note}")
 
 
 cli.add_command(train_command)

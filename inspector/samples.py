@@ -6,6 +6,9 @@ the picture: the word is never printed; the colour is in the catalogue's ``colou
 sneakers, a size/price table. Output is byte-identical for the same seed: only Pillow's built-in font
 (`ImageFont.load_default(size=...)`) is used and every random choice comes from seeded generators.
 
+The sample folder's catalogue (seed 0, `generate_samples`) also carries `PLANTED_ERRORS`: a few rows made wrong
+on purpose, for the demo to find. Training data (`generate_dataset`) is always what the cards show.
+
 Run `python -m inspector.samples OUT_DIR [--n 36] [--seed 0] [--dataset]` to generate a folder.
 """
 
@@ -890,9 +893,10 @@ def _render_to_file(job: tuple[SampleProduct, int, int, str]) -> None:
     draw_card(product, _card_rng(seed, index)).save(path, format=image_format, **options)
 
 
-def _truth_row(product: SampleProduct, image_path: str) -> list[str]:
+def _truth_row(product: SampleProduct, image_path: str) -> dict[str, str]:
+    """What the card shows, as its catalogue row (column -> cell)."""
     sizes = ";".join(f"{size}:{value:.2f}" for size, value in product.size_prices.items())
-    return [
+    cells = (
         image_path,
         product.title,
         product.brand,
@@ -902,10 +906,56 @@ def _truth_row(product: SampleProduct, image_path: str) -> list[str]:
         product.product_code,
         sizes,
         product.colour,
-    ]
+    )
+    return dict(zip(CSV_COLUMNS, cells, strict=True))
 
 
-def _write(out_dir: Path, products: list[SampleProduct], seed: int, image_folder: str, workers: int) -> Path:
+@dataclass(frozen=True)
+class PlantedError:
+    """A deliberate catalogue error: the card of `file_name` shows `true`, its catalogue row says `catalogue`."""
+
+    file_name: str
+    #: The inspector field, and the truth.csv column that holds it.
+    field: str
+    column: str
+    true: str
+    catalogue: str
+
+
+#: The catalogue errors planted in the sample folder's truth.csv (`inspector samples`, seed 0): one wrong price,
+#: colour, category and currency, each on another card that shows its true value plainly (no size tables), for
+#: the demo to find. sample_images/README.md lists them. Training data (`generate_dataset`) never has any.
+PLANTED_ERRORS: tuple[PlantedError, ...] = (
+    PlantedError("014_10355590.png", "price", "full_price", "609.95", "690.95"),
+    PlantedError("016_41493423.jpg", "colour", "colour", "Orange", "Navy"),
+    PlantedError("019_93528168.jpg", "category", "category3_code", "watch", "sunglasses"),
+    PlantedError("029_77604824.png", "currency", "currency_code", "USD", "EUR"),
+)
+
+
+def planted_errors(products: Sequence[SampleProduct]) -> tuple[PlantedError, ...]:
+    """The planted errors among these products' cards (matched by file name, which holds the product code)."""
+    names = {product.file_name for product in products}
+    return tuple(error for error in PLANTED_ERRORS if error.file_name in names)
+
+
+def _plant(row: dict[str, str], error: PlantedError) -> None:
+    if row[error.column] != error.true:  # the generator changed: PLANTED_ERRORS and the README must follow it
+        raise RuntimeError(
+            f"planted error {error}: the card now shows {row[error.column]!r}; update PLANTED_ERRORS "
+            "and sample_images/README.md"
+        )
+    row[error.column] = error.catalogue
+
+
+def _write(
+    out_dir: Path,
+    products: list[SampleProduct],
+    seed: int,
+    image_folder: str,
+    workers: int,
+    planted: Sequence[PlantedError] = (),
+) -> Path:
     out_dir = Path(out_dir)
     (out_dir / image_folder).mkdir(parents=True, exist_ok=True)
     relative = [f"{image_folder}/{p.file_name}" if image_folder else p.file_name for p in products]
@@ -923,8 +973,12 @@ def _write(out_dir: Path, products: list[SampleProduct], seed: int, image_folder
     with open(csv_path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
+        errors = {error.file_name: error for error in planted}
         for product, rel in zip(products, relative, strict=True):
-            writer.writerow(_truth_row(product, rel))
+            row = _truth_row(product, rel)
+            if product.file_name in errors:
+                _plant(row, errors[product.file_name])
+            writer.writerow(row.values())
     (out_dir / FIELDS_FILE).write_text(fields_toml(), encoding="utf-8")
     return csv_path
 
@@ -948,10 +1002,20 @@ def fields_toml() -> str:
 
 
 def generate_samples(
-    out_dir: Path, n: int = 36, seed: int = 0, *, formats: Sequence[str] = ("jpg", "png", "webp")
+    out_dir: Path,
+    n: int = 36,
+    seed: int = 0,
+    *,
+    formats: Sequence[str] = ("jpg", "png", "webp"),
+    with_planted_errors: bool = True,
 ) -> Path:
-    """Write n cards and truth.csv (image paths relative to it) into out_dir; returns the CSV path."""
-    return _write(Path(out_dir), make_products(n, seed, formats=formats), seed, "", workers=1)
+    """Write n cards and truth.csv (image paths relative to it) into out_dir; returns the CSV path.
+
+    The catalogue carries the `PLANTED_ERRORS` of these cards (those of the sample folder, seed 0), unless
+    `with_planted_errors` is False."""
+    products = make_products(n, seed, formats=formats)
+    planted = planted_errors(products) if with_planted_errors else ()
+    return _write(Path(out_dir), products, seed, "", workers=1, planted=planted)
 
 
 def generate_dataset(

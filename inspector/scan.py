@@ -15,13 +15,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from inspector.backends import Backend, GenerationSettings, backend_name
 from inspector.backends.base import Generation
+from inspector.checkpoints import TrainedQuestion
 from inspector.confidence import field_confidences, with_confidence
 from inspector.discovery import ImageSource, discover, read_source
 from inspector.errors import FetchError, InputError, InspectorError, StoreError
@@ -31,6 +32,7 @@ from inspector.interrupts import deferred, interruptible
 from inspector.outputs import check_output_file, check_path_names
 from inspector.parsing import read_answer
 from inspector.prompts import Prompt, get_prompt
+from inspector.registry import registered, resolve_model
 from inspector.scoring import PriceTolerance, score_answer
 from inspector.store import RUN_NAME_LENGTH, ItemResult, Store, length_problem
 
@@ -54,7 +56,8 @@ class ScanConfig:
 
     #: Folders, files and http(s) URLs to scan.
     inputs: list[str]
-    #: Hugging Face id or local folder of a vision-language model (or `fake:FILE` for tests).
+    #: Hugging Face id or local folder of a vision-language model, a registered name (`demo`, inspector.registry),
+    #: or `fake:FILE` for tests.
     model: str = DEFAULT_MODEL
     #: SQLite file or SQLAlchemy URL.
     db: str = "inspector.db"
@@ -130,7 +133,8 @@ class ScanConfig:
         count by their declarations, not the fields file's path; the built-ins (no file) add nothing. Likewise an
         option not given (None, False or empty, and that is its default) adds nothing, so an opt-in setting added
         in a later release keeps existing runs' keys and they resume; defaults with a value (model, dtype, lengths,
-        tolerances) always count, so changing one of them in a release never resumes a run made under the old one."""
+        tolerances) always count, so changing one of them in a release never resumes a run made under the old one.
+        A registered model (`demo`) also counts by a digest of its weights."""
         defaults = _config_defaults(type(self))
         identity = {
             k: v
@@ -146,6 +150,9 @@ class ScanConfig:
         fieldset = self.fieldset()
         if fieldset != BUILTIN_FIELDS:
             identity["fields"] = fieldset.to_json()
+        entry = registered(self.model)
+        if entry is not None:  # `demo` is replaced in place when retrained: new weights are a new run
+            identity["model_revision"] = entry.revision()
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -354,6 +361,7 @@ def read_scan_inputs(config: ScanConfig) -> ScanInputs:
         from inspector.backends import check_model_reference
         from inspector.backends.hf import check_device
 
+        resolve_model(config.model)  # a registered name without its folder is an error now, not after loading
         check_device(config.device)
         check_model_reference(config.model)
     config.scan_prompt()  # reads the fields file too
@@ -368,30 +376,68 @@ def read_scan_inputs(config: ScanConfig) -> ScanInputs:
     return ScanInputs(sources, truth, ([warning] if warning else []) + (truth.warnings if truth else []))
 
 
+#: The scan settings that make up the question a model is asked, in the groups a checkpoint's question is adopted
+#: by: a prompt name and a prompt file are one choice.
+QUESTION_SETTINGS: tuple[tuple[str, ...], ...] = (
+    ("prompt", "prompt_file"),
+    ("fields_file",),
+    ("sizes",),
+    ("num_crops",),
+)
+
+
+def trained_question(model: str) -> TrainedQuestion | None:
+    """The question `model` was trained on, when it is a folder `inspector train` wrote (or a registered name
+    whose folder is one); None for any other model."""
+    if model.startswith("fake:") or "://" in model:
+        return None
+    folder = Path(resolve_model(model))
+    return TrainedQuestion.of(folder) if folder.is_dir() else None
+
+
+def ask_as_trained(config: ScanConfig) -> tuple[ScanConfig, TrainedQuestion | None]:
+    """`config` asking the question its model was trained on, where it leaves that to the model: each group of
+    `QUESTION_SETTINGS` that the config leaves at its default is taken from the checkpoint's train_config.json;
+    settings the config gives win. Returns the config and what was taken (None: nothing), as a question. The
+    result's settings are the resolved ones, so its run key is that of the same scan with those options given."""
+    question = trained_question(config.model)
+    if question is None:
+        return config, None
+    defaults = _config_defaults(ScanConfig)
+    adopted: dict[str, object] = {}
+    for group in QUESTION_SETTINGS:
+        if all(getattr(config, name) == defaults[name] for name in group):
+            question.check_readable(group, config.model)
+            adopted.update({name: getattr(question, name) for name in group})
+    adopted = {name: value for name, value in adopted.items() if value != defaults[name]}
+    if not adopted:
+        return config, None
+    return replace(config, **adopted), TrainedQuestion(**adopted)
+
+
 def trained_prompt_mismatch(config: ScanConfig) -> str | None:
     """A warning when `config.model` is a folder `inspector train` wrote (its train_config.json) and the scan asks
-    it another question than it was trained on (another prompt, sizes or fields file): a fine-tuned model answers
-    its training question far better, and nothing else would tell the user why the answers got worse."""
+    it another question than it was trained on (another prompt, sizes, fields or crops, given as options): a
+    fine-tuned model answers its training question far better, and nothing else would tell the user why the
+    answers got worse."""
     if "://" in config.model:
         return None
-    folder = check_path_names(config.model, "--model")  # a local folder, a hub id or fake:FILE
-    if not (folder / "train_config.json").is_file():
-        return None
+    check_path_names(config.model, "--model")  # a local folder, a hub id or fake:FILE
     from inspector.errors import InspectorError
-    from inspector.training.config import TrainConfig
 
     try:
-        trained = TrainConfig.load(folder)
-        trained_prompt = get_prompt(trained.prompt, trained.prompt_file, trained.sizes or None, trained.fieldset())
+        question = trained_question(config.model)
+        if question is None:
+            return None
+        if question.missing:
+            raise InputError(", ".join(question.missing.values()) + " not found")
+        same = question.as_prompt().text == config.scan_prompt().text
     except (InspectorError, OSError, ValueError) as error:
         return f"{config.model} was fine-tuned with a prompt or fields file that cannot be read here ({error})"
-    if trained_prompt.text == config.scan_prompt().text:
+    if same and question.num_crops in (None, config.num_crops):
         return None
-    how = [f"--fields {trained.fields_file}"] if trained.fields_file else []
-    how += [f"--prompt {trained.prompt}"] if trained.prompt else []
-    how += [f"--prompt-file {trained.prompt_file}"] if trained.prompt_file else []
-    how += [f"--sizes {','.join(trained.sizes)}"] if trained.sizes else []
-    advice = f"; ask as it was trained: {' '.join(how)}" if how else "; ask with the default prompt and fields"
+    how = question.options()
+    advice = f"; ask as it was trained: {how}" if how else "; ask with the default prompt and fields"
     return f"{config.model} was fine-tuned on another question than this scan asks{advice}"
 
 

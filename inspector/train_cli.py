@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 
 from inspector.console import friendly_errors, progress_bar
+from inspector.registry import model_help
 from inspector.speedups import FUSIONS
 from inspector.training.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig
 
@@ -223,7 +224,7 @@ def _split_list(value: str | None) -> list[str] | None:
 @click.option(
     "--seed", default=_DEFAULTS.seed, show_default=True, help="Seed of the split, the data order and init."
 )
-@click.option("--model", "-m", help="Hugging Face model id or local folder to fine-tune.")
+@click.option("--model", "-m", help=f"Hugging Face model id, local folder, or {model_help()}, to fine-tune.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model folder's own Python code to run.")
 @click.option("--prompt", help="Built-in prompt: extract (default, JSON answers) or original.")
 @click.option("--prompt-file", type=click.Path(dir_okay=False), help="File holding a custom prompt.")

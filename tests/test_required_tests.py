@@ -1,4 +1,5 @@
-"""Where all tests are required (CI), a browser or Postgres test that cannot run fails instead of skipping."""
+"""Where all tests are required (CI), a browser or Postgres test that cannot run fails instead of skipping; a
+demo-model test skips while no trained demo model is committed."""
 
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ def test_in_chromium():
 def test_on_postgres(postgres_server):
     pass
 
+@pytest.fixture
+def demo_model_dir():
+    pytest.skip("the demo model is not here")
+
+def test_with_the_demo_model(demo_model_dir):
+    pass
+
 def test_without_the_shared_files():
     pytest.skip("../shared/phi35v is not present")
 """
@@ -30,10 +38,10 @@ def test_without_the_shared_files():
 @pytest.mark.parametrize(
     ("environment", "expected"),
     [
-        ({}, {"skipped": 3}),
-        ({"INSPECTOR_REQUIRE_ALL_TESTS": "1"}, {"failed": 1, "errors": 1, "skipped": 1}),
-        ({"CI": "true"}, {"failed": 1, "errors": 1, "skipped": 1}),
-        ({"CI": "true", "INSPECTOR_REQUIRE_ALL_TESTS": "0"}, {"skipped": 3}),
+        ({}, {"skipped": 4}),
+        ({"INSPECTOR_REQUIRE_ALL_TESTS": "1"}, {"failed": 1, "errors": 1, "skipped": 2}),
+        ({"CI": "true"}, {"failed": 1, "errors": 1, "skipped": 2}),
+        ({"CI": "true", "INSPECTOR_REQUIRE_ALL_TESTS": "0"}, {"skipped": 4}),
     ],
 )
 def test_browser_and_postgres_skips_fail_only_where_all_tests_are_required(
@@ -47,6 +55,7 @@ def test_browser_and_postgres_skips_fail_only_where_all_tests_are_required(
     pytester.makepyfile(SYSTEM_PROGRAM_TESTS)
     result = pytester.runpytest("-p", "no:cacheprovider", "-rfs")
     result.assert_outcomes(**expected)
-    if "failed" in expected:  # the browser test fails in its call, the Postgres one in its fixture's setup
+    if "failed" in expected:  # the browser test fails in its call, the others in their fixtures' setup
         result.stdout.fnmatch_lines(["*chromium and chromedriver are not installed*", "*all tests are required*"])
         result.stdout.fnmatch_lines(["*no PostgreSQL server here*", "*all tests are required*"])
+        result.stdout.fnmatch_lines(["*SKIPPED*the demo model is not here*"])

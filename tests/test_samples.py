@@ -21,6 +21,7 @@ from inspector.samples import (
     CARD_SIZES,
     CATEGORIES,
     CSV_COLUMNS,
+    PLANTED_ERRORS,
     SampleProduct,
     draw_card,
     format_amount,
@@ -36,6 +37,22 @@ REPO = Path(__file__).resolve().parents[1]
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def shown_value(product: SampleProduct, column: str) -> str:
+    """What the product's card shows for this truth.csv column."""
+    return {
+        "category3_code": product.category,
+        "full_price": f"{product.price:.2f}",
+        "currency_code": product.currency,
+        "colour": product.colour,
+    }[column]
+
+
+def catalogue_value(product: SampleProduct, column: str) -> str:
+    """What the sample catalogue (seed 0) says in `column`: what the card shows, unless an error was planted."""
+    planted = [e for e in PLANTED_ERRORS if (e.file_name, e.column) == (product.file_name, column)]
+    return planted[0].catalogue if planted else shown_value(product, column)
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -146,11 +163,11 @@ def test_truth_csv_matches_the_images(generated):
     for row, product in zip(rows, products, strict=True):
         assert row["local_image_path"] == product.file_name
         assert (generated / row["local_image_path"]).is_file()
-        assert row["category3_code"] == product.category
+        assert row["category3_code"] == catalogue_value(product, "category3_code")
         assert row["brand"] == product.brand and row["title"] == product.title
-        assert float(row["full_price"]) == product.price
+        assert row["full_price"] == catalogue_value(product, "full_price")
         assert re.fullmatch(r"\d+\.\d\d", row["full_price"])
-        assert row["currency_code"] == product.currency
+        assert row["currency_code"] == catalogue_value(product, "currency_code")
         assert row["product_code"] == product.product_code
         if product.size_prices:
             assert re.fullmatch(r"[\d.]+:\d+\.\d\d(;[\d.]+:\d+\.\d\d)*", row["size_prices"])
@@ -158,7 +175,7 @@ def test_truth_csv_matches_the_images(generated):
             assert {size: float(price) for size, price in parsed.items()} == product.size_prices
         else:
             assert row["size_prices"] == ""
-        assert row["colour"] == product.colour
+        assert row["colour"] == catalogue_value(product, "colour")
         loaded = decode_image((generated / product.file_name).read_bytes())
         assert (loaded.width, loaded.height) == product.card_size
 
@@ -227,18 +244,26 @@ def test_cards_use_the_product_colour():
 
 def test_the_catalogue_colour_is_what_the_picture_shows(generated):
     """The colour column is a visual attribute: on every card, the catalogue's colour covers at least 1% of the
-    pixels (JPEG/WebP-compressed, within 24 per channel) and is one of the two most common named colours."""
+    pixels (JPEG/WebP-compressed, within 24 per channel) and is one of the two most common named colours. The
+    planted colour error is the exception: there the picture shows the true colour and not the catalogue's."""
     import numpy as np
 
     palette = np.array(list(samples.COLOURS.values()))
     names = list(samples.COLOURS)
+    planted = {e.file_name: e for e in PLANTED_ERRORS if e.column == "colour"}
+    assert len(planted) == 1
     for row in read_csv(generated / "truth.csv"):
         with Image.open(generated / row["local_image_path"]) as image:
             # Every 4th pixel each way (nearest, no blending): the same shares, 16 times less work.
             pixels = np.asarray(image.convert("RGB"), dtype=np.int16)[::4, ::4].reshape(-1, 1, 3)
         shares = (np.abs(pixels - palette).max(axis=2) <= 24).mean(axis=0)
-        assert shares[names.index(row["colour"])] >= 0.01, row
-        assert row["colour"] in [names[i] for i in np.argsort(-shares)[:2]], row
+        shown = [names[i] for i in np.argsort(-shares)[:2]]
+        error = planted.get(row["local_image_path"])
+        colour = error.true if error else row["colour"]
+        assert shares[names.index(colour)] >= 0.01, row
+        assert colour in shown, row
+        if error:
+            assert shares[names.index(error.catalogue)] < 0.01 and error.catalogue not in shown, row
 
 
 def test_the_fields_file_declares_the_colour_and_finds_its_column(generated):
@@ -250,7 +275,9 @@ def test_the_fields_file_declares_the_colour_and_finds_its_column(generated):
     assert fieldset["colour"].values == tuple(samples.COLOURS)
     table = load_truth(generated / "truth.csv", fieldset=fieldset)
     assert table.columns["colour"] == "colour"
-    assert [record.fields["colour"] for record in table.records] == [p.colour for p in make_products(36, seed=0)]
+    assert [record.fields["colour"] for record in table.records] == [
+        catalogue_value(p, "colour") for p in make_products(36, seed=0)
+    ]
 
 
 def test_draw_card_is_deterministic_and_sized():
@@ -311,6 +338,91 @@ def test_committed_sample_images_are_what_the_generator_draws(generated):
         assert fresh.size == stored.size, name
         # Pixel-close rather than byte-equal: another Pillow/libjpeg/libwebp build may encode slightly differently.
         assert max(ImageStat.Stat(ImageChops.difference(fresh, stored)).mean) < 2.0, name
+
+
+# ------------------------------------------------------------------------------------------ planted errors
+
+
+def test_planted_errors_are_one_per_field_each_on_a_card_that_shows_the_true_value(monkeypatch, generated):
+    """A wrong price, colour, category and currency, each on another card, none with a size table; the card
+    prints the true price and currency and never the planted ones (the picture's colour is checked above)."""
+    from inspector.fields import load_fields
+    from inspector.truth import load_truth
+
+    assert sorted(e.field for e in PLANTED_ERRORS) == ["category", "colour", "currency", "price"]
+    assert len({e.file_name for e in PLANTED_ERRORS}) == len(PLANTED_ERRORS)
+    fieldset = load_fields(generated / samples.FIELDS_FILE)
+    columns = load_truth(generated / "truth.csv", fieldset=fieldset).columns
+    products = make_products(36, seed=0)
+    index = {product.file_name: i for i, product in enumerate(products)}
+    texts = record_texts(monkeypatch)
+    for error in PLANTED_ERRORS:
+        product = products[index[error.file_name]]
+        assert columns[error.field] == error.column
+        assert product.size_prices == {} and product.category not in samples.SIZED_CATEGORIES
+        assert error.true == shown_value(product, error.column) != error.catalogue
+        texts.clear()
+        draw_card(product, samples._card_rng(0, index[error.file_name]))
+        printed = " ".join(texts)
+        assert any(format_amount(product.price, product.currency, european) in printed for european in (0, 1))
+        if error.field == "price":
+            assert error.catalogue not in printed and error.catalogue.replace(".", ",") not in printed
+        if error.field == "currency":
+            others = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
+            assert any(mark in printed for mark in (error.true, others[error.true]))
+            assert not any(mark in printed for mark in (error.catalogue, others[error.catalogue]))
+
+
+def test_the_sample_catalogue_differs_from_the_cards_exactly_at_the_planted_errors(generated, tmp_path):
+    clean = read_csv(generate_samples(tmp_path, n=36, seed=0, with_planted_errors=False))
+    planted = read_csv(generated / "truth.csv")
+    differences = {
+        (row["local_image_path"], column): (row[column], wrong[column])
+        for row, wrong in zip(clean, planted, strict=True)
+        for column in CSV_COLUMNS
+        if row[column] != wrong[column]
+    }
+    assert differences == {(e.file_name, e.column): (e.true, e.catalogue) for e in PLANTED_ERRORS}
+    for row, product in zip(clean, make_products(36, seed=0), strict=True):
+        for column in ("category3_code", "full_price", "currency_code", "colour"):
+            assert row[column] == shown_value(product, column)
+
+
+def test_training_data_never_has_planted_errors(tmp_path):
+    """generate_dataset draws the same products (with these formats, the same file names) but a clean catalogue."""
+    rows = read_csv(generate_dataset(tmp_path, n=30, seed=0, formats=("jpg", "png", "webp")))
+    by_name = {Path(row["local_image_path"]).name: row for row in rows}
+    products = {p.file_name: p for p in make_products(30, seed=0)}
+    for error in PLANTED_ERRORS:
+        shown = shown_value(products[error.file_name], error.column)
+        assert by_name[error.file_name][error.column] == error.true == shown
+
+
+def test_the_sample_readme_lists_each_planted_error():
+    """sample_images/README.md has a table row `| image | field | catalogue | card |` per planted error."""
+    readme = (REPO / "sample_images" / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([^`]+)` \| (\w+) \| `([^`]*)` \| `([^`]*)` \|", readme, flags=re.MULTILINE)
+    assert sorted(rows) == sorted((e.file_name, e.field, e.catalogue, e.true) for e in PLANTED_ERRORS)
+
+
+def test_samples_command_names_the_planted_errors_or_leaves_them_out(tmp_path):
+    from click.testing import CliRunner
+
+    from inspector.cli import cli
+
+    result = CliRunner().invoke(cli, ["samples", str(tmp_path / "a"), "-n", "20"])
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        f"20 sample images and {tmp_path / 'a' / 'truth.csv'} written; planted catalogue errors: "
+        "price of 014_10355590.png, colour of 016_41493423.jpg, category of 019_93528168.jpg\n"
+    )
+    result = CliRunner().invoke(cli, ["samples", str(tmp_path / "b"), "-n", "20", "--no-planted-errors"])
+    assert result.output == f"20 sample images and {tmp_path / 'b' / 'truth.csv'} written\n"
+    products = make_products(20, seed=0)
+    assert [row["colour"] for row in read_csv(tmp_path / "b" / "truth.csv")] == [p.colour for p in products]
+    assert [row["colour"] for row in read_csv(tmp_path / "a" / "truth.csv")] == [
+        catalogue_value(p, "colour") for p in products
+    ]
 
 
 def test_sample_product_fields():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import shutil
 import signal
 import sqlite3
@@ -17,10 +19,13 @@ from hostile import make_hostile_files
 
 from inspector.backends import BackendError, GenerationSettings, load_backend
 from inspector.backends.fake import FakeBackend
+from inspector.checkpoints import TrainedQuestion
 from inspector.discovery import discover, read_source
+from inspector.errors import InputError
+from inspector.fields import load_fields
 from inspector.images import decode_image
-from inspector.prompts import format_answer
-from inspector.scan import ScanConfig, Scanner, read_scan_inputs
+from inspector.prompts import format_answer, get_prompt
+from inspector.scan import ScanConfig, Scanner, ask_as_trained, read_scan_inputs
 from inspector.store import open_store
 from inspector.truth import load_truth
 
@@ -336,17 +341,22 @@ def test_a_fine_tuned_model_asked_another_question_than_it_learned_is_warned_abo
 ):
     fields_file = tmp_path / "fields.toml"
     fields_file.write_text('[fields.colour]\nkind = "category"\n', encoding="utf-8")
-    folder = _fine_tuned_folder(tmp_path, fields_file=str(fields_file))
+    folder = _fine_tuned_folder(tmp_path, fields_file=str(fields_file), num_crops=2)
     asked_otherwise = ScanConfig(inputs=[str(sample_dir)], model=str(folder), device="cpu", report=None)
     warnings = read_scan_inputs(asked_otherwise).warnings
+    # The advice names the copy saved beside the model: the recorded path is the training machine's.
     assert warnings == [
         f"{folder} was fine-tuned on another question than this scan asks; ask as it was trained: "
-        f"--fields {fields_file}"
+        f"--fields {folder / 'train_fields.toml'} --num-crops 2"
     ]
-    asked_the_same = ScanConfig(
-        inputs=[str(sample_dir)], model=str(folder), device="cpu", report=None, fields_file=str(fields_file)
-    )
-    assert read_scan_inputs(asked_the_same).warnings == []
+    for fields in (fields_file, folder / "train_fields.toml"):
+        asked_the_same = ScanConfig(
+            inputs=[str(sample_dir)], model=str(folder), device="cpu", report=None, fields_file=str(fields),
+            num_crops=2,
+        )  # fmt: skip
+        assert read_scan_inputs(asked_the_same).warnings == []
+    other_crops = dataclasses.replace(asked_the_same, num_crops=4)
+    assert read_scan_inputs(other_crops).warnings == warnings
 
 
 def test_a_fine_tuned_model_whose_fields_file_is_gone_is_warned_about(tmp_path, sample_dir):
@@ -462,3 +472,113 @@ def test_a_bug_while_reading_one_answer_is_recorded_on_that_image_and_counted_no
     assert rerun.exit_code == 0, rerun.output
     assert "Run 1: 1 images answered, 0 failed, 2 already done" in rerun.output
     assert (store.get_run(1).n_images, store.get_run(1).n_failed) == (3, 0)
+
+
+def _question_files(tmp_path: Path) -> tuple[Path, Path]:
+    fields_file = tmp_path / "my-fields.toml"
+    fields_file.write_text('[fields.colour]\nkind = "category"\n', encoding="utf-8")
+    prompt_file = tmp_path / "my-question.txt"
+    prompt_file.write_text('Answer in JSON with "brand", "price" and "colour".', encoding="utf-8")
+    return fields_file, prompt_file
+
+
+def test_a_scan_of_a_fine_tuned_model_asks_the_question_it_was_trained_on(tmp_path, sample_dir):
+    """Every part of the question the scan leaves open (prompt or prompt file, fields, sizes, crops) comes from the
+    checkpoint, read from the copies beside its config even after the training files are gone; the run key is
+    that of the same scan with those options given."""
+    fields_file, prompt_file = _question_files(tmp_path)
+    folder = _fine_tuned_folder(
+        tmp_path, fields_file=str(fields_file), prompt_file=str(prompt_file), sizes=["8", "9.5"], num_crops=2
+    )
+    trained_prompt = get_prompt(None, prompt_file, ["8", "9.5"], load_fields(fields_file))
+    fields_file.unlink()
+    prompt_file.unlink()
+    plain = ScanConfig(inputs=[str(sample_dir)], model=str(folder), device="cpu", report=None)
+    config, adopted = ask_as_trained(plain)
+    copies = {"fields_file": str(folder / "train_fields.toml"), "prompt_file": str(folder / "train_prompt.txt")}
+    assert adopted == TrainedQuestion(sizes=["8", "9.5"], num_crops=2, **copies)
+    assert config == dataclasses.replace(plain, sizes=["8", "9.5"], num_crops=2, **copies)
+    assert adopted.options() == (
+        f"--fields {copies['fields_file']} --prompt-file {copies['prompt_file']} --sizes 8,9.5 --num-crops 2"
+    )
+    assert config.scan_prompt().text == trained_prompt.text
+    assert config.fieldset().names[-1] == "colour"
+    assert read_scan_inputs(config).warnings == []
+    key = config.run_key(config.scan_prompt())
+    assert key != plain.run_key(plain.scan_prompt())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("train_fields.toml", "train_prompt.txt"):  # the same question from other files: the same run
+        shutil.copy(folder / name, elsewhere / name)
+    explicit = dataclasses.replace(
+        plain, fields_file=str(elsewhere / "train_fields.toml"), prompt_file=str(elsewhere / "train_prompt.txt"),
+        sizes=["8", "9.5"], num_crops=2,
+    )  # fmt: skip
+    assert ask_as_trained(explicit) == (explicit, None)
+    assert explicit.run_key(explicit.scan_prompt()) == key
+
+
+def test_options_given_win_over_the_trained_question_and_are_warned_about(tmp_path, sample_dir):
+    fields_file, prompt_file = _question_files(tmp_path)
+    folder = _fine_tuned_folder(tmp_path, fields_file=str(fields_file), prompt_file=str(prompt_file), sizes=["8"])
+    given = ScanConfig(inputs=[str(sample_dir)], model=str(folder), device="cpu", report=None, prompt="extract",
+                       sizes=["9"])  # fmt: skip
+    config, adopted = ask_as_trained(given)
+    assert adopted == TrainedQuestion(fields_file=str(folder / "train_fields.toml"))
+    assert (config.prompt, config.prompt_file, config.sizes) == ("extract", None, ["9"])
+    assert read_scan_inputs(config).warnings == [
+        f"{folder} was fine-tuned on another question than this scan asks; ask as it was trained: "
+        f"--fields {folder / 'train_fields.toml'} --prompt-file {folder / 'train_prompt.txt'} --sizes 8"
+    ]
+
+
+def test_a_model_trained_on_the_default_question_or_not_by_inspector_changes_nothing(tmp_path, sample_dir):
+    folder = _fine_tuned_folder(tmp_path)
+    for model in (str(folder), str(tmp_path / "not-a-checkpoint"), "org/some-model", "fake:answers.json"):
+        config = ScanConfig(inputs=[str(sample_dir)], model=model, device="cpu", report=None)
+        assert ask_as_trained(config) == (config, None)
+
+
+def test_a_trained_question_whose_file_is_gone_is_an_error_only_when_it_would_be_asked(tmp_path, sample_dir):
+    fields_file, _ = _question_files(tmp_path)
+    folder = _fine_tuned_folder(tmp_path, fields_file=str(fields_file), sizes=["8"])
+    (folder / "train_fields.toml").unlink()
+    fields_file.unlink()
+    plain = ScanConfig(inputs=[str(sample_dir)], model=str(folder), device="cpu", report=None)
+    with pytest.raises(InputError) as caught:
+        ask_as_trained(plain)
+    assert str(caught.value) == (
+        f"{folder} was trained with --fields {fields_file}, which is neither beside it (train_fields.toml) nor at "
+        "that path: pass --fields to ask it"
+    )
+    other_fields = tmp_path / "other.toml"
+    other_fields.write_text('[fields.material]\nkind = "text"\n', encoding="utf-8")
+    config, adopted = ask_as_trained(dataclasses.replace(plain, fields_file=str(other_fields)))
+    assert adopted == TrainedQuestion(sizes=["8"]) and config.fields_file == str(other_fields)
+
+
+def test_a_relative_question_file_is_read_beside_the_config_not_from_the_working_folder(
+    tmp_path, sample_dir, monkeypatch
+):
+    """A folder assembled by hand (as bench/train_demo.py ships the demo): train_config.json names "fields.toml",
+    the file beside it. A fields.toml in the folder the scan runs from is not it."""
+    folder = _fine_tuned_folder(tmp_path, num_crops=1)
+    settings = json.loads((folder / "train_config.json").read_text())
+    (folder / "train_config.json").write_text(json.dumps({**settings, "fields_file": "fields.toml", "truth": ""}))
+    (folder / "fields.toml").write_text('[fields.colour]\nkind = "category"\n', encoding="utf-8")
+    elsewhere = tmp_path / "working folder"
+    elsewhere.mkdir()
+    (elsewhere / "fields.toml").write_text('[fields.material]\nkind = "text"\n', encoding="utf-8")
+    monkeypatch.chdir(elsewhere)
+    config, adopted = ask_as_trained(ScanConfig(inputs=[str(sample_dir)], model=str(folder), report=None))
+    assert adopted == TrainedQuestion(fields_file=str(folder / "fields.toml"), num_crops=1)
+    assert config.fieldset().names[-1] == "colour"
+
+
+def test_the_trained_question_is_read_from_a_config_of_another_inspector_version(tmp_path, sample_dir):
+    """Only the question's settings are read: a setting this version does not know does not stop the scan."""
+    folder = _fine_tuned_folder(tmp_path, sizes=["8"])
+    settings = json.loads((folder / "train_config.json").read_text())
+    (folder / "train_config.json").write_text(json.dumps({**settings, "curriculum": "sizes-last"}))
+    plain = ScanConfig(inputs=[str(sample_dir)], model=str(folder), device="cpu", report=None)
+    assert ask_as_trained(plain)[1] == TrainedQuestion(sizes=["8"])

@@ -530,6 +530,78 @@ def test_best_model_loads_in_scan_backend_and_gives_the_evaluated_answers(llava_
 
 
 @pytest.mark.slow
+def test_a_scan_of_a_trained_model_asks_the_question_it_learned_without_options(
+    cards, tiny_llava, tmp_path, keep_grad_mode, monkeypatch
+):
+    """Trained with a fields file (colour), a prompt file and sizes, whose files are then gone: a scan with no
+    question options asks that question (and one line says so), the same run as the one with those options
+    given; options given win. Registered as `demo`, the same folder scans and trains as `--model demo`."""
+    from inspector.cli import cli
+    from inspector.fields import load_fields
+    from inspector.registry import MODELS, RegisteredModel
+    from inspector.store import open_store
+    from inspector.train_cli import train_command
+    from inspector.training import train
+
+    work = tmp_path / "training machine"
+    work.mkdir()
+    fields_file = shutil.copy(cards.parent / "fields.toml", work / "fields.toml")
+    prompt_file = work / "question.txt"
+    prompt_file.write_text("Read this listing card. Answer in JSON with its brand, price, currency and colour.")
+    output = tmp_path / "run"
+    question = dict(fields_file=str(fields_file), prompt_file=str(prompt_file), sizes=["8"])
+    train(_config(cards, tiny_llava, output, max_steps=1, eval_every=1, eval_samples=1, max_new_tokens=4, **question))
+    trained = get_prompt(None, prompt_file, ["8"], load_fields(fields_file))
+    shutil.rmtree(work)  # the checkpoint carries copies of the question's files
+    model = output / "final"
+    db = tmp_path / "scans.db"
+    base = ["scan", str(cards.parent), "--truth", str(cards), "--db", str(db), "--no-report", "--device", "cpu",
+            "--max-new-tokens", "4"]  # fmt: skip
+    runner = CliRunner()
+
+    result = runner.invoke(cli, [*base, "--model", str(model)])
+    assert result.exit_code == 0, result.output
+    options = f"--fields {model / 'train_fields.toml'} --prompt-file {model / 'train_prompt.txt'} --sizes 8"
+    assert result.stderr.splitlines()[0] == (
+        f"Asking {model} the question it was trained on: {options} (fields: brand, title, category, price, "
+        "currency, size_prices, colour); options you give win"
+    )
+    assert "warning" not in result.stderr
+    assert result.stdout.startswith("Run 1: 8 images answered, 0 failed")
+    store = open_store(db, read_only=True)
+    assert store.get_run(1).prompt_text == trained.text
+    assert store.get_run(1).fields.names[-1] == "colour"
+
+    given = runner.invoke(cli, [*base, "--model", str(model), *options.split()])
+    assert given.exit_code == 0, given.output
+    assert "Asking" not in given.stderr and "warning" not in given.stderr
+    assert given.stdout.startswith("Run 1: 0 images answered, 0 failed, 8 already done")
+
+    other = runner.invoke(cli, [*base, "--model", str(model), "--sizes", "9"])
+    assert other.exit_code == 0, other.output
+    assert "--prompt-file" in other.stderr.splitlines()[0] and "--sizes" not in other.stderr.splitlines()[0]
+    assert other.stderr.splitlines()[1] == (
+        f"warning: {model} was fine-tuned on another question than this scan asks; ask as it was trained: {options}"
+    )
+    assert other.stdout.startswith("Run 2: 8 images answered")
+    assert store.get_run(2).settings["sizes"] == ["9"] and store.get_run(2).fields.names[-1] == "colour"
+
+    monkeypatch.setitem(MODELS, "demo", RegisteredModel("demo", model, "a test checkpoint"))
+    demo = runner.invoke(cli, [*base, "--model", "demo"])
+    assert demo.exit_code == 0, demo.output
+    assert demo.stderr.splitlines()[0].startswith(f"Asking demo the question it was trained on: {options} (")
+    assert demo.stdout.startswith("Run 3: 8 images answered")
+    assert store.get_run(3).model == "demo" and store.get_run(3).prompt_text == trained.text
+
+    args = ["--truth", str(cards), "--model", "demo", "--output", str(tmp_path / "from-demo"), "--max-steps", "1",
+            "--eval-every", "1", "--eval-samples", "0", "--best-metric", "loss", "--workers", "0",
+            "--batch-size", "2", "--val-fraction", "0.25"]  # fmt: skip
+    tuned = runner.invoke(train_command, args)
+    assert tuned.exit_code == 0, tuned.output
+    assert TrainConfig.load(tmp_path / "from-demo" / "final").model == "demo"
+
+
+@pytest.mark.slow
 def test_resume_continues_exactly_where_the_run_stopped(llava_run, cards, tiny_llava, tmp_path):
     from inspector.training import train
 

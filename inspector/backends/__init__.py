@@ -64,15 +64,17 @@ def load_backend(
     fuse: str = "auto",
     quantize: str = "none",
 ) -> Backend:
-    """`fake:FILE` replays answers from FILE (for tests and demos); anything else is a Hugging Face id or folder."""
+    """`fake:FILE` replays answers from FILE (for tests and demos); a registered name (`demo`) loads its folder;
+    anything else is a Hugging Face id or folder."""
     if backend_name(model) == "fake":
         from inspector.backends.fake import FakeBackend
 
         return FakeBackend.from_file(model.removeprefix("fake:"))
     from inspector.backends.hf import HFBackend
+    from inspector.registry import resolve_model
 
     return HFBackend(
-        model,
+        resolve_model(model),
         device=device,
         dtype=dtype,
         trust_remote_code=trust_remote_code,

@@ -308,12 +308,24 @@ class Store:
                     setattr(run, column, values[column])
             run.stats = values
 
-    def get_run(self, run_ref: int | str | None = None) -> RunInfo:
-        """A run by id, by name (the latest of that name), by key, or the latest run when `run_ref` is None."""
+    def get_run(self, run_ref: int | str | None = None, *, model: str | None = None) -> RunInfo:
+        """A run by id, by name (the latest of that name), by key, or the latest run when `run_ref` is None. With
+        `model` (as the scan's --model named it, e.g. "demo"): the latest run of that model, and a `run_ref` of
+        another model is an error."""
         with self._transaction(write=False) as session:
+            if model is not None and run_ref is None:
+                query = select(Run).where(Run.model == model).order_by(Run.id.desc()).limit(1)
+                run = session.scalars(query).first()
+                if run is None:
+                    models = session.scalars(select(Run.model).distinct().order_by(Run.model)).all()
+                    listed = ", ".join(models) if models else "none yet"
+                    raise RunNotFoundError(f"no run of model {model!r} in {self.url}; the runs' models: {listed}")
+                return _run_info(run)
             run = self._find_run(session, run_ref)
             if run is None:
                 raise RunNotFoundError(self._missing_run_message(session, run_ref))
+            if model is not None and run.model != model:
+                raise RunNotFoundError(f"{_run_info(run).label} was scanned with model {run.model!r}, not {model!r}")
             return _with_live_totals(session, [_run_info(run)])[0]
 
     def list_runs(self) -> list[RunInfo]:

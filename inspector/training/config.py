@@ -6,16 +6,16 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from inspector.checkpoints import CONFIG_FILE, save_question_files
 from inspector.errors import InputError
 from inspector.fields import FieldSet, load_fields
+from inspector.registry import resolve_model
 
 METHODS: tuple[str, ...] = ("full", "lora", "frozen-vision")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "mixed", "fp32")
 SCHEDULES: tuple[str, ...] = ("linear", "cosine", "constant")
 #: Metrics where lower is better; every other metric (accuracies) is better higher.
 _LOWER_IS_BETTER_SUFFIXES = ("loss", "mae")
-
-CONFIG_FILE = "train_config.json"
 
 
 @dataclass
@@ -38,7 +38,7 @@ class TrainConfig:
     write_dataset: str | None = None  # write the examples to this JSON Lines file and stop (nothing is trained)
 
     # -- what the model is taught
-    model: str = ""  # Hugging Face model id or local folder (any VLM that scan runs)
+    model: str = ""  # Hugging Face model id, local folder (any VLM that scan runs) or a registered name (demo)
     trust_remote_code: bool = False  # let the model folder's own Python code run
     prompt: str | None = None  # built-in prompt (default "extract"): the question asked for every image
     prompt_file: str | None = None  # or a file holding the question
@@ -102,6 +102,8 @@ class TrainConfig:
         # --write-dataset only writes the examples: it needs no model and no output folder.
         if not self.model and self.write_dataset is None:
             raise InputError("No model: pass a Hugging Face model id or local folder with --model")
+        if self.model:
+            resolve_model(self.model)  # a registered name (demo) without its folder: one line, before the data loads
         if not self.output and self.write_dataset is None:
             raise InputError("No output folder: pass one with --output")
         if self.method not in METHODS:
@@ -170,9 +172,11 @@ class TrainConfig:
         return asdict(self)
 
     def save(self, folder: str | Path) -> Path:
-        """Write train_config.json into `folder`."""
+        """Write train_config.json into `folder`, with copies of the question's files (fields file, prompt file)
+        beside it, so that a model folder carries the question it learned wherever it goes (inspector.checkpoints)."""
         path = Path(folder) / CONFIG_FILE
         path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        save_question_files(self.to_dict(), folder)
         return path
 
     @classmethod

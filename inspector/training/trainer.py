@@ -24,6 +24,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from inspector.errors import InputError
+from inspector.registry import resolve_model
 from inspector.scoring import PriceTolerance
 from inspector.training.callbacks import (
     METRICS_FILE,
@@ -331,7 +332,9 @@ def resolve_run_precision(config: TrainConfig) -> tuple[str, str, bool]:
     import torch
 
     if config.precision == "auto" and torch.cuda.is_available() and config.method != "lora":
-        total, trainable = estimate_parameters(config.model, config.method, config.trust_remote_code)
+        total, trainable = estimate_parameters(
+            resolve_model(config.model), config.method, config.trust_remote_code
+        )
         dtype, bf16 = resolve_precision("auto", config.method, total, trainable)
     else:
         dtype, bf16 = resolve_precision(config.precision, config.method, 0, 0)
@@ -513,10 +516,9 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
 
     torch.manual_seed(config.seed)
     # An absolute path, so that a LoRA adapter saved with keep_adapter finds its base model from any folder.
-    local = Path(config.model).expanduser()
-    model, processor = load_model(
-        str(local.resolve()) if local.exists() else config.model, dtype, config.trust_remote_code
-    )
+    source = resolve_model(config.model)
+    local = Path(source).expanduser()
+    model, processor = load_model(str(local.resolve()) if local.exists() else source, dtype, config.trust_remote_code)
     from inspector.speedups import fuse, resolve_fusion
 
     fuse(model, resolve_fusion(config.fuse, "cuda" if torch.cuda.is_available() else "cpu"))
