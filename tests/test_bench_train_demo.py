@@ -34,7 +34,8 @@ def test_the_recipe_writes_a_demo_folder_that_asks_its_own_question(tmp_path, ph
 
     folder = out / "demo_model"
     with safe_open(folder / "model.safetensors", "pt") as weights:
-        assert {weights.get_tensor(name).dtype for name in weights.keys()} == {torch.bfloat16}
+        names = list(weights.keys())  # a safetensors handle is not iterable
+        assert {weights.get_tensor(name).dtype for name in names} == {torch.bfloat16}
     trained = json.loads((folder / "train_config.json").read_text())
     assert trained["fields_file"] == "fields.toml" and trained["truth"] == "" and trained["model"] == ""
     assert "colour" in (folder / "fields.toml").read_text()
