@@ -391,7 +391,7 @@ def trained_question(model: str) -> TrainedQuestion | None:
     whose folder is one); None for any other model."""
     if model.startswith("fake:") or "://" in model:
         return None
-    folder = Path(resolve_model(model))
+    folder = check_path_names(resolve_model(model), "--model")  # a local folder or a hub id
     return TrainedQuestion.of(folder) if folder.is_dir() else None
 
 
