@@ -1,20 +1,21 @@
 """Proof that per-field confidence means something: it ranks deliberately corrupted catalogue rows first.
 
-1. A model trained by bench/train_learning.py (its OUT/run-real/final, or --model DIR), or one trained here for
-   --train-minutes (train_learning's real run, same data and settings).
-2. The held-out cards it never trained on (OUT/data/heldout.csv), with 10% of the catalogue rows corrupted at
-   random (seeded): half get another category, half a price changed by a factor far outside the tolerance.
+1. A trained model: bench/train_demo.py's demo folder (OUT/demo_model, or --model DIR: any folder `inspector
+   train` wrote, asked the question it was trained on, as `inspector scan` asks it).
+2. Held-out cards it never trained on (train_demo's OUT/data/heldout/truth.csv, or --data DIR with truth.csv),
+   with --rate of the catalogue rows corrupted at random (seeded), cycling through category, colour (where the
+   catalogue has a colour column) and price (a factor far outside the tolerance).
 3. `inspector scan` of those cards against the corrupted catalogue (the scan's own code path: fast decoder, parser,
    per-field confidence, store).
-4. Each row's suspicion = the highest confidence among its category and price values that disagree with the
-   catalogue (0 where the model agrees, or gave no value). Ranked by it, how early do the corrupted rows come?
-   Precision at 10% (the top tenth of rows) and AUROC, against random ranking (expected: precision = the
-   corruption rate, AUROC = 0.5; and one seeded shuffle) and against "disagreement flag only" (rows that disagree
-   first, in random order: what a report without confidence gives).
+4. Each row's suspicion = the highest confidence among its corruptible values that disagree with the catalogue (0
+   where the model agrees, or gave no value). Ranked by it, how early do the corrupted rows come? Precision at
+   --rate (the top share of rows) and AUROC, against random ranking and against "disagreement flag only" (rows
+   that disagree first, in random order: what a report without confidence gives).
+5. Calibration: on the rows nobody corrupted, per field, the model's accuracy in bins of its confidence.
 
-    python bench/train_learning.py --out $OUT --run real --minutes 8          # GPU: train (the lead's command)
+    python bench/train_demo.py --out $OUT                                     # GPU: the demo model and cards
     python bench/confidence.py --from $OUT --out $OUT/confidence              # GPU: this benchmark, ~1-2 min
-    python bench/confidence.py --tiny --out /tmp/conf                         # CPU smoke test (trains 0.3 min)
+    python bench/confidence.py --model DIR --data CARDS --out /tmp/conf       # any trained folder, any cards
 """
 
 from __future__ import annotations
@@ -31,33 +32,56 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-#: Fields whose corruption the benchmark plants, and whose disagreements rank the rows.
-FIELDS = ("category", "price")
-CATEGORY_COLUMN, PRICE_COLUMN = "category3_code", "full_price"
+#: Fields whose corruption the benchmark plants (where the catalogue has the column), and whose disagreements rank
+#: the rows: field -> catalogue column.
+COLUMNS = {"category": "category3_code", "colour": "colour", "price": "full_price"}
+FIELDS = tuple(COLUMNS)
+CATEGORY_COLUMN, PRICE_COLUMN = COLUMNS["category"], COLUMNS["price"]
+#: Upper edges of the confidence bins of the reliability table.
+BINS = (0.5, 0.8, 0.9, 0.95, 0.99, 1.0)
 #: Price corruptions: multiply by one of these (never within a 0.5% tolerance of the true price).
 PRICE_FACTORS = (0.5, 0.7, 1.4, 2.0)
 
 
 def corrupt(rows: list[dict], rate: float, seed: int) -> tuple[list[dict], dict[str, str]]:
-    """A copy of the catalogue rows with `rate` of them corrupted (half category, half price, seeded); returns
-    the rows and {image path: what was corrupted}."""
+    """A copy of the catalogue rows with `rate` of them corrupted (seeded), cycling through the corruptible fields
+    the catalogue has (category, colour, price); returns the rows and {image path: what was corrupted}."""
     rng = random.Random(f"corrupt:{seed}")
     count = max(1, round(len(rows) * rate))
     chosen = rng.sample(range(len(rows)), count)
-    categories = sorted({row[CATEGORY_COLUMN] for row in rows if row[CATEGORY_COLUMN]})
+    fields = [field for field, column in COLUMNS.items() if rows and column in rows[0]]
+    values = {field: sorted({row[COLUMNS[field]] for row in rows if row[COLUMNS[field]]}) for field in fields}
     out = [dict(row) for row in rows]
     corrupted: dict[str, str] = {}
     for order, index in enumerate(chosen):
-        row = out[index]
-        others = [c for c in categories if c != row[CATEGORY_COLUMN]]
-        if order % 2 == 0 and others:
-            row[CATEGORY_COLUMN] = rng.choice(others)
-            corrupted[row["local_image_path"]] = "category"
+        row, field = out[index], fields[order % len(fields)]
+        column = COLUMNS[field]
+        if field == "price":
+            row[column] = f"{float(row[column]) * rng.choice(PRICE_FACTORS):.2f}"
         else:
-            price = float(row[PRICE_COLUMN])
-            row[PRICE_COLUMN] = f"{price * rng.choice(PRICE_FACTORS):.2f}"
-            corrupted[row["local_image_path"]] = "price"
+            others = [value for value in values[field] if value != row[column]]
+            if not others:
+                continue
+            row[column] = rng.choice(others)
+        corrupted[row["local_image_path"]] = field
     return out, corrupted
+
+
+def reliability(by_image: dict, clean: list[str]) -> dict[str, list[dict]]:
+    """Per field, on rows nobody corrupted: for each confidence bin, how many values and how many were right."""
+    table: dict[str, list[dict]] = {}
+    for field in FIELDS:
+        rows = [{"upper": upper, "n": 0, "right": 0} for upper in BINS]
+        for name in clean:
+            outcome, confidence = by_image[name][2].get(field, [None, None])
+            if confidence is None or outcome not in ("correct", "wrong", "spurious"):
+                continue
+            slot = next(row for row in rows if confidence <= row["upper"])
+            slot["n"] += 1
+            slot["right"] += outcome == "correct"
+        if any(row["n"] for row in rows):
+            table[field] = rows
+    return table
 
 
 def auroc(scores: list[float], labels: list[bool]) -> float:
@@ -110,83 +134,32 @@ def _accuracy(by_image: dict, names: list[str], field: str) -> float | None:
     return sum(o == "correct" for o in scored) / len(scored) if scored else None
 
 
-def train_model(args, out: Path) -> Path:
-    """train_learning's real run (same data and defaults), into OUT; returns the final model folder."""
-    import train_learning
-
-    argv = [
-        "--out",
-        str(out),
-        "--run",
-        "real",
-        "--minutes",
-        str(args.train_minutes),
-        "--seed",
-        str(args.seed),
-    ]
-    if args.tiny:
-        argv.append("--tiny")
-    if args.tokenizer_dir:
-        argv += ["--tokenizer-dir", args.tokenizer_dir]
-    train_learning.main(argv)
-    return out / "run-real" / "final"
-
-
-def _fields_file(trained: dict, data: Path) -> str | None:
-    """The fields file the model was trained with: its recorded path, else the one beside the cards."""
-    recorded = trained.get("fields_file")
-    if recorded and Path(recorded).is_file():
-        return recorded
-    beside = data / "fields.toml"
-    return str(beside) if recorded and beside.is_file() else None
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--out", required=True, help="folder for the corrupted catalogue, database and results"
     )
-    parser.add_argument("--from", dest="source", help="train_learning.py's --out folder (model and data)")
-    parser.add_argument("--model", help="trained checkpoint folder (default: FROM/run-real/final)")
-    parser.add_argument("--data", help="card folder with heldout.csv (default: FROM/data)")
-    parser.add_argument("--train-minutes", type=float, help="no trained model: train one for this long first")
-    parser.add_argument("--tokenizer-dir", help="Phi-3.5-vision tokenizer files, when training here")
+    parser.add_argument("--from", dest="source", help="bench/train_demo.py's --out folder (model and cards)")
+    parser.add_argument("--model", help="trained model folder (default: FROM/demo_model)")
+    parser.add_argument("--data", help="card folder with truth.csv (default: FROM/data/heldout)")
     parser.add_argument("--rate", type=float, default=0.10, help="share of catalogue rows corrupted")
-    parser.add_argument("--limit", type=int, help="scan only the first N held-out cards")
+    parser.add_argument("--limit", type=int, help="scan only the first N cards")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-new-tokens", type=int, help="default 160; --tiny 48 (as train_learning)")
-    parser.add_argument(
-        "--num-crops", type=int, help="default: the checkpoint's (train_learning: 4; --tiny 1)"
-    )
-    parser.add_argument("--tiny", action="store_true", help="CPU smoke test: trains a tiny model for 0.3 min")
+    parser.add_argument("--max-new-tokens", type=int, help="default: the model's training setting, else 160")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.tiny and args.train_minutes is None and not (args.model or args.source):
-        args.train_minutes = 0.3
     source = Path(args.source) if args.source else None
-    if args.train_minutes is not None and not args.model:
-        source = source or out / "learning"
-        model = train_model(args, source)
-    elif args.model:
-        model = Path(args.model)
-    elif source is not None:
-        model = source / "run-real" / "final"
-        if not (model / "config.json").is_file():
-            model = source / "run-real" / "best"
-    else:
-        raise SystemExit(
-            "pass --from OUT (train_learning's output), --model DIR with --data DIR, or --train-minutes"
-        )
-    data = Path(args.data) if args.data else (source / "data" if source else None)
-    if data is None or not (data / "heldout.csv").is_file():
-        raise SystemExit("no held-out cards: pass --data (a train_learning data folder with heldout.csv)")
-    if not (model / "config.json").is_file():
-        raise SystemExit(f"{model}: no trained model there (config.json missing)")
+    model = Path(args.model) if args.model else (source / "demo_model" if source else None)
+    data = Path(args.data) if args.data else (source / "data" / "heldout" if source else None)
+    if model is None or not (model / "config.json").is_file():
+        raise SystemExit(f"{model}: no trained model there: pass --from (train_demo's OUT) or --model DIR")
+    if data is None or not (data / "truth.csv").is_file():
+        raise SystemExit(f"{data}: no cards there (truth.csv missing): pass --from or --data DIR")
 
-    with (data / "heldout.csv").open(newline="", encoding="utf-8") as handle:
+    with (data / "truth.csv").open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         columns, rows = list(reader.fieldnames or []), list(reader)
     if args.limit:
@@ -200,20 +173,17 @@ def main(argv: list[str] | None = None) -> None:
 
     from phi3v_fullsize import device_facts
 
-    from inspector.scan import ScanConfig, Scanner
+    from inspector.scan import ScanConfig, Scanner, ask_as_trained
     from inspector.store import open_store
 
     db = out / "confidence.db"
     db.unlink(missing_ok=True)
-    # Ask as the model was trained: its train_config.json (saved with every checkpoint) has the crops, prompt and
-    # answer length it learned with.
+    # Asked as `inspector scan --model DIR` asks it: the question (fields, prompt, sizes, crops) it was trained on.
     trained = (
         json.loads((model / "train_config.json").read_text())
         if (model / "train_config.json").is_file()
         else {}
     )
-    max_new = args.max_new_tokens or trained.get("max_new_tokens") or (48 if args.tiny else 160)
-    num_crops = args.num_crops or trained.get("num_crops")
     config = ScanConfig(
         inputs=[str(data / row["local_image_path"]) for row in rows],
         model=str(model),
@@ -221,14 +191,10 @@ def main(argv: list[str] | None = None) -> None:
         report=None,
         truth=str(truth),
         batch_size=args.batch_size,
-        max_new_tokens=max_new,
-        num_crops=num_crops,
-        prompt=trained.get("prompt"),
-        prompt_file=trained.get("prompt_file"),
-        # The fields it was trained to answer (train_learning adds colour): another field set is another prompt.
-        fields_file=_fields_file(trained, data),
+        max_new_tokens=args.max_new_tokens or trained.get("max_new_tokens") or 160,
         workers=4,
     )
+    config, _question = ask_as_trained(config)
     started = time.perf_counter()
     store = open_store(config.db)
     backend = config.load_backend()
@@ -281,6 +247,7 @@ def main(argv: list[str] | None = None) -> None:
                 by_image, [n for n in subset if n not in corrupted_by_name], field
             ),
         }
+    calibration = reliability(by_image, [n for n in names if n not in corrupted_by_name])
     result = {
         "device": device_facts(),
         "model": str(model),
@@ -293,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
         "images_per_s": summary.images_per_s,
         "figures": figures,
         "per_field": per_field,
+        "reliability": calibration,
         "corrupted_rows": [[name, field, score] for score, name, field in caught],
         "rows": {name: {"corrupted": label, "score": by_image[name][0], "fields": by_image[name][2]}
                  for name, label in zip(names, labels, strict=True)},
@@ -300,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     (out / "confidence.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"# Confidence ranks corrupted catalogue rows: {len(names)} held-out cards, {sum(labels)} corrupted "
-        f"({result['corrupted_fields']['category']} category, {result['corrupted_fields']['price']} price)",
+        f"({', '.join(f'{count} {field}' for field, count in result['corrupted_fields'].items() if count)})",
         "",
         f"Model: {model} ({backend.describe().get('decoder', '?')} decoder); scan {scan_seconds:.1f} s.",
         "",
@@ -317,6 +285,12 @@ def main(argv: list[str] | None = None) -> None:
             f"| {field} | {values['corrupted']} | {values['auroc']:.3f} | "
             f"{'-' if accuracy is None else f'{100 * accuracy:.1f}%'} |"
         )
+    lines += ["", "Calibration on the rows nobody corrupted: the model's accuracy by its confidence in the value.", "",
+              "| field | " + " | ".join(f"≤ {upper:g}" for upper in BINS) + " |",
+              "| --- | " + " | ".join("---:" for _ in BINS) + " |"]  # fmt: skip
+    for field, bins in calibration.items():
+        cells = [f"{100 * b['right'] / b['n']:.0f}% of {b['n']}" if b["n"] else "-" for b in bins]
+        lines.append(f"| {field} | " + " | ".join(cells) + " |")
     (out / "confidence.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
 
