@@ -386,6 +386,7 @@ def trained_question(model: str) -> TrainedQuestion | None:
     whose folder is one); None for any other model."""
     if "://" in model or not choose_backend(model).runs_model:
         return None
+    check_path_names(model, "--model")  # a name too long to stat is one line, not an OSError from is_dir()
     folder = Path(resolve_model(model))
     return TrainedQuestion.of(folder) if folder.is_dir() else None
 

@@ -53,6 +53,8 @@ def test_an_unknown_scheme_is_a_one_line_error():
     with pytest.raises(InputError) as raised:
         choose_backend("vllm:some/model")
     assert str(raised.value) == UNKNOWN
+    with pytest.raises(InputError, match="unknown backend 'vllm'"):  # too long to be a folder: still one line
+        choose_backend("vllm:" + "a" * 300)
 
 
 def test_the_cli_refuses_an_unknown_backend_in_one_line(sample_dir, tmp_path):

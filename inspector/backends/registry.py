@@ -95,9 +95,16 @@ def choose_backend(model: str) -> BackendChoice:
         entry = by_scheme.get(match.group(1))
         if entry is not None:
             return BackendChoice(entry, model[match.end() :])
-        if not Path(model).expanduser().exists():
+        if not _exists(model):
             raise InputError(f"--model {model}: unknown backend {match.group(1)!r}; use {backends_help()}")
     return BackendChoice(BACKENDS[DEFAULT_BACKEND], model, registered(model))
+
+
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).expanduser().exists()
+    except OSError:  # a name too long to look up is no folder
+        return False
 
 
 def backends_help() -> str:
