@@ -184,6 +184,7 @@ def _ray_value_or_path(paths: tuple[str, ...], ray_address: str | None) -> tuple
 
 
 def _run_scan(config):
+    from inspector.backends import choose_backend
     from inspector.scan import Scanner
     from inspector.store import open_store
 
@@ -194,7 +195,7 @@ def _run_scan(config):
     if config.shard == (0, 1):
         console.print(f"[dim]inspector {__version__} · scan config: {_config_line(config)}")
         console.print(f"[dim]loading {config.model} …")
-    if not config.model.startswith("fake:"):
+    if choose_backend(config.model).runs_model:
         _quiet_transformers()
     backend = config.load_backend()
     with RichScanProgress(console) as progress:

@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from inspector.backends import Backend, GenerationSettings, backend_name
+from inspector.backends import Backend, BackendOptions, GenerationSettings, backend_name, choose_backend
 from inspector.backends.base import Generation
 from inspector.checkpoints import TrainedQuestion
 from inspector.confidence import field_confidences, with_confidence
@@ -103,16 +103,11 @@ class ScanConfig:
         """The model this scan runs, loaded once."""
         from inspector.backends import load_backend
 
-        return load_backend(
-            self.model,
-            device=self.device,
-            dtype=self.dtype,
-            trust_remote_code=self.trust_remote_code,
-            attn_implementation=self.attn_implementation,
-            num_crops=self.num_crops,
-            fuse=self.fuse,
-            quantize=self.quantize,
-        )
+        return load_backend(self.model, self.backend_options())
+
+    def backend_options(self) -> BackendOptions:
+        """The backend settings among this scan's settings (those of the same names), as one object."""
+        return BackendOptions(**{setting.name: getattr(self, setting.name) for setting in fields(BackendOptions)})
 
     def fieldset(self) -> FieldSet:
         """The fields this scan reads: the built-ins, extended or replaced by `fields_file`."""
@@ -357,7 +352,7 @@ def read_scan_inputs(config: ScanConfig) -> ScanInputs:
         raise InputError(f"--run-name {problem}")
     if config.report is not None:
         check_output_file(config.report, "--report")
-    if not config.model.startswith("fake:"):  # the fake model runs nowhere
+    if choose_backend(config.model).runs_model:  # the fake model runs nowhere; an unknown backend stops here
         from inspector.backends import check_model_reference
         from inspector.backends.hf import check_device
 
@@ -389,7 +384,7 @@ QUESTION_SETTINGS: tuple[tuple[str, ...], ...] = (
 def trained_question(model: str) -> TrainedQuestion | None:
     """The question `model` was trained on, when it is a folder `inspector train` wrote (or a registered name
     whose folder is one); None for any other model."""
-    if model.startswith("fake:") or "://" in model:
+    if "://" in model or not choose_backend(model).runs_model:
         return None
     folder = check_path_names(resolve_model(model), "--model")  # a local folder or a hub id
     return TrainedQuestion.of(folder) if folder.is_dir() else None

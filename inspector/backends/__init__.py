@@ -5,22 +5,28 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from inspector.backends.base import Backend, BackendError, GenerationSettings
+from inspector.backends.base import Backend, BackendError, BackendOptions, GenerationSettings
+from inspector.backends.registry import BACKENDS, BackendChoice, choose_backend, register_backend
 from inspector.errors import InputError
 
 __all__ = [
+    "BACKENDS",
     "Backend",
+    "BackendChoice",
     "BackendError",
+    "BackendOptions",
     "GenerationSettings",
     "backend_name",
     "check_model_reference",
+    "choose_backend",
     "load_backend",
+    "register_backend",
 ]
 
 
 def backend_name(model: str) -> str:
     """Which backend `load_backend(model)` builds, without building it (what a run records before any loads)."""
-    return "fake" if model.startswith("fake:") else "hf"
+    return choose_backend(model).name
 
 
 def check_model_reference(model: str, option: str = "--model") -> None:
@@ -28,7 +34,7 @@ def check_model_reference(model: str, option: str = "--model") -> None:
     asking the Hugging Face hub for it (on a machine without network, half a minute of retries), and name the
     nearest folder there is. A reference reads as a folder when it starts with /, ./, ../ or ~, has more than one
     /, ends with one, or its first part is a folder here; a hub id is ORG/NAME."""
-    if backend_name(model) == "fake" or not model:
+    if not model or not choose_backend(model).runs_model:
         return
     path = Path(model).expanduser()
     if path.exists():
@@ -53,33 +59,8 @@ def check_model_reference(model: str, option: str = "--model") -> None:
     raise InputError(f"{option} {model}: no such folder{hint} (a Hugging Face model id is written ORG/NAME)")
 
 
-def load_backend(
-    model: str,
-    *,
-    device: str = "auto",
-    dtype: str = "auto",
-    trust_remote_code: bool = False,
-    attn_implementation: str | None = None,
-    num_crops: int | None = None,
-    fuse: str = "auto",
-    quantize: str = "none",
-) -> Backend:
-    """`fake:FILE` replays answers from FILE (for tests and demos); a registered name (`demo`) loads its folder;
-    anything else is a Hugging Face id or folder."""
-    if backend_name(model) == "fake":
-        from inspector.backends.fake import FakeBackend
-
-        return FakeBackend.from_file(model.removeprefix("fake:"))
-    from inspector.backends.hf import HFBackend
-    from inspector.registry import resolve_model
-
-    return HFBackend(
-        resolve_model(model),
-        device=device,
-        dtype=dtype,
-        trust_remote_code=trust_remote_code,
-        attn_implementation=attn_implementation,
-        num_crops=num_crops,
-        fuse=fuse,
-        quantize=quantize,
-    )
+def load_backend(model: str, options: BackendOptions | None = None) -> Backend:
+    """The backend `model` names (see `inspector.backends.registry`), loaded with `options`: `fake:FILE` replays
+    answers from FILE (for tests and demos); a registered name (`demo`) loads its folder; anything else is a
+    Hugging Face id or folder."""
+    return choose_backend(model).load(options)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Protocol, runtime_checkable
 
 from PIL import Image
@@ -21,6 +21,29 @@ class GenerationSettings:
     min_new_tokens: int = 0
     #: Greedy decoding is the only mode scans use: it makes reruns reproducible.
     do_sample: bool = False
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """How a backend loads its model: one object from the scan (or benchmark) settings to the backend's loader,
+    like llm's per-model `Options` or lmms-eval's `model_args`. Backends use the settings they know (the fake one
+    none). `ScanConfig.backend_options()` fills it from the scan settings of the same names."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    #: Let the model folder's own Python code run.
+    trust_remote_code: bool = False
+    #: Attention kernel: sdpa (None: the default), eager, flash_attention_2.
+    attn_implementation: str | None = None
+    #: Phi-3.5-vision's crops per image (None: the checkpoint's setting).
+    num_crops: int | None = None
+    #: Fused element-wise kernels (inspector.speedups.FUSIONS).
+    fuse: str = "auto"
+    #: Opt-in quantisation ("fp8"); "none" keeps the model's own precision.
+    quantize: str = "none"
+
+    def as_kwargs(self) -> dict[str, object]:
+        return {setting.name: getattr(self, setting.name) for setting in fields(self)}
 
 
 @dataclass(frozen=True)
