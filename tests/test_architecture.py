@@ -136,3 +136,16 @@ def test_a_cycle_through_an_import_inside_a_function_is_found_and_named(tmp_path
     assert [describe(cycle, graph) for cycle in cycles(graph)] == [
         "pkg.a (line 1) -> pkg.sub.b (line 2) -> pkg.c (line 5) -> pkg.a"
     ]
+
+
+def test_inference_never_imports_training():
+    """Training builds on inference (it loads models through the backends, scores with the scan's scorer), never
+    the other way round: a helper both need lives below both (e.g. `inspector.modelparts`)."""
+    command_line = {"inspector.cli", "inspector.train_cli", "inspector.__main__"}
+    graph = import_graph(PACKAGE)
+    offenders = {
+        module: sorted(target for target in targets if target.startswith("inspector.training"))
+        for module, targets in graph.items()
+        if not module.startswith("inspector.training") and module not in command_line
+    }
+    assert {module: found for module, found in offenders.items() if found} == {}
