@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -156,7 +156,7 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
                 err=True,
             )
         if truth_columns is not None:  # after the fields are known: a custom field's column may be mapped
-            config = replace(config, truth_columns=parse_column_mapping(truth_columns, config.fieldset()))
+            config = config.derive(truth_columns=parse_column_mapping(truth_columns, config.fieldset()))
         if ray_address:
             summary = _run_ray_scan(config, ray_address, gpus)
         elif gpus:

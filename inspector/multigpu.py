@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import queue
 import time
-from dataclasses import replace
 
 from inspector.errors import InputError, InspectorError, ShardError
 from inspector.interrupts import deferred, stop_signals_as_interrupts
@@ -100,7 +99,7 @@ def scan_on_devices(
     events = context.Queue()
     processes = []
     for index, device in enumerate(devices):
-        shard = replace(config, device=device, shard=(index, len(devices)), report=None)
+        shard = config.derive(device=device, shard=(index, len(devices)), report=None)
         process = context.Process(target=_shard_main, args=(shard, events), name=f"inspector-shard{index}")
         process.start()
         processes.append(process)

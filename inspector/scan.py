@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from inspector.backends import Backend, BackendOptions, GenerationSettings, backend_name, choose_backend
 from inspector.backends.base import Generation
@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # pandas is only imported when a scan has a catalogue
     from inspector.truth import TruthTable
 
 DEFAULT_MODEL = "microsoft/Phi-3.5-vision-instruct"
+
+_T = TypeVar("_T")
 
 
 #: ScanConfig fields that cannot change a scan's answers, so they are not part of its run key: rerunning with
@@ -110,12 +112,35 @@ class ScanConfig:
         return BackendOptions(**{setting.name: getattr(self, setting.name) for setting in fields(BackendOptions)})
 
     def fieldset(self) -> FieldSet:
-        """The fields this scan reads: the built-ins, extended or replaced by `fields_file`."""
-        return load_fields(self.fields_file)
+        """The fields this scan reads: the built-ins, extended or replaced by `fields_file`. Read once (see
+        `_resolved`)."""
+        return self._resolved("fields", (self.fields_file,), lambda: load_fields(self.fields_file))
 
     def scan_prompt(self) -> Prompt:
-        """The question asked: the named prompt or prompt file; the default one asks for the declared fields."""
-        return get_prompt(self.prompt, self.prompt_file, self.sizes or None, self.fieldset())
+        """The question asked: the named prompt or prompt file; the default one asks for the declared fields.
+        Read once (see `_resolved`)."""
+        return self._resolved(
+            "prompt",
+            (self.prompt, self.prompt_file, tuple(self.sizes), self.fields_file),
+            lambda: get_prompt(self.prompt, self.prompt_file, self.sizes or None, self.fieldset()),
+        )
+
+    def _resolved(self, what: str, settings: tuple, resolve: Callable[[], _T]) -> _T:
+        """`resolve()`'s result, computed on the first call and held by this config (not a dataclass field: not in
+        the run key, the saved settings or `==`), so that a fields or prompt file edited during a scan cannot make
+        its prompt, scoring and run key disagree. Computed again only if `settings` (what it was read from)
+        changed. It travels with the config to shard processes and Ray actors (pickled) and through `derive`."""
+        held = self.__dict__.setdefault("_resolved_files", {})
+        if what not in held or held[what][0] != settings:
+            held[what] = (settings, resolve())
+        return held[what][1]
+
+    def derive(self, **changes) -> ScanConfig:
+        """`dataclasses.replace(self, **changes)` that keeps the fields and prompt already resolved (each one is
+        read again only if a setting it depends on changed)."""
+        derived = replace(self, **changes)
+        derived.__dict__["_resolved_files"] = dict(self.__dict__.get("_resolved_files", {}))
+        return derived
 
     def generation_settings(self) -> GenerationSettings:
         return GenerationSettings(max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens)
@@ -407,7 +432,7 @@ def ask_as_trained(config: ScanConfig) -> tuple[ScanConfig, TrainedQuestion | No
     adopted = {name: value for name, value in adopted.items() if value != defaults[name]}
     if not adopted:
         return config, None
-    return replace(config, **adopted), TrainedQuestion(**adopted)
+    return config.derive(**adopted), TrainedQuestion(**adopted)
 
 
 def trained_prompt_mismatch(config: ScanConfig) -> str | None:

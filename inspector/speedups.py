@@ -159,7 +159,7 @@ def quantize(model, quantization: str) -> int:
     require("torchao", "fp8", "--quantize fp8")
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
-    from inspector.training.methods import language_linear_names
+    from inspector.modelparts import language_linear_names
 
     names = set(language_linear_names(model))
     # A row of zeros (a padding token's embedding, a separator embedding that is still zero) has amax 0, hence a

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import pickle
 import shutil
 import signal
 import sqlite3
@@ -582,3 +583,50 @@ def test_the_trained_question_is_read_from_a_config_of_another_inspector_version
     (folder / "train_config.json").write_text(json.dumps({**settings, "curriculum": "sizes-last"}))
     plain = ScanConfig(inputs=[str(sample_dir)], model=str(folder), device="cpu", report=None)
     assert ask_as_trained(plain)[1] == TrainedQuestion(sizes=["8"])
+
+
+def test_a_fields_file_edited_after_the_scan_resolved_it_changes_nothing_it_asks_or_scores(tmp_path, sample_dir):
+    fields_file = tmp_path / "fields.toml"
+    fields_file.write_text('[fields.colour]\nkind = "category"\n', encoding="utf-8")
+    truth = sample_dir / "truth.csv"
+    config = ScanConfig(
+        inputs=[str(sample_dir)], model="fake", db=str(tmp_path / "r.db"), report=None, truth=str(truth),
+        fields_file=str(fields_file),
+    )
+    inputs = read_scan_inputs(config)  # the scan resolves its question here, before the (slow) model load
+    asked = config.scan_prompt().text
+    key = config.run_key(config.scan_prompt())
+    declared = load_fields(fields_file).to_json()
+    assert "colour" in asked
+    fields_file.write_text('[fields.material]\nkind = "text"\n', encoding="utf-8")  # edited while the model loads
+
+    backend = FakeBackend(lambda image, prompt: '{"colour": "Brown"}')
+    store = open_store(config.db)
+    summary = Scanner(config, backend, store, inputs=inputs).run()
+    assert summary.run_key == key
+    assert {prompt for _, prompts in backend.calls for prompt in prompts} == {asked}
+    run = store.get_run(summary.run_id)
+    assert (run.prompt_text, run.settings["fields"]) == (asked, declared)
+    metrics = store.run_metrics(summary.run_id)
+    brown = truth.read_text(encoding="utf-8").count(",Brown\n")
+    assert (metrics["colour"].correct, "material" in metrics) == (brown, False)
+
+
+def test_a_shard_carries_the_resolved_question_and_a_changed_setting_reads_it_again(tmp_path):
+    fields_file = tmp_path / "fields.toml"
+    fields_file.write_text('[fields.colour]\nkind = "category"\n', encoding="utf-8")
+    config = ScanConfig(inputs=[str(tmp_path)], model="fake", fields_file=str(fields_file))
+    asked, declared = config.scan_prompt(), config.fieldset()
+    fields_file.write_text('[fields.material]\nkind = "text"\n', encoding="utf-8")
+
+    # what multigpu does: a derived config for each shard, pickled into a spawned process
+    shard = pickle.loads(pickle.dumps(config.derive(device="cpu", shard=(1, 2), report=None)))
+    assert (shard.scan_prompt(), shard.fieldset()) == (asked, declared)
+    assert shard.run_key(shard.scan_prompt()) == config.run_key(asked)
+    assert config == ScanConfig(inputs=[str(tmp_path)], model="fake", fields_file=str(fields_file))
+
+    moved = tmp_path / "moved.toml"
+    shutil.copy(fields_file, moved)
+    other = config.derive(fields_file=str(moved))  # another file: read now, and the prompt follows it
+    assert other.fieldset().names == load_fields(moved).names
+    assert "material" in other.scan_prompt().text and "colour" not in other.scan_prompt().text

@@ -246,7 +246,8 @@ def test_generation_metrics_always_have_every_figure():
 
     from inspector.scoring import score_answer
     from inspector.training.data import Example
-    from inspector.training.evaluation import AnswerRecord, generation_metrics, metric_names
+    from inspector.training.evaluation import AnswerRecord, generation_metrics
+    from inspector.training.metrics import metric_names
     from inspector.training.trainer import BestExporter
 
     truth = ProductFields(brand="Acme", category="cap", price=12.0, currency="USD")
@@ -391,7 +392,8 @@ def test_merged_lora_weights_give_the_adapted_model_outputs(tiny_llava, tmp_path
 def test_frozen_vision_freezes_tower_and_projector_only(family, request):
     from transformers import AutoModelForImageTextToText
 
-    from inspector.training.methods import freeze_vision, language_linear_names, vision_modules
+    from inspector.modelparts import language_linear_names, vision_modules
+    from inspector.training.methods import freeze_vision
 
     model = AutoModelForImageTextToText.from_pretrained(request.getfixturevalue(f"tiny_{family}"))
     frozen = freeze_vision(model)

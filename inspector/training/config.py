@@ -10,6 +10,7 @@ from inspector.checkpoints import CONFIG_FILE, save_question_files
 from inspector.errors import InputError
 from inspector.fields import FieldSet, load_fields
 from inspector.registry import resolve_model
+from inspector.training.metrics import metric_names
 
 METHODS: tuple[str, ...] = ("full", "lora", "frozen-vision")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "mixed", "fp32")
@@ -141,8 +142,6 @@ class TrainConfig:
             raise InputError("--keep-adapter only applies to --method lora")
         if self.num_crops is not None and self.num_crops < 1:
             raise InputError(f"--num-crops must be at least 1, got {self.num_crops}")
-        from inspector.training.evaluation import metric_names
-
         metric = self.best_metric_key
         names = metric_names(self.fieldset())
         if metric.removeprefix("eval_") not in names:

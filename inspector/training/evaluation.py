@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, Outcome
 from inspector.parsing import parse_answer
 from inspector.scoring import (
-    SIZE_FIELD,
     SIZE_FIELD_PREFIX,
     PriceTolerance,
     score_answer,
@@ -20,32 +19,7 @@ from inspector.scoring import (
 )
 from inspector.training.collator import chat_prompt, stop_token_ids
 from inspector.training.data import Example, ExampleDataset
-
-
-def scored_names(fieldset: FieldSet) -> tuple[str, ...]:
-    """Names scored per answer: each declared field, a size table's sizes summed up as "size_price"."""
-    return tuple(SIZE_FIELD if spec.kind == "size_prices" else spec.name for spec in fieldset)
-
-
-def amount_names(fieldset: FieldSet) -> tuple[str, ...]:
-    """Names with a mean absolute error: price and number fields, and the size prices."""
-    return tuple(
-        SIZE_FIELD if spec.kind == "size_prices" else spec.name
-        for spec in fieldset
-        if spec.kind in ("price", "number", "size_prices")
-    )
-
-
-def metric_names(fieldset: FieldSet = BUILTIN_FIELDS) -> tuple[str, ...]:
-    """Every figure an evaluation logs (without the "eval_" prefix); any can be the best-model metric."""
-    return (
-        "loss",
-        "field_accuracy",
-        "exact_match",
-        "parsed",
-        *(f"{name}_accuracy" for name in scored_names(fieldset)),
-        *(f"{name}_mae" for name in amount_names(fieldset)),
-    )
+from inspector.training.metrics import amount_names, scored_names
 
 
 @dataclass
