@@ -12,6 +12,7 @@ from rich.table import Table
 
 from inspector import __version__
 from inspector.console import RichScanProgress, friendly_errors, stderr_console, stdout_console, stoppable
+from inspector.options import config_option
 from inspector.registry import model_help
 from inspector.speedups import FUSIONS, QUANTIZATIONS
 from inspector.train_cli import train_command
@@ -56,6 +57,7 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1)
+@config_option
 @click.option("--truth", type=click.Path(dir_okay=False), help="Ground-truth catalogue CSV to score answers against.")
 @click.option(
     "--truth-columns",
@@ -352,18 +354,24 @@ def report(run, db, out, compare, fields_file, model):
 
 
 @cli.command()
+@click.argument("run", required=False)
 @click.option("--db", default="inspector.db", show_default=True, help="SQLite file or SQLAlchemy URL.")
-def runs(db):
-    """List the runs stored in the database."""
+@click.option("--config-out", type=click.Path(dir_okay=False), metavar="FILE.toml",
+              help="Write RUN's (default: the latest run's) scan settings as a --config file and stop.")
+def runs(run, db, config_out):
+    """List the runs stored in the database (only RUN, an id or name, when given)."""
     with friendly_errors():
         from inspector.store import open_store
 
         _require_existing_db(db)
         store = open_store(db, read_only=True)
+        if config_out is not None:
+            _write_run_config(store.get_run(run), config_out)
+            return
         table = Table()
         for column in ("id", "name", "model", "prompt", "status", "images", "failed", "img/s", "started"):
             table.add_column(column)
-        for r in store.list_runs():
+        for r in [store.get_run(run)] if run is not None else store.list_runs():
             table.add_row(
                 str(r.id),
                 r.name or "",
@@ -376,6 +384,19 @@ def runs(db):
                 str(r.started_at)[:19],
             )
         stdout_console().print(table)
+
+
+def _write_run_config(run, path: str) -> None:
+    from inspector.options import run_as_config, toml_text
+    from inspector.outputs import check_output_file
+
+    check_output_file(path, "--config-out")
+    settings, left_out = run_as_config(run, scan)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(toml_text("scan", settings), encoding="utf-8")
+    if left_out:
+        click.echo(f"Not written (no scan option takes them now): {', '.join(left_out)}", err=True)
+    click.echo(f"Wrote the scan settings of {run.label} to {path}: inspector scan --config {path} --db DB PATHS")
 
 
 @cli.group()

@@ -11,13 +11,15 @@ import click
 from rich.console import Console
 
 from inspector.console import friendly_errors, progress_bar
+from inspector.options import config_option
 from inspector.registry import model_help
 from inspector.speedups import FUSIONS
 from inspector.training.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig
 
 _DEFAULTS = TrainConfig()
-#: Options that are not TrainConfig fields: how much to print, and old spellings kept for one release.
-CLI_ONLY_OPTIONS = ("verbose", "deprecated_workers", "deprecated_run_name")
+#: Options that are not TrainConfig fields: a file of option defaults, how much to print, and old spellings kept
+#: for one release.
+CLI_ONLY_OPTIONS = ("config", "verbose", "deprecated_workers", "deprecated_run_name")
 _FIELD_LABELS = {"size_price": "size prices"}
 
 
@@ -176,6 +178,7 @@ def _split_list(value: str | None) -> list[str] | None:
 
 
 @click.command("train")
+@config_option
 @click.option("--truth", type=click.Path(dir_okay=False), help="Catalogue CSV with the right answers.")
 @click.option(
     "--reviews",
