@@ -1,6 +1,8 @@
 """Options shared by several commands, defined once, and `--config FILE`: a job's settings in a file.
 
-CLI layer (click): the library never imports this module.
+CLI layer (click): the library never imports this module. A shared option is one decorator here (like
+sqlite-utils' ``output_options``), its default taken from the config dataclass; where two commands do different
+things with the same setting (scan reads the sizes' prices, train also teaches them) the command passes its help.
 
 A config file fills the options' defaults (click's ``default_map``); an option typed on the command line wins,
 as in trl's ``TrlParser`` and lmms-eval's ``--config``. Keys are option names, ``batch-size`` (or
@@ -14,14 +16,72 @@ import difflib
 import json
 import math
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import click
+
+from inspector.scan import ScanConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+#: ScanConfig's defaults, the scan options' defaults.
+SCAN_DEFAULTS = {f.name: f.default for f in fields(ScanConfig)}
+
+
+def _bundle(*decorators):
+    """Several option decorators as one, listed in `--help` in the order given."""
+
+    def apply(f):
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+def db_option(f):
+    """``--db``: where the results live (every command that reads or writes them)."""
+    return click.option(
+        "--db", default=SCAN_DEFAULTS["db"], show_default=True, help="SQLite file or SQLAlchemy URL."
+    )(f)
+
+
+def catalogue_options(*, truth_help: str, truth_columns_help: str):
+    """``--truth``, ``--truth-columns``, ``--truth-key``: the catalogue CSV and how its rows meet the images."""
+    return _bundle(
+        click.option("--truth", type=click.Path(dir_okay=False), help=truth_help),
+        click.option("--truth-columns", help=truth_columns_help),
+        click.option(
+            "--truth-key", help="CSV column whose value appears in the image file names (e.g. product_code)."
+        ),
+    )
+
+
+def fields_option(*, help: str):  # noqa: A002 - click's own name for it
+    """``--fields``: the fields file (docs/fields.md), into ``fields_file`` as in ScanConfig and TrainConfig."""
+    return click.option("--fields", "fields_file", type=click.Path(dir_okay=False), help=help)
+
+
+def question_options(*, prompt_help: str, sizes_help: str, fields_help: str):
+    """``--prompt``, ``--prompt-file``, ``--sizes``, ``--fields``: the question asked of every image."""
+    return _bundle(
+        click.option("--prompt", help=prompt_help),
+        click.option("--prompt-file", type=click.Path(dir_okay=False), help="File holding a custom prompt."),
+        click.option("--sizes", help=sizes_help),
+        fields_option(help=fields_help),
+    )
+
+
+def num_crops_option(f):
+    """``--num-crops``: Phi-3.5-vision's crops per image, a setting of the question's images."""
+    return click.option(
+        "--num-crops", type=click.IntRange(1), help="Phi-3.5-vision crops per image (checkpoint default: 4)."
+    )(f)
+
 
 #: The commands a config file may hold a table for; a file with one of these tables is read per command.
 CONFIG_SECTIONS = ("scan", "train")

@@ -211,3 +211,58 @@ def test_runs_lists_one_run_when_named(runner, tmp_path, sample_dir, fake_model)
     assert listed.exit_code == 0, listed.output
     rows = [line for line in listed.stdout.splitlines() if "completed" in line]
     assert len(rows) == 1 and [cell.strip() for cell in rows[0].split("│")[1:3]] == ["2", "b"]
+
+
+def test_shared_options_are_one_definition_with_the_config_defaults():
+    """Issue 19.1: --db was declared five times; the scan options' defaults were typed a second time."""
+    import click
+
+    from inspector.scan import ScanConfig
+
+    dbs = [p for _, p in _options(cli) if p.name == "db"]
+    assert len(dbs) == 5 and {(p.default, p.help) for p in dbs} == {
+        (ScanConfig.db, "SQLite file or SQLAlchemy URL.")
+    }
+    scan = cli.commands["scan"]
+    defaults = ScanConfig(inputs=[])
+    no_default = click.Option(["--x"]).default  # None in older click, a sentinel in newer ones
+    checked = []
+    for param in scan.params:
+        default = param.default
+        if (
+            isinstance(param, click.Option)
+            and hasattr(defaults, param.name)
+            and default not in (None, no_default)
+        ):
+            checked.append(param.name)
+            if param.name == "batch_size":  # typed as "auto", stored as 0
+                assert (default, defaults.batch_size) == ("auto", 0)
+            else:
+                assert default == getattr(defaults, param.name), param.name
+    assert len(checked) == 11, checked
+    # the catalogue and question options of scan and train are the same options (the help says what each does)
+    train = cli.commands["train"]
+    shared = (
+        "truth",
+        "truth_columns",
+        "truth_key",
+        "prompt",
+        "prompt_file",
+        "sizes",
+        "fields_file",
+        "num_crops",
+    )
+    for name in shared:
+        (in_scan,) = [p for p in scan.params if p.name == name]
+        (in_train,) = [p for p in train.params if p.name == name]
+        assert (in_scan.opts, type(in_scan.type)) == (in_train.opts, type(in_train.type)), name
+
+
+def _options(command, path="inspector"):
+    import click
+
+    for param in command.params:
+        if isinstance(param, click.Option):
+            yield path, param
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _options(sub, f"{path} {name}")
