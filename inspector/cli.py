@@ -72,7 +72,7 @@ def cli() -> None:
 @click.option("--model", "-m", default=None,
               help=f"Hugging Face model id, local folder, or {model_help()}.  [default: Phi-3.5-vision]")
 @db_option
-@click.option("--report", "report_path", default="report.html", show_default=True, help="HTML report to write.")
+@click.option("--report", default=SCAN_DEFAULTS["report"], show_default=True, help="HTML report to write.")
 @click.option("--no-report", is_flag=True, help="Do not write an HTML report.")
 @click.option("--batch-size", default="auto", show_default=True,
               help="Images per model call, or 'auto': sized from free GPU memory (up to 128), 8 on CPU.")
@@ -114,10 +114,7 @@ def cli() -> None:
     help="Scan on a Ray cluster: alone, start or join one on this machine; 'auto' (RAY_ADDRESS) or HOST:PORT to "
     "join one. A path typed after it is scanned, not taken for an address. Needs pip install 'inspector[ray]'.",
 )
-def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_report, batch_size, prompt,
-         prompt_file, sizes, fields_file, max_new_tokens, min_new_tokens, device, dtype, num_crops, attn_implementation,
-         fuse, quantize, limit, run_name, price_tolerance, title_threshold, workers, gpus, shard, trust_remote_code,
-         ray_address):  # fmt: skip
+def scan(paths, model, report, no_report, batch_size, sizes, truth_columns, gpus, shard, ray_address, **options):
     """Scan product images (folders, files or URLs) with a vision-language model.
 
     Answers are parsed into brand, title, category, price, currency and per-size prices, plus any field
@@ -131,33 +128,15 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
         from inspector.scan import DEFAULT_MODEL, ScanConfig, ask_as_trained
         from inspector.truth import parse_column_mapping
 
+        # every other option is the ScanConfig setting of its name; these are typed otherwise on the command line
         config = ScanConfig(
             inputs=list(paths),
             model=model or DEFAULT_MODEL,
-            db=db,
-            report=None if no_report else report_path,
-            truth=truth,
-            truth_key=truth_key,
-            prompt=prompt,
-            prompt_file=prompt_file,
+            report=None if no_report else report,
             sizes=parse_sizes_option(sizes) if sizes else [],
-            fields_file=fields_file,
             batch_size=_parse_batch_size(batch_size),
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens,
-            device=device,
-            dtype=dtype,
-            num_crops=num_crops,
-            attn_implementation=attn_implementation,
-            fuse=fuse,
-            quantize=quantize,
-            trust_remote_code=trust_remote_code,
-            limit=limit,
-            run_name=run_name,
-            price_tolerance=price_tolerance,
-            title_threshold=title_threshold,
-            workers=workers,
             shard=_parse_shard(shard),
+            **options,
         )
         config, adopted = ask_as_trained(config)  # a model inspector trained is asked its own question
         if adopted is not None and config.shard == (0, 1):

@@ -239,7 +239,7 @@ def test_shared_options_are_one_definition_with_the_config_defaults():
                 assert (default, defaults.batch_size) == ("auto", 0)
             else:
                 assert default == getattr(defaults, param.name), param.name
-    assert len(checked) == 11, checked
+    assert len(checked) == 12, checked
     # the catalogue and question options of scan and train are the same options (the help says what each does)
     train = cli.commands["train"]
     shared = (
