@@ -158,8 +158,9 @@ def _quoted(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def config_defaults(command: click.Command, path: str) -> dict:
-    """The ``default_map`` of `command` from the config file at `path`; an unknown key is one error line."""
+def config_defaults(command: click.Command, path: str, ctx: click.Context | None = None) -> dict:
+    """The ``default_map`` of `command` from the config file at `path`; an unknown key, or (given the command's
+    context) a value its option refuses, is one error line naming the file and the setting."""
     settings = read_config_file(path, command.name)
     keys = config_keys(command)
     defaults: dict = {}
@@ -176,14 +177,20 @@ def config_defaults(command: click.Command, path: str) -> dict:
             raise click.ClickException(f"--config {path}: unknown setting {name!r} for {command.name}{hint}")
         if param.name in defaults:
             raise click.ClickException(f"--config {path}: {_spelling(param)} is set twice ({name!r})")
-        if value is not None:  # None (null in JSON): the option's own default
-            defaults[param.name] = _as_option_value(param, value)
+        if value is None:  # null in JSON: the option's own default
+            continue
+        defaults[param.name] = _as_option_value(param, value)
+        if ctx is not None:
+            try:
+                param.type_cast_value(ctx, defaults[param.name])
+            except click.BadParameter as error:
+                raise click.ClickException(f"--config {path}: {_spelling(param)}: {error.message}") from None
     return defaults
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     if value is not None:
-        ctx.default_map = {**(ctx.default_map or {}), **config_defaults(ctx.command, value)}
+        ctx.default_map = {**(ctx.default_map or {}), **config_defaults(ctx.command, value, ctx)}
     return value
 
 

@@ -91,6 +91,16 @@ def test_an_unknown_or_misplaced_key_is_one_error_line_naming_it(runner, tmp_pat
     result = runner.invoke(cli, ["train", "--config", str(job)])
     assert result.output == f"Error: --config {job}: no [train] table (it has: [scan])\n"
 
+    job.write_text(
+        "[scan]\nmax-new-tokens = 'lots'\n"
+    )  # a value the option refuses: the file and key say where
+    result = runner.invoke(cli, ["scan", str(sample_dir), "--config", str(job)])
+    assert result.output == f"Error: --config {job}: max-new-tokens: 'lots' is not a valid integer range.\n"
+
+    job.write_text("[train]\nbatch-size = 3\nbatch_size = 4\n")
+    result = runner.invoke(cli, ["train", "--config", str(job)])
+    assert result.output == f"Error: --config {job}: batch-size is set twice ('batch_size')\n"
+
     job.write_text("[scan\n")
     result = runner.invoke(cli, ["scan", str(sample_dir), "--config", str(job)])
     assert result.exit_code == 1 and re.fullmatch(
