@@ -12,6 +12,14 @@ from rich.table import Table
 
 from inspector import __version__
 from inspector.console import RichScanProgress, friendly_errors, stderr_console, stdout_console, stoppable
+from inspector.options import (
+    SCAN_DEFAULTS,
+    catalogue_options,
+    config_option,
+    db_option,
+    num_crops_option,
+    question_options,
+)
 from inspector.registry import model_help
 from inspector.speedups import FUSIONS, QUANTIZATIONS
 from inspector.train_cli import train_command
@@ -56,30 +64,30 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1)
-@click.option("--truth", type=click.Path(dir_okay=False), help="Ground-truth catalogue CSV to score answers against.")
-@click.option(
-    "--truth-columns",
-    help='Map fields to CSV columns: brand=Brand,title="Product Name",price=Cost (others auto-detected).',
+@config_option
+@catalogue_options(
+    truth_help="Ground-truth catalogue CSV to score answers against.",
+    truth_columns_help='Map fields to CSV columns: brand=Brand,title="Product Name",price=Cost (others auto-detected).',
 )
-@click.option("--truth-key", help="CSV column whose value appears in the image file names (e.g. product_code).")
 @click.option("--model", "-m", default=None,
               help=f"Hugging Face model id, local folder, or {model_help()}.  [default: Phi-3.5-vision]")
-@click.option("--db", default="inspector.db", show_default=True, help="SQLite file or SQLAlchemy URL.")
-@click.option("--report", "report_path", default="report.html", show_default=True, help="HTML report to write.")
+@db_option
+@click.option("--report", default=SCAN_DEFAULTS["report"], show_default=True, help="HTML report to write.")
 @click.option("--no-report", is_flag=True, help="Do not write an HTML report.")
 @click.option("--batch-size", default="auto", show_default=True,
               help="Images per model call, or 'auto': sized from free GPU memory (up to 128), 8 on CPU.")
-@click.option("--prompt", "prompt_name", help="Built-in prompt: extract (default, JSON) or original.")
-@click.option("--prompt-file", type=click.Path(dir_okay=False), help="File holding a custom prompt.")
-@click.option("--sizes", help="Also ask for the prices in these sizes, e.g. 6.5,7.5,8")
-@click.option("--fields", "fields_file", type=click.Path(dir_okay=False),
-              help="TOML file declaring more fields to read (colour, material, volume, ...), see docs/fields.md.")
-@click.option("--max-new-tokens", default=256, show_default=True, type=click.IntRange(1),
-              help="Longest answer the model may write, in tokens.")
-@click.option("--min-new-tokens", default=0, type=click.IntRange(0), help="Force answers this long (benchmarks).")
+@question_options(
+    prompt_help="Built-in prompt: extract (default, JSON) or original.",
+    sizes_help="Also ask for the prices in these sizes, e.g. 6.5,7.5,8",
+    fields_help="TOML file declaring more fields to read (colour, material, volume, ...), see docs/fields.md.",
+)
+@click.option("--max-new-tokens", default=SCAN_DEFAULTS["max_new_tokens"], show_default=True,
+              type=click.IntRange(1), help="Longest answer the model may write, in tokens.")
+@click.option("--min-new-tokens", default=SCAN_DEFAULTS["min_new_tokens"], type=click.IntRange(0),
+              help="Force answers this long (benchmarks).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32.")
-@click.option("--num-crops", type=click.IntRange(1), help="Phi-3.5-vision crops per image (checkpoint default: 4).")
+@num_crops_option
 @click.option("--attn", "attn_implementation", help="Attention kernel: sdpa (default), eager, flash_attention_2.")
 @click.option("--fuse", type=click.Choice(FUSIONS), default="auto", show_default=True,
               help="Fused kernels: auto (torch.compile on a GPU, none on CPU), compile, liger (pip extra), none.")
@@ -87,10 +95,13 @@ def cli() -> None:
               help="fp8: float8 language-model layers (H100/H200, pip extra; faster, answers may change).")
 @click.option("--limit", type=click.IntRange(1), help="Scan only the first N images found.")
 @click.option("--run-name", help="Name for this run (reuse it to resume or compare).")
-@click.option("--price-tolerance", default="0.005", show_default=True, help="Absolute (0.01) or relative (2%).")
-@click.option("--title-threshold", default=0.6, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--price-tolerance", default=SCAN_DEFAULTS["price_tolerance"], show_default=True,
+              help="Absolute (0.01) or relative (2%).")
+@click.option("--title-threshold", default=SCAN_DEFAULTS["title_threshold"], show_default=True,
+              type=click.FloatRange(0, 1),
               help="Token F1 between answer and catalogue title from which the title counts as correct.")
-@click.option("--workers", default=4, show_default=True, type=click.IntRange(1), help="Image decoding threads.")
+@click.option("--workers", default=SCAN_DEFAULTS["workers"], show_default=True, type=click.IntRange(1),
+              help="Image decoding threads.")
 @click.option("--gpus", help="Use several GPUs: 'all' or a number (one process per GPU, one run).")
 @click.option("--shard", hidden=True, help="INDEX/COUNT: process one shard of the images (used by --gpus).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model folder's own Python code to run.")
@@ -103,10 +114,7 @@ def cli() -> None:
     help="Scan on a Ray cluster: alone, start or join one on this machine; 'auto' (RAY_ADDRESS) or HOST:PORT to "
     "join one. A path typed after it is scanned, not taken for an address. Needs pip install 'inspector[ray]'.",
 )
-def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_report, batch_size, prompt_name,
-         prompt_file, sizes, fields_file, max_new_tokens, min_new_tokens, device, dtype, num_crops, attn_implementation,
-         fuse, quantize, limit, run_name, price_tolerance, title_threshold, workers, gpus, shard, trust_remote_code,
-         ray_address):  # fmt: skip
+def scan(paths, model, report, no_report, batch_size, sizes, truth_columns, gpus, shard, ray_address, **options):
     """Scan product images (folders, files or URLs) with a vision-language model.
 
     Answers are parsed into brand, title, category, price, currency and per-size prices, plus any field
@@ -120,33 +128,15 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
         from inspector.scan import DEFAULT_MODEL, ScanConfig, ask_as_trained
         from inspector.truth import parse_column_mapping
 
+        # every other option is the ScanConfig setting of its name; these are typed otherwise on the command line
         config = ScanConfig(
             inputs=list(paths),
             model=model or DEFAULT_MODEL,
-            db=db,
-            report=None if no_report else report_path,
-            truth=truth,
-            truth_key=truth_key,
-            prompt=prompt_name,
-            prompt_file=prompt_file,
+            report=None if no_report else report,
             sizes=parse_sizes_option(sizes) if sizes else [],
-            fields_file=fields_file,
             batch_size=_parse_batch_size(batch_size),
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens,
-            device=device,
-            dtype=dtype,
-            num_crops=num_crops,
-            attn_implementation=attn_implementation,
-            fuse=fuse,
-            quantize=quantize,
-            trust_remote_code=trust_remote_code,
-            limit=limit,
-            run_name=run_name,
-            price_tolerance=price_tolerance,
-            title_threshold=title_threshold,
-            workers=workers,
             shard=_parse_shard(shard),
+            **options,
         )
         config, adopted = ask_as_trained(config)  # a model inspector trained is asked its own question
         if adopted is not None and config.shard == (0, 1):
@@ -327,7 +317,7 @@ def _pct(value) -> str:
 
 @cli.command()
 @click.argument("run", required=False)
-@click.option("--db", default="inspector.db", show_default=True, help="SQLite file or SQLAlchemy URL.")
+@db_option
 @click.option("--out", "-o", default="report.html", show_default=True, help="HTML file to write.")
 @click.option("--compare", help="Another run (id or name) to show side by side, e.g. base vs fine-tuned.")
 @click.option("--fields", "fields_file", type=click.Path(dir_okay=False),
@@ -353,18 +343,24 @@ def report(run, db, out, compare, fields_file, model):
 
 
 @cli.command()
-@click.option("--db", default="inspector.db", show_default=True, help="SQLite file or SQLAlchemy URL.")
-def runs(db):
-    """List the runs stored in the database."""
+@click.argument("run", required=False)
+@db_option
+@click.option("--config-out", type=click.Path(dir_okay=False), metavar="FILE.toml",
+              help="Write RUN's (default: the latest run's) scan settings as a --config file and stop.")
+def runs(run, db, config_out):
+    """List the runs stored in the database (only RUN, an id or name, when given)."""
     with friendly_errors():
         from inspector.store import open_store
 
         _require_existing_db(db)
         store = open_store(db, read_only=True)
+        if config_out is not None:
+            _write_run_config(store.get_run(run), config_out)
+            return
         table = Table()
         for column in ("id", "name", "model", "prompt", "status", "images", "failed", "img/s", "started"):
             table.add_column(column)
-        for r in store.list_runs():
+        for r in [store.get_run(run)] if run is not None else store.list_runs():
             table.add_row(
                 str(r.id),
                 r.name or "",
@@ -379,6 +375,19 @@ def runs(db):
         stdout_console().print(table)
 
 
+def _write_run_config(run, path: str) -> None:
+    from inspector.options import run_as_config, toml_text
+    from inspector.outputs import check_output_file
+
+    check_output_file(path, "--config-out")
+    settings, left_out = run_as_config(run, scan)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(toml_text("scan", settings), encoding="utf-8")
+    if left_out:
+        click.echo(f"Not written (no scan option takes them now): {', '.join(left_out)}", err=True)
+    click.echo(f"Wrote the scan settings of {run.label} to {path}: inspector scan --config {path} --db DB PATHS")
+
+
 @cli.group()
 def review():
     """Inspectors' decisions from the report's review view."""
@@ -386,7 +395,7 @@ def review():
 
 @review.command("import")
 @click.argument("csv_path", metavar="DECISIONS.csv", type=click.Path(dir_okay=False))
-@click.option("--db", default="inspector.db", show_default=True, help="SQLite file or SQLAlchemy URL.")
+@db_option
 @click.option("--reviewer", help="Who decided, for rows without a reviewer column.  [default: your user name]")
 def review_import(csv_path, db, reviewer):
     """Store the decisions CSV downloaded from the report (run_id, sha256, field, decision, corrected_value).
@@ -424,7 +433,7 @@ def _user_name() -> str | None:
 
 @cli.command()
 @click.argument("run", required=False)
-@click.option("--db", default="inspector.db", show_default=True, help="SQLite file or SQLAlchemy URL.")
+@db_option
 @click.option("--out", "-o", required=True, help="File to write: .csv, or .parquet (needs pyarrow).")
 @click.option(
     "--what",

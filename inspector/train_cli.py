@@ -11,13 +11,15 @@ import click
 from rich.console import Console
 
 from inspector.console import friendly_errors, progress_bar
+from inspector.options import catalogue_options, config_option, num_crops_option, question_options
 from inspector.registry import model_help
 from inspector.speedups import FUSIONS
 from inspector.training.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig
 
 _DEFAULTS = TrainConfig()
-#: Options that are not TrainConfig fields: how much to print, and old spellings kept for one release.
-CLI_ONLY_OPTIONS = ("verbose", "deprecated_workers", "deprecated_run_name")
+#: Options that are not TrainConfig fields: a file of option defaults, how much to print, and old spellings kept
+#: for one release.
+CLI_ONLY_OPTIONS = ("config", "verbose", "deprecated_workers", "deprecated_run_name")
 _FIELD_LABELS = {"size_price": "size prices"}
 
 
@@ -176,7 +178,11 @@ def _split_list(value: str | None) -> list[str] | None:
 
 
 @click.command("train")
-@click.option("--truth", type=click.Path(dir_okay=False), help="Catalogue CSV with the right answers.")
+@config_option
+@catalogue_options(
+    truth_help="Catalogue CSV with the right answers.",
+    truth_columns_help='Map fields to CSV columns, as for scan: brand=Brand,title="Product Name".',
+)
 @click.option(
     "--reviews",
     multiple=True,
@@ -204,12 +210,6 @@ def _split_list(value: str | None) -> list[str] | None:
     "--images", type=click.Path(file_okay=False), help="Folder of images.  [default: the CSV's folder]"
 )
 @click.option(
-    "--truth-columns", help='Map fields to CSV columns, as for scan: brand=Brand,title="Product Name".'
-)
-@click.option(
-    "--truth-key", help="CSV column whose value appears in the image file names (e.g. product_code)."
-)
-@click.option(
     "--val-fraction",
     default=_DEFAULTS.val_fraction,
     show_default=True,
@@ -226,23 +226,17 @@ def _split_list(value: str | None) -> list[str] | None:
 )
 @click.option("--model", "-m", help=f"Hugging Face model id, local folder, or {model_help()}, to fine-tune.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model folder's own Python code to run.")
-@click.option("--prompt", help="Built-in prompt: extract (default, JSON answers) or original.")
-@click.option("--prompt-file", type=click.Path(dir_okay=False), help="File holding a custom prompt.")
-@click.option("--sizes", help="Also ask for (and teach) the prices in these sizes, e.g. 6.5,7.5,8")
-@click.option(
-    "--fields",
-    "fields_file",
-    type=click.Path(dir_okay=False),
-    help="TOML file declaring more fields to teach and evaluate (colour, material, ...), see docs/fields.md.",
+@question_options(
+    prompt_help="Built-in prompt: extract (default, JSON answers) or original.",
+    sizes_help="Also ask for (and teach) the prices in these sizes, e.g. 6.5,7.5,8",
+    fields_help="TOML file declaring more fields to teach and evaluate (colour, material, ...), see docs/fields.md.",
 )
 @click.option(
     "--answer-style",
     type=click.Choice(["json", "original", "free"]),
     help="How target answers are written.  [default: the prompt's style]",
 )
-@click.option(
-    "--num-crops", type=click.IntRange(1), help="Phi-3.5-vision crops per image (checkpoint default: 4)."
-)
+@num_crops_option
 @click.option(
     "--output",
     "-o",

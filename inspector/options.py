@@ -1,0 +1,260 @@
+"""Options shared by several commands, defined once, and `--config FILE`: a job's settings in a file.
+
+CLI layer (click): the library never imports this module. A shared option is one decorator here (like
+sqlite-utils' ``output_options``), its default taken from the config dataclass; where two commands do different
+things with the same setting (scan reads the sizes' prices, train also teaches them) the command passes its help.
+
+A config file fills the options' defaults (click's ``default_map``); an option typed on the command line wins,
+as in trl's ``TrlParser`` and lmms-eval's ``--config``. Keys are option names, ``batch-size`` (or
+``batch_size``, and the setting's own name, e.g. ``fields_file`` for ``--fields``), so a ``train_config.json``
+saved with a model, or a scan run's settings written by ``inspector runs RUN --config-out``, is a config.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from inspector.scan import ScanConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+#: ScanConfig's defaults, the scan options' defaults.
+SCAN_DEFAULTS = {f.name: f.default for f in fields(ScanConfig)}
+
+
+def _bundle(*decorators):
+    """Several option decorators as one, listed in `--help` in the order given."""
+
+    def apply(f):
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+def db_option(f):
+    """``--db``: where the results live (every command that reads or writes them)."""
+    return click.option(
+        "--db", default=SCAN_DEFAULTS["db"], show_default=True, help="SQLite file or SQLAlchemy URL."
+    )(f)
+
+
+def catalogue_options(*, truth_help: str, truth_columns_help: str):
+    """``--truth``, ``--truth-columns``, ``--truth-key``: the catalogue CSV and how its rows meet the images."""
+    return _bundle(
+        click.option("--truth", type=click.Path(dir_okay=False), help=truth_help),
+        click.option("--truth-columns", help=truth_columns_help),
+        click.option(
+            "--truth-key", help="CSV column whose value appears in the image file names (e.g. product_code)."
+        ),
+    )
+
+
+def fields_option(*, help: str):  # noqa: A002 - click's own name for it
+    """``--fields``: the fields file (docs/fields.md), into ``fields_file`` as in ScanConfig and TrainConfig."""
+    return click.option("--fields", "fields_file", type=click.Path(dir_okay=False), help=help)
+
+
+def question_options(*, prompt_help: str, sizes_help: str, fields_help: str):
+    """``--prompt``, ``--prompt-file``, ``--sizes``, ``--fields``: the question asked of every image."""
+    return _bundle(
+        click.option("--prompt", help=prompt_help),
+        click.option("--prompt-file", type=click.Path(dir_okay=False), help="File holding a custom prompt."),
+        click.option("--sizes", help=sizes_help),
+        fields_option(help=fields_help),
+    )
+
+
+def num_crops_option(f):
+    """``--num-crops``: Phi-3.5-vision's crops per image, a setting of the question's images."""
+    return click.option(
+        "--num-crops", type=click.IntRange(1), help="Phi-3.5-vision crops per image (checkpoint default: 4)."
+    )(f)
+
+
+#: The commands a config file may hold a table for; a file with one of these tables is read per command.
+CONFIG_SECTIONS = ("scan", "train")
+
+
+def _spelling(param: click.Parameter) -> str:
+    """The name a config file's documentation uses: the option's long name (``batch-size``)."""
+    longs = [opt for opt in param.opts if opt.startswith("--")]
+    return (longs[0] if longs else param.opts[0]).lstrip("-")
+
+
+def _key(name: str) -> str:
+    return name.strip().replace("-", "_")
+
+
+def config_keys(command: click.Command) -> dict[str, click.Parameter]:
+    """Every key a config file may use for `command`, normalised (``batch_size``), and its option.
+
+    An option answers to its destination (``fields_file``, ``workers``) and to its long names (``fields``,
+    ``dataloader_workers``); hidden options (old spellings) and arguments are not settings of a job."""
+    keys: dict[str, click.Parameter] = {}
+    options = [
+        p for p in command.params if isinstance(p, click.Option) and not p.hidden and p.name != "config"
+    ]
+    for param in options:  # destinations first: they win over another option's long name
+        keys[param.name] = param
+    for param in options:
+        for opt in param.opts:
+            if opt.startswith("--"):
+                keys.setdefault(_key(opt[2:]), param)
+    return keys
+
+
+def read_config_file(path: str, command_name: str) -> dict:
+    """The settings a TOML or JSON file holds for `command_name`: its ``[command_name]`` table when the file
+    has per-command tables, else the whole file."""
+    text = Path(path).read_text(encoding="utf-8")
+    is_json = Path(path).suffix.lower() == ".json"
+    try:
+        data = json.loads(text) if is_json else tomllib.loads(text)
+    except ValueError as error:  # json.JSONDecodeError and tomllib.TOMLDecodeError
+        raise click.ClickException(
+            f"--config {path}: not valid {'JSON' if is_json else 'TOML'}: {error}"
+        ) from None
+    if not isinstance(data, dict):
+        raise click.ClickException(f"--config {path}: expected a table of settings")
+    sections = [name for name in CONFIG_SECTIONS if isinstance(data.get(name), dict)]
+    if not sections:
+        return data
+    others = sorted(set(data) - set(sections))
+    if others:
+        raise click.ClickException(
+            f"--config {path}: settings outside a table: {', '.join(others)}; put them under [{command_name}]"
+        )
+    if command_name not in sections:
+        raise click.ClickException(
+            f"--config {path}: no [{command_name}] table (it has: {', '.join(f'[{s}]' for s in sections)})"
+        )
+    return data[command_name]
+
+
+def _as_option_value(param: click.Parameter, value):
+    """A config value as the option would read it from the command line (lists and mappings as typed there)."""
+    if param.multiple:
+        return list(value) if isinstance(value, (list, tuple)) else [value]
+    if isinstance(value, dict):  # --truth-columns brand=Brand,title="Product Name"
+        return ",".join(f'{k}="{_quoted(str(v))}"' for k, v in value.items())
+    if isinstance(value, (list, tuple)):  # --sizes 6.5,7.5 and --lora-targets q_proj,v_proj
+        return ",".join(str(v) for v in value)
+    return value
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def config_defaults(command: click.Command, path: str, ctx: click.Context | None = None) -> dict:
+    """The ``default_map`` of `command` from the config file at `path`; an unknown key, or (given the command's
+    context) a value its option refuses, is one error line naming the file and the setting."""
+    settings = read_config_file(path, command.name)
+    keys = config_keys(command)
+    defaults: dict = {}
+    for name, value in settings.items():
+        param = keys.get(_key(str(name)))
+        if param is None:
+            spellings = sorted({_spelling(p) for p in keys.values()})
+            close = difflib.get_close_matches(str(name).replace("_", "-"), spellings, n=3)
+            hint = (
+                f"; did you mean {' or '.join(close)}?"
+                if close
+                else f"; {command.name}'s settings: {', '.join(spellings)}"
+            )
+            raise click.ClickException(f"--config {path}: unknown setting {name!r} for {command.name}{hint}")
+        if param.name in defaults:
+            raise click.ClickException(f"--config {path}: {_spelling(param)} is set twice ({name!r})")
+        if value is None:  # null in JSON: the option's own default
+            continue
+        defaults[param.name] = _as_option_value(param, value)
+        if ctx is not None:
+            try:
+                param.type_cast_value(ctx, defaults[param.name])
+            except click.BadParameter as error:
+                raise click.ClickException(f"--config {path}: {_spelling(param)}: {error.message}") from None
+    return defaults
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        ctx.default_map = {**(ctx.default_map or {}), **config_defaults(ctx.command, value, ctx)}
+    return value
+
+
+def config_option(f):
+    """``--config FILE``: read first (eager), so that every other option finds its default there."""
+    return click.option(
+        "--config",
+        type=click.Path(exists=True, dir_okay=False),
+        is_eager=True,
+        expose_value=False,
+        callback=_load_config,
+        metavar="FILE",
+        help="Read option defaults from this TOML file (its [scan]/[train] table, or flat keys like "
+        "batch-size = 8) or JSON file (e.g. a model's train_config.json); options given here win.",
+    )(f)
+
+
+def toml_text(table: str, settings: dict) -> str:
+    """`settings` (strings, numbers, booleans, lists and string mappings) as one TOML ``[table]``; checked by
+    reading it back, so a value TOML cannot hold is an error here rather than a different job later."""
+    lines = [f"[{table}]"]
+    for key, value in settings.items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    text = "\n".join(lines) + "\n"
+    if tomllib.loads(text) != {table: settings}:  # pragma: no cover - a value _toml_value cannot write
+        raise ValueError(f"cannot write these settings as TOML: {settings!r}")
+    return text
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"cannot write {value!r} as TOML")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise ValueError(f"cannot write {value!r} as TOML")
+
+
+#: A scan run's stored settings that are no option: the fields' declarations (the fields file names them) and
+#: the shard of one process of a multi-GPU scan.
+_RUN_SETTINGS_WITHOUT_OPTION = ("fields", "shard")
+
+
+def run_as_config(run, scan: click.Command) -> tuple[dict, list[str]]:
+    """A scan run's settings as `scan`'s config (option name -> value), and the stored settings that no option
+    takes any more (left out). The database is not written: its URL may hold a password."""
+    keys = config_keys(scan)
+    settings = {"model": run.model, "truth": run.truth_path, "run_name": run.name, **run.settings}
+    config, left_out = {}, []
+    for name, value in settings.items():
+        param = keys.get(name)
+        if name in _RUN_SETTINGS_WITHOUT_OPTION:
+            continue
+        if param is None:
+            left_out.append(name)
+        elif value is not None:  # not given: TOML has no null, and the option's default is None
+            config[_spelling(param)] = value
+    return config, left_out
