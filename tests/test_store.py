@@ -28,10 +28,11 @@ from inspector.store import (
     Review,
     SchemaTooNewError,
     StoreError,
+    migrations,
     open_store,
 )
 from inspector.store.engine import create_store_engine, database_url
-from inspector.store.migrations import MIGRATIONS, apply_migrations
+from inspector.store.migrations import MIGRATIONS, apply_migrations, migration
 from inspector.store.tables import Base
 
 REPO = Path(__file__).resolve().parents[1]
@@ -294,6 +295,41 @@ def test_migrations_build_the_orm_schema(db: Path) -> None:
         names = conn.execute(text("SELECT name FROM _migrations ORDER BY name")).scalars().all()
     assert names == [fn.__name__ for fn in MIGRATIONS]
     engine.dispose()
+
+
+#: The names databases have recorded in `_migrations`, in order: released names never change.
+RELEASED_MIGRATIONS = [
+    "m001_initial",
+    "m002_query_indexes",
+    "m003_field_result_confidence",
+    "m004_reviews",
+    "m005_prediction_retryable",
+    "m006_field_values",
+    "m007_retryable_path_index",
+]
+
+
+def test_migrations_are_registered_in_definition_order_under_their_released_names() -> None:
+    names = [fn.__name__ for fn in MIGRATIONS]
+    assert names[: len(RELEASED_MIGRATIONS)] == RELEASED_MIGRATIONS
+    assert names == sorted(names)  # m00N: defined in order, so applied in order
+    assert migrations.m006_field_values is MIGRATIONS[5]  # the decorator hands the function back
+
+
+def test_one_decorated_function_adds_a_migration(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    open_store(db).close()  # a database of the current version
+    monkeypatch.setattr(migrations, "MIGRATIONS", list(MIGRATIONS))
+
+    @migration
+    def m999_notes(conn) -> None:
+        conn.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
+
+    open_store(db).close()  # the next open applies it
+    assert count(db, "SELECT count(*) FROM _migrations WHERE name = 'm999_notes'") == 1
+    assert count(db, "SELECT count(*) FROM notes") == 0
+    with pytest.raises(ValueError, match="m999_notes is defined twice"):
+        migration(m999_notes)
+    assert [fn.__name__ for fn in migrations.MIGRATIONS][-1] == "m999_notes"  # once
 
 
 def test_database_from_an_older_version_still_opens(db: Path) -> None:
