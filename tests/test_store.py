@@ -614,6 +614,36 @@ def test_long_size_labels_fit_the_field_column_on_postgres(postgres_url: str) ->
         )
 
 
+def check_batch_replacements(store) -> dict:
+    """A retryable failure replaced by a later answer of the same path, and an image seen again with the facts
+    its first sighting lacked: what every table holds afterwards, so that SQLite and PostgreSQL can be compared."""
+    first = store.start_run("k1", **RUN_ARGS)
+    second = store.start_run("k2", **{**RUN_ARGS, "name": "second"})
+    failed = make_item(1, error="HTTP 503", path="https://shop.example/1.jpg")
+    failed.retryable = True
+    store.add_batch(first, [failed, make_item(2, error="unreadable")])
+    store.add_batch(first, [make_item(3, path="https://shop.example/1.jpg")])  # the download worked this time
+    store.add_batch(second, [make_item(1)])  # the stand-in image of the failure, now with its facts
+    rows = {row["path"]: row for row in store.run_rows(first)}
+    assert set(rows) == {"https://shop.example/1.jpg", "img/2.jpg"}
+    assert rows["https://shop.example/1.jpg"]["error"] is None
+    assert rows["https://shop.example/1.jpg"]["predicted"]["brand"] == "Nike"
+    assert rows["img/2.jpg"]["error"] == "unreadable"  # not retryable: it stands
+    with store.engine.connect() as conn:
+        tables = ("images", "predictions", "truth", "field_values", "field_results")
+        counts = {table: conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() for table in tables}
+        width = conn.execute(text("SELECT width FROM images WHERE sha256 = :sha"), {"sha": f"{1:064x}"}).scalar()
+    assert width == 640
+    return counts
+
+
+def test_the_postgres_path_replaces_and_fills_as_the_generic_path_does(postgres_url: str, db: Path) -> None:
+    with open_store(db) as store:
+        generic = check_batch_replacements(store)
+    with open_store(postgres_url) as store:
+        assert check_batch_replacements(store) == generic
+
+
 def test_two_processes_on_postgres(postgres_url: str) -> None:
     stderr = run_racing_writers(postgres_url)
     assert stderr == ["", ""]  # the races are settled quietly: no driver warnings
