@@ -24,18 +24,6 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _parse_shard(value: str | None) -> tuple[int, int]:
-    if not value:
-        return (0, 1)
-    try:
-        index, count = (int(part) for part in value.split("/"))
-    except ValueError:
-        raise click.BadParameter("use INDEX/COUNT, e.g. 0/2") from None
-    if not 0 <= index < count:
-        raise click.BadParameter("INDEX must be in 0..COUNT-1")
-    return (index, count)
-
-
 def _parse_batch_size(value: str) -> int:
     if value == "auto":
         return 0
@@ -92,7 +80,6 @@ def cli() -> None:
               help="Token F1 between answer and catalogue title from which the title counts as correct.")
 @click.option("--workers", default=4, show_default=True, type=click.IntRange(1), help="Image decoding threads.")
 @click.option("--gpus", help="Use several GPUs: 'all' or a number (one process per GPU, one run).")
-@click.option("--shard", hidden=True, help="INDEX/COUNT: process one shard of the images (used by --gpus).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model folder's own Python code to run.")
 @click.option(
     "--ray",
@@ -105,7 +92,7 @@ def cli() -> None:
 )
 def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_report, batch_size, prompt_name,
          prompt_file, sizes, fields_file, max_new_tokens, min_new_tokens, device, dtype, num_crops, attn_implementation,
-         fuse, quantize, limit, run_name, price_tolerance, title_threshold, workers, gpus, shard, trust_remote_code,
+         fuse, quantize, limit, run_name, price_tolerance, title_threshold, workers, gpus, trust_remote_code,
          ray_address):  # fmt: skip
     """Scan product images (folders, files or URLs) with a vision-language model.
 
@@ -146,10 +133,9 @@ def scan(paths, truth, truth_columns, truth_key, model, db, report_path, no_repo
             price_tolerance=price_tolerance,
             title_threshold=title_threshold,
             workers=workers,
-            shard=_parse_shard(shard),
         )
         config, adopted = ask_as_trained(config)  # a model inspector trained is asked its own question
-        if adopted is not None and config.shard == (0, 1):
+        if adopted is not None:
             click.echo(
                 f"Asking {config.model} the question it was trained on: {adopted.options()} (fields: "
                 f"{', '.join(config.fieldset().names)}); options you give win",
@@ -191,9 +177,8 @@ def _run_scan(config):
     # Everything about the inputs is checked before the (slow) model load.
     inputs = _check_scan_inputs(config)
     store = open_store(config.db)
-    if config.shard == (0, 1):
-        console.print(f"[dim]inspector {__version__} · scan config: {_config_line(config)}")
-        console.print(f"[dim]loading {config.model} …")
+    console.print(f"[dim]inspector {__version__} · scan config: {_config_line(config)}")
+    console.print(f"[dim]loading {config.model} …")
     if not config.model.startswith("fake:"):
         _quiet_transformers()
     backend = config.load_backend()
@@ -221,8 +206,8 @@ def _run_ray_scan(config, address: str, gpus: str | None):
 
 
 def _with_report(config, store, summary):
-    """The finished scan's HTML report (unless --no-report, or when this process is one shard) and metrics."""
-    if config.report and config.shard == (0, 1):
+    """The finished scan's HTML report (unless --no-report) and metrics."""
+    if config.report:
         from inspector.report import render_report
 
         summary.report_path = str(render_report(store, summary.run_id, Path(config.report)))
@@ -238,9 +223,8 @@ def _check_scan_inputs(config):
 
     check_extras(config.fuse, config.quantize)
     inputs = read_scan_inputs(config)
-    if config.shard == (0, 1):
-        for warning in inputs.warnings:  # one line each, paths as they are (not wrapped, not read as markup)
-            stderr_console().print(f"[yellow]warning: {escape(warning)}", soft_wrap=True)
+    for warning in inputs.warnings:  # one line each, paths as they are (not wrapped, not read as markup)
+        stderr_console().print(f"[yellow]warning: {escape(warning)}", soft_wrap=True)
     return inputs
 
 
@@ -257,9 +241,6 @@ def _print_scan_summary(config, summary) -> None:
     from inspector.store import shown_database
 
     console = stdout_console()
-    if config.shard != (0, 1):
-        console.print(f"shard {config.shard[0]}/{config.shard[1]}: {summary.processed} images")
-        return
     new = summary.processed - summary.failed
     line = f"Run {summary.run_id}: {new} images answered, {summary.failed} failed"
     if summary.internal_errors:
