@@ -478,14 +478,33 @@ def tiny_model(folder, family, seed, tokenizer_dir):
               help="How many images to draw.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the drawn products.")
 @click.option("--no-planted-errors", is_flag=True, help="Write the catalogue exactly as the cards show it.")
-def samples(folder, count, seed, no_planted_errors):
+@click.option("--dataset", is_flag=True,
+              help="Training data: FOLDER/images/ (JPEG) and truth.csv, always what the cards show.")
+@click.option("--world", type=click.Choice(["default", "shifted"]),
+              help="--dataset: the brands and colours to draw (shifted: ones the sample world never draws).")
+@click.option("--processes", type=click.IntRange(1), help="--dataset: processes drawing the cards (default 1).")
+def samples(folder, count, seed, no_planted_errors, dataset, world, processes):
     """Draw N (-n) synthetic product listing images and their truth CSV into FOLDER.
 
     The catalogue of the sample folder's cards (seed 0) carries a few deliberate errors for the demo to find
     (inspector.samples.PLANTED_ERRORS, listed in sample_images/README.md)."""
+    for option, value in (("--world", world), ("--processes", processes)):
+        if value is not None and not dataset:
+            raise click.UsageError(f"{option} is for training data: add --dataset")
     with friendly_errors():
-        from inspector.samples import generate_samples, make_products, planted_errors
+        from inspector.samples import (
+            WORLDS,
+            generate_dataset,
+            generate_samples,
+            make_products,
+            planted_errors,
+        )
 
+        if dataset:
+            world_of = WORLDS[world or "default"]()
+            csv_path = generate_dataset(Path(folder), count, seed, workers=processes or 1, world=world_of)
+            click.echo(f"{count} training cards and {csv_path} written")
+            return
         csv_path = generate_samples(Path(folder), n=count, seed=seed, with_planted_errors=not no_planted_errors)
         planted = () if no_planted_errors else planted_errors(make_products(count, seed))
         errors = ", ".join(f"{e.field} of {e.file_name}" for e in planted)
