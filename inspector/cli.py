@@ -32,18 +32,6 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _parse_shard(value: str | None) -> tuple[int, int]:
-    if not value:
-        return (0, 1)
-    try:
-        index, count = (int(part) for part in value.split("/"))
-    except ValueError:
-        raise click.BadParameter("use INDEX/COUNT, e.g. 0/2") from None
-    if not 0 <= index < count:
-        raise click.BadParameter("INDEX must be in 0..COUNT-1")
-    return (index, count)
-
-
 def _parse_batch_size(value: str) -> int:
     if value == "auto":
         return 0
@@ -103,7 +91,6 @@ def cli() -> None:
 @click.option("--workers", default=SCAN_DEFAULTS["workers"], show_default=True, type=click.IntRange(1),
               help="Image decoding threads.")
 @click.option("--gpus", help="Use several GPUs: 'all' or a number (one process per GPU, one run).")
-@click.option("--shard", hidden=True, help="INDEX/COUNT: process one shard of the images (used by --gpus).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model folder's own Python code to run.")
 @click.option(
     "--ray",
@@ -114,7 +101,7 @@ def cli() -> None:
     help="Scan on a Ray cluster: alone, start or join one on this machine; 'auto' (RAY_ADDRESS) or HOST:PORT to "
     "join one. A path typed after it is scanned, not taken for an address. Needs pip install 'inspector[ray]'.",
 )
-def scan(paths, model, report, no_report, batch_size, sizes, truth_columns, gpus, shard, ray_address, **options):
+def scan(paths, model, report, no_report, batch_size, sizes, truth_columns, gpus, ray_address, **options):
     """Scan product images (folders, files or URLs) with a vision-language model.
 
     Answers are parsed into brand, title, category, price, currency and per-size prices, plus any field
@@ -135,11 +122,10 @@ def scan(paths, model, report, no_report, batch_size, sizes, truth_columns, gpus
             report=None if no_report else report,
             sizes=parse_sizes_option(sizes) if sizes else [],
             batch_size=_parse_batch_size(batch_size),
-            shard=_parse_shard(shard),
             **options,
         )
         config, adopted = ask_as_trained(config)  # a model inspector trained is asked its own question
-        if adopted is not None and config.shard == (0, 1):
+        if adopted is not None:
             click.echo(
                 f"Asking {config.model} the question it was trained on: {adopted.options()} (fields: "
                 f"{', '.join(config.fieldset().names)}); options you give win",
@@ -182,9 +168,8 @@ def _run_scan(config):
     # Everything about the inputs is checked before the (slow) model load.
     inputs = _check_scan_inputs(config)
     store = open_store(config.db)
-    if config.shard == (0, 1):
-        console.print(f"[dim]inspector {__version__} · scan config: {_config_line(config)}")
-        console.print(f"[dim]loading {config.model} …")
+    console.print(f"[dim]inspector {__version__} · scan config: {_config_line(config)}")
+    console.print(f"[dim]loading {config.model} …")
     if choose_backend(config.model).runs_model:
         _quiet_transformers()
     backend = config.load_backend()
@@ -212,8 +197,8 @@ def _run_ray_scan(config, address: str, gpus: str | None):
 
 
 def _with_report(config, store, summary):
-    """The finished scan's HTML report (unless --no-report, or when this process is one shard) and metrics."""
-    if config.report and config.shard == (0, 1):
+    """The finished scan's HTML report (unless --no-report) and metrics."""
+    if config.report:
         from inspector.report import render_report
 
         summary.report_path = str(render_report(store, summary.run_id, Path(config.report)))
@@ -229,9 +214,8 @@ def _check_scan_inputs(config):
 
     check_extras(config.fuse, config.quantize)
     inputs = read_scan_inputs(config)
-    if config.shard == (0, 1):
-        for warning in inputs.warnings:  # one line each, paths as they are (not wrapped, not read as markup)
-            stderr_console().print(f"[yellow]warning: {escape(warning)}", soft_wrap=True)
+    for warning in inputs.warnings:  # one line each, paths as they are (not wrapped, not read as markup)
+        stderr_console().print(f"[yellow]warning: {escape(warning)}", soft_wrap=True)
     return inputs
 
 
@@ -248,9 +232,6 @@ def _print_scan_summary(config, summary) -> None:
     from inspector.store import shown_database
 
     console = stdout_console()
-    if config.shard != (0, 1):
-        console.print(f"shard {config.shard[0]}/{config.shard[1]}: {summary.processed} images")
-        return
     new = summary.processed - summary.failed
     line = f"Run {summary.run_id}: {new} images answered, {summary.failed} failed"
     if summary.internal_errors:
@@ -507,14 +488,33 @@ def tiny_model(folder, family, seed, tokenizer_dir):
               help="How many images to draw.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the drawn products.")
 @click.option("--no-planted-errors", is_flag=True, help="Write the catalogue exactly as the cards show it.")
-def samples(folder, count, seed, no_planted_errors):
+@click.option("--dataset", is_flag=True,
+              help="Training data: FOLDER/images/ (JPEG) and truth.csv, always what the cards show.")
+@click.option("--world", type=click.Choice(["default", "shifted"]),
+              help="--dataset: the brands and colours to draw (shifted: ones the sample world never draws).")
+@click.option("--processes", type=click.IntRange(1), help="--dataset: processes drawing the cards (default 1).")
+def samples(folder, count, seed, no_planted_errors, dataset, world, processes):
     """Draw N (-n) synthetic product listing images and their truth CSV into FOLDER.
 
     The catalogue of the sample folder's cards (seed 0) carries a few deliberate errors for the demo to find
     (inspector.samples.PLANTED_ERRORS, listed in sample_images/README.md)."""
+    for option, value in (("--world", world), ("--processes", processes)):
+        if value is not None and not dataset:
+            raise click.UsageError(f"{option} is for training data: add --dataset")
     with friendly_errors():
-        from inspector.samples import generate_samples, make_products, planted_errors
+        from inspector.samples import (
+            WORLDS,
+            generate_dataset,
+            generate_samples,
+            make_products,
+            planted_errors,
+        )
 
+        if dataset:
+            world_of = WORLDS[world or "default"]()
+            csv_path = generate_dataset(Path(folder), count, seed, workers=processes or 1, world=world_of)
+            click.echo(f"{count} training cards and {csv_path} written")
+            return
         csv_path = generate_samples(Path(folder), n=count, seed=seed, with_planted_errors=not no_planted_errors)
         planted = () if no_planted_errors else planted_errors(make_products(count, seed))
         errors = ", ".join(f"{e.field} of {e.file_name}" for e in planted)

@@ -51,6 +51,9 @@ NOT_IN_RUN_KEY: frozenset[str] = frozenset(
     {"db", "report", "batch_size", "device", "workers", "limit", "shard", "fuse"}
 )
 
+#: The format of run keys: what identifies a run and how it is hashed. The rule is `ScanConfig.run_key`'s.
+RUN_KEY_FORMAT = 1
+
 
 @dataclass
 class ScanConfig:
@@ -154,7 +157,13 @@ class ScanConfig:
         option not given (None, False or empty, and that is its default) adds nothing, so an opt-in setting added
         in a later release keeps existing runs' keys and they resume; defaults with a value (model, dtype, lengths,
         tolerances) always count, so changing one of them in a release never resumes a run made under the old one.
-        A registered model (`demo`) also counts by a digest of its weights."""
+        A registered model (`demo`) also counts by a digest of its weights.
+
+        The key has a format, `RUN_KEY_FORMAT`. Keys are compared, never parsed, so the rule is: a change to what
+        goes into the identity or how it is hashed either keeps every existing key (as an opt-in setting does) and
+        the format stays, or it changes some existing key, and then the format goes up by one and the README says
+        which runs stop resuming. Format 1 hashes the identity alone (every key stored before formats were
+        numbered); later formats hash their number with it, so their keys never equal an older format's."""
         defaults = _config_defaults(type(self))
         identity = {
             k: v
@@ -173,7 +182,14 @@ class ScanConfig:
         entry = registered(self.model)
         if entry is not None:  # `demo` is replaced in place when retrained: new weights are a new run
             identity["model_revision"] = entry.revision()
-        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
+        return run_key_digest(identity, RUN_KEY_FORMAT)
+
+
+def run_key_digest(identity: dict[str, object], key_format: int) -> str:
+    """A run's key from its identity in one format (see `ScanConfig.run_key`)."""
+    if key_format > 1:
+        identity = {**identity, "run_key_format": key_format}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def _config_defaults(config_class: type) -> dict[str, object]:

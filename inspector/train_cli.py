@@ -541,9 +541,4 @@ def train_command(verbose=False, **options):
         return result
 
 
-def add_train_command(group: click.Group) -> None:
-    """Attach `train` to the `inspector` command group."""
-    group.add_command(train_command)
-
-
-__all__ = ["RichTrainProgress", "add_train_command", "print_summary", "train_command"]
+__all__ = ["RichTrainProgress", "print_summary", "train_command"]

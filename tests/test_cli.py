@@ -171,6 +171,12 @@ def test_python_dash_m_runs_the_cli():
     assert "scan" in result.stdout and "report" in result.stdout
 
 
+def test_scan_has_no_shard_option(runner, sample_dir):
+    """`--gpus` hands each process its shard in its ScanConfig, never on a command line: the option was dead."""
+    result = runner.invoke(cli, ["scan", str(sample_dir), "--model", "fake:x", "--shard", "0/2"])
+    assert result.exit_code == 2 and result.output.endswith("Error: No such option '--shard'.\n")
+
+
 @pytest.mark.postgres  # its fixture is asked for by name below: CI must fail, not skip, without a server
 def test_scan_never_shows_the_database_password(runner, tmp_path, sample_dir, request):
     """Issue 15: `scan` printed a Postgres password in its settings echo (db=...) and its Database: line."""

@@ -21,7 +21,13 @@ from inspector.store import open_store
 
 PACKAGE = Path(inspector.__file__).parent
 #: The command line's modules; everything else in the package is library.
-CLI_MODULES = {"inspector.cli", "inspector.console", "inspector.train_cli", "inspector.__main__"}
+CLI_MODULES = {
+    "inspector.cli",
+    "inspector.console",
+    "inspector.train_cli",
+    "inspector.__main__",
+    "inspector.samples.__main__",
+}
 
 
 def library_modules() -> list[str]:

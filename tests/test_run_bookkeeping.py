@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from inspector import scan
 from inspector.cli import cli
 from inspector.discovery import discover
 from inspector.prompts import get_prompt
@@ -365,3 +366,44 @@ def test_a_disk_too_full_to_close_the_run_says_so_and_the_run_shows_what_it_hold
     assert f", {stored} already done" in rerun.output
     run = open_store(db).get_run(1)
     assert (run.status, run.n_images) == ("completed", 200)
+
+
+#: A scan as a user configured it before the run key had a format version, and the key it had then (computed on
+#: main at 2bdc553). Format 1 must keep giving it, byte for byte, or existing runs stop resuming.
+KNOWN_RUN = dict(
+    inputs=["/inspector-run-key-test/shop/images", "https://example.com/a.jpg"],
+    model="tiny/llava",
+    truth="/inspector-run-key-test/shop/catalogue.csv",
+    truth_columns={"brand": "Marque"},
+    truth_key="sku",
+    prompt_file="prompt.txt",
+    sizes=["8", "9"],
+    fields_file="fields.toml",
+    max_new_tokens=96,
+    dtype="bf16",
+    quantize="fp8",
+    run_name="spring",
+    price_tolerance="2%",
+    batch_size=8,
+    workers=3,
+)
+KNOWN_RUN_KEY = "dc37bd34d73adbb09ec168ac913aa6b6"
+
+
+def test_run_key_format_1_gives_existing_runs_the_key_they_were_stored_with(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert key(ScanConfig(**KNOWN_RUN), tmp_path) == KNOWN_RUN_KEY
+
+
+def test_a_new_run_key_format_gives_every_run_a_new_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert scan.RUN_KEY_FORMAT == 1
+    monkeypatch.setattr(scan, "RUN_KEY_FORMAT", 2)
+    assert key(ScanConfig(**KNOWN_RUN), tmp_path) != KNOWN_RUN_KEY
+    assert key(ScanConfig(inputs=["images"]), tmp_path) != key_in_format_1(ScanConfig(inputs=["images"]), tmp_path)
+
+
+def key_in_format_1(config: ScanConfig, tmp_path: Path) -> str:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scan, "RUN_KEY_FORMAT", 1)
+        return key(config, tmp_path)

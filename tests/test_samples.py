@@ -6,6 +6,8 @@ import csv
 import dataclasses
 import random
 import re
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -319,10 +321,54 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     assert read_csv(csv_path) == []
 
 
-def test_module_entry_point(tmp_path, capsys):
-    samples.main([str(tmp_path / "out"), "--n", "3", "--seed", "9"])
+def test_python_dash_m_inspector_samples_is_the_samples_command(tmp_path):
+    """sample_images/README.md documents `python -m inspector.samples`: it runs `inspector samples` itself."""
+    result = subprocess.run(
+        [sys.executable, "-m", "inspector.samples", str(tmp_path / "out"), "-n", "3", "--seed", "9"],
+        capture_output=True,
+        text=True,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == f"3 sample images and {tmp_path / 'out' / 'truth.csv'} written\n"
     assert len(read_csv(tmp_path / "out" / "truth.csv")) == 3
-    assert "wrote 3 cards" in capsys.readouterr().out
+    help_text = subprocess.run(
+        [sys.executable, "-m", "inspector.samples", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert help_text.startswith("Usage: python -m inspector.samples [OPTIONS] FOLDER")
+
+
+def test_samples_dataset_writes_training_data(tmp_path):
+    from click.testing import CliRunner
+
+    from inspector.cli import cli
+
+    result = CliRunner().invoke(cli, ["samples", str(tmp_path / "d"), "-n", "5", "--dataset", "--processes", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"5 training cards and {tmp_path / 'd' / 'truth.csv'} written\n"
+    reference = generate_dataset(tmp_path / "reference", 5, 0)
+    assert (tmp_path / "d" / "truth.csv").read_bytes() == reference.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "d" / "images").iterdir()) == sorted(
+        p.name for p in (tmp_path / "reference" / "images").iterdir()
+    )
+
+
+@pytest.mark.parametrize("option", [["--world", "shifted"], ["--processes", "2"]])
+def test_samples_options_of_training_data_need_dataset(tmp_path, option):
+    from click.testing import CliRunner
+
+    from inspector.cli import cli
+
+    result = CliRunner().invoke(cli, ["samples", str(tmp_path / "d"), "-n", "2", *option])
+    assert result.exit_code == 2
+    assert result.output.endswith(f"Error: {option[0]} is for training data: add --dataset\n")
+    assert not (tmp_path / "d").exists()
+
+
+def test_samples_world_choices_are_the_worlds():
+    from inspector.cli import samples as samples_command
+
+    [world] = [param for param in samples_command.params if param.name == "world"]
+    assert list(world.type.choices) == sorted(samples.WORLDS)
 
 
 def test_committed_sample_images_are_what_the_generator_draws(generated):
@@ -455,6 +501,11 @@ def test_the_shifted_world_draws_brands_and_colours_the_default_never_draws(tmp_
         card = draw_card(dataclasses.replace(product, category="backpack", card_size=(640, 640)), random.Random(1))
         pixels = {rgb: count for count, rgb in card.getcolors(maxcolors=card.width * card.height)}
         assert pixels.get(samples.SHIFTED_COLOURS[product.colour], 0) > 0.03 * card.width * card.height
-    samples.main([str(tmp_path / "out"), "--n", "4", "--dataset", "--world", "shifted"])
+    from click.testing import CliRunner
+
+    from inspector.cli import cli
+
+    result = CliRunner().invoke(cli, ["samples", str(tmp_path / "out"), "-n", "4", "--dataset", "--world", "shifted"])
+    assert result.exit_code == 0, result.output
     rows = read_csv(tmp_path / "out" / "truth.csv")
     assert {row["brand"] for row in rows} <= set(samples.SHIFTED_BRANDS)

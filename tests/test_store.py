@@ -28,10 +28,11 @@ from inspector.store import (
     Review,
     SchemaTooNewError,
     StoreError,
+    migrations,
     open_store,
 )
 from inspector.store.engine import create_store_engine, database_url
-from inspector.store.migrations import MIGRATIONS, apply_migrations
+from inspector.store.migrations import MIGRATIONS, apply_migrations, migration
 from inspector.store.tables import Base
 
 REPO = Path(__file__).resolve().parents[1]
@@ -294,6 +295,41 @@ def test_migrations_build_the_orm_schema(db: Path) -> None:
         names = conn.execute(text("SELECT name FROM _migrations ORDER BY name")).scalars().all()
     assert names == [fn.__name__ for fn in MIGRATIONS]
     engine.dispose()
+
+
+#: The names databases have recorded in `_migrations`, in order: released names never change.
+RELEASED_MIGRATIONS = [
+    "m001_initial",
+    "m002_query_indexes",
+    "m003_field_result_confidence",
+    "m004_reviews",
+    "m005_prediction_retryable",
+    "m006_field_values",
+    "m007_retryable_path_index",
+]
+
+
+def test_migrations_are_registered_in_definition_order_under_their_released_names() -> None:
+    names = [fn.__name__ for fn in MIGRATIONS]
+    assert names[: len(RELEASED_MIGRATIONS)] == RELEASED_MIGRATIONS
+    assert names == sorted(names)  # m00N: defined in order, so applied in order
+    assert migrations.m006_field_values is MIGRATIONS[5]  # the decorator hands the function back
+
+
+def test_one_decorated_function_adds_a_migration(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    open_store(db).close()  # a database of the current version
+    monkeypatch.setattr(migrations, "MIGRATIONS", list(MIGRATIONS))
+
+    @migration
+    def m999_notes(conn) -> None:
+        conn.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
+
+    open_store(db).close()  # the next open applies it
+    assert count(db, "SELECT count(*) FROM _migrations WHERE name = 'm999_notes'") == 1
+    assert count(db, "SELECT count(*) FROM notes") == 0
+    with pytest.raises(ValueError, match="m999_notes is defined twice"):
+        migration(m999_notes)
+    assert [fn.__name__ for fn in migrations.MIGRATIONS][-1] == "m999_notes"  # once
 
 
 def test_database_from_an_older_version_still_opens(db: Path) -> None:
@@ -576,6 +612,36 @@ def test_long_size_labels_fit_the_field_column_on_postgres(postgres_url: str) ->
         assert len(row["field_results"]) == 4 and row["field_results"][-1]["field"].startswith(
             "size_price:AB"
         )
+
+
+def check_batch_replacements(store) -> dict:
+    """A retryable failure replaced by a later answer of the same path, and an image seen again with the facts
+    its first sighting lacked: what every table holds afterwards, so that SQLite and PostgreSQL can be compared."""
+    first = store.start_run("k1", **RUN_ARGS)
+    second = store.start_run("k2", **{**RUN_ARGS, "name": "second"})
+    failed = make_item(1, error="HTTP 503", path="https://shop.example/1.jpg")
+    failed.retryable = True
+    store.add_batch(first, [failed, make_item(2, error="unreadable")])
+    store.add_batch(first, [make_item(3, path="https://shop.example/1.jpg")])  # the download worked this time
+    store.add_batch(second, [make_item(1)])  # the stand-in image of the failure, now with its facts
+    rows = {row["path"]: row for row in store.run_rows(first)}
+    assert set(rows) == {"https://shop.example/1.jpg", "img/2.jpg"}
+    assert rows["https://shop.example/1.jpg"]["error"] is None
+    assert rows["https://shop.example/1.jpg"]["predicted"]["brand"] == "Nike"
+    assert rows["img/2.jpg"]["error"] == "unreadable"  # not retryable: it stands
+    with store.engine.connect() as conn:
+        tables = ("images", "predictions", "truth", "field_values", "field_results")
+        counts = {table: conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() for table in tables}
+        width = conn.execute(text("SELECT width FROM images WHERE sha256 = :sha"), {"sha": f"{1:064x}"}).scalar()
+    assert width == 640
+    return counts
+
+
+def test_the_postgres_path_replaces_and_fills_as_the_generic_path_does(postgres_url: str, db: Path) -> None:
+    with open_store(db) as store:
+        generic = check_batch_replacements(store)
+    with open_store(postgres_url) as store:
+        assert check_batch_replacements(store) == generic
 
 
 def test_two_processes_on_postgres(postgres_url: str) -> None:

@@ -2,8 +2,11 @@
 
 Each migration is a function of a SQLAlchemy `Connection` that describes its tables with frozen Core definitions
 (never the ORM models, which describe only the latest schema). Applied names go into `_migrations`, so a database
-written by an older version gets the missing steps on open. Rules: never edit or reorder a released migration;
-add `m00N_what_it_does` at the end and update `inspector.store.tables` to match.
+written by an older version gets the missing steps on open.
+
+Adding one is one edit: define `m00N_what_it_does` decorated with `@migration` at the end of this file (the order of
+definition is the order of application) and update `inspector.store.tables` to match. Never rename, edit or reorder
+a released migration: databases record the names they have applied.
 """
 
 from __future__ import annotations
@@ -37,6 +40,18 @@ from inspector.errors import SchemaTooNewError
 
 Migration = Callable[[Connection], None]
 
+#: Every migration, in the order they are applied (the order they are defined below). Append only.
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    """Register `fn` as the next migration; its name is what databases record, so it must be new."""
+    if any(known.__name__ == fn.__name__ for known in MIGRATIONS):
+        raise ValueError(f"migration {fn.__name__} is defined twice")
+    MIGRATIONS.append(fn)
+    return fn
+
+
 _migrations_table = Table(
     "_migrations",
     MetaData(),
@@ -45,6 +60,68 @@ _migrations_table = Table(
 )
 
 
+def applied_migrations(conn: Connection) -> set[str]:
+    _migrations_table.create(conn, checkfirst=True)
+    return set(conn.execute(select(_migrations_table.c.name)).scalars())
+
+
+def pending_migrations(engine: Engine) -> list[str]:
+    """Names of the migrations this database lacks, read without writing or locking anything (a current schema
+    is then opened with no write lock at all). Raises SchemaTooNewError for a newer inspector's database."""
+    known = [fn.__name__ for fn in MIGRATIONS]
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(_migrations_table.name):
+            return known
+        done = set(conn.execute(select(_migrations_table.c.name)).scalars())
+    _refuse_newer(done, known)
+    return [name for name in known if name not in done]
+
+
+def _refuse_newer(done: set[str], known: list[str]) -> None:
+    unknown = sorted(done - set(known))
+    if unknown:
+        raise SchemaTooNewError(
+            f"the database was written by a newer inspector (it has migrations {', '.join(unknown)} "
+            "that this version does not know): upgrade inspector, or use another --db"
+        )
+
+
+def apply_migrations(engine: Engine, *, until: str | None = None) -> list[str]:
+    """Apply the missing migrations in one transaction; returns the names applied now.
+
+    `until` stops after that migration (tests use it to build a database as an older version wrote it).
+    Concurrent openers (one process per GPU) are serialised: SQLite by a write lock taken up front,
+    Postgres by a transaction-scoped advisory lock.
+    """
+    known = [fn.__name__ for fn in MIGRATIONS]
+    if until is not None and until not in known:
+        raise ValueError(f"unknown migration {until!r}; known: {', '.join(known)}")
+    if until is None and not pending_migrations(engine):
+        return []  # the usual case: no write lock, so readers and many writers open at once
+    with engine.execution_options(inspector_begin="IMMEDIATE").begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Any constant works: it only has to be the same in every process that migrates this database.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 0x1A5EC7})
+        done = applied_migrations(conn)
+        _refuse_newer(done, known)
+        applied_now = []
+        for fn in MIGRATIONS:
+            name = fn.__name__
+            if name not in done:
+                fn(conn)
+                conn.execute(
+                    insert(_migrations_table).values(name=name, applied_at=datetime.now(timezone.utc))
+                )
+                applied_now.append(name)
+            if name == until:
+                break
+        return applied_now
+
+
+# ------------------------------------------------------------------------ the migrations, oldest first
+
+
+@migration
 def m001_initial(conn: Connection) -> None:
     """Runs, images, predictions, truth and per-field results."""
     md = MetaData()
@@ -136,6 +213,7 @@ def m001_initial(conn: Connection) -> None:
     md.create_all(conn)
 
 
+@migration
 def m002_query_indexes(conn: Connection) -> None:
     """Indexes for the common queries: one run's field outcomes, one image across runs, runs by name."""
     md = MetaData()
@@ -168,11 +246,13 @@ def m002_query_indexes(conn: Connection) -> None:
         index.create(conn)
 
 
+@migration
 def m003_field_result_confidence(conn: Connection) -> None:
     """field_results.confidence: how sure the model was of its value (0..1; NULL without a value)."""
     conn.execute(text("ALTER TABLE field_results ADD COLUMN confidence FLOAT"))
 
 
+@migration
 def m004_reviews(conn: Connection) -> None:
     """reviews: an inspector's decision on one field of one image in one run (catalogue_wrong, model_wrong or
     both_fine, with an optional corrected value), who made it and when. One decision per run, image and field."""
@@ -195,17 +275,18 @@ def m004_reviews(conn: Connection) -> None:
     md.tables["reviews"].create(conn)
 
 
+@migration
 def m005_prediction_retryable(conn: Connection) -> None:
     """predictions.retryable: the image failed in a way that may work later (a download that timed out or got
     HTTP 429/5xx); a rerun of the run tries it again and replaces the row. NULL/false: the outcome stands."""
     conn.execute(text("ALTER TABLE predictions ADD COLUMN retryable BOOLEAN"))
 
 
-
 #: The value columns of predictions and truth before m006; frozen history, not the current field list.
 _M006_LEGACY_TEXT = ("brand", "title", "category", "currency")
 
 
+@migration
 def m006_field_values(conn: Connection) -> None:
     """Every field value in one long-form table (custom fields included), filled from the existing columns."""
     md = MetaData()
@@ -268,6 +349,7 @@ def _json_value(value: object) -> object:
     return json_module.loads(value) if isinstance(value, str) else value
 
 
+@migration
 def m007_retryable_path_index(conn: Connection) -> None:
     """A partial index on the run's retryable failures by path: `Store.add_batch` looks them up for every batch,
     which without it reads every prediction in the table (measured on Postgres: a sequential scan, 9.5 ms a batch at
@@ -276,73 +358,3 @@ def m007_retryable_path_index(conn: Connection) -> None:
     condition = {"postgresql": "retryable", "sqlite": "retryable IS 1"}.get(conn.dialect.name)
     where = f" WHERE {condition}" if condition else ""
     conn.execute(text(f"CREATE INDEX ix_predictions_retryable_path ON predictions (run_id, path){where}"))
-
-
-#: Every migration, in the order they are applied. Append only.
-MIGRATIONS: list[Migration] = [
-    m001_initial,
-    m002_query_indexes,
-    m003_field_result_confidence,
-    m004_reviews,
-    m005_prediction_retryable,
-    m006_field_values,
-    m007_retryable_path_index,
-]
-
-
-def applied_migrations(conn: Connection) -> set[str]:
-    _migrations_table.create(conn, checkfirst=True)
-    return set(conn.execute(select(_migrations_table.c.name)).scalars())
-
-
-def pending_migrations(engine: Engine) -> list[str]:
-    """Names of the migrations this database lacks, read without writing or locking anything (a current schema
-    is then opened with no write lock at all). Raises SchemaTooNewError for a newer inspector's database."""
-    known = [fn.__name__ for fn in MIGRATIONS]
-    with engine.connect() as conn:
-        if not inspect(conn).has_table(_migrations_table.name):
-            return known
-        done = set(conn.execute(select(_migrations_table.c.name)).scalars())
-    _refuse_newer(done, known)
-    return [name for name in known if name not in done]
-
-
-def _refuse_newer(done: set[str], known: list[str]) -> None:
-    unknown = sorted(done - set(known))
-    if unknown:
-        raise SchemaTooNewError(
-            f"the database was written by a newer inspector (it has migrations {', '.join(unknown)} "
-            "that this version does not know): upgrade inspector, or use another --db"
-        )
-
-
-def apply_migrations(engine: Engine, *, until: str | None = None) -> list[str]:
-    """Apply the missing migrations in one transaction; returns the names applied now.
-
-    `until` stops after that migration (tests use it to build a database as an older version wrote it).
-    Concurrent openers (one process per GPU) are serialised: SQLite by a write lock taken up front,
-    Postgres by a transaction-scoped advisory lock.
-    """
-    known = [fn.__name__ for fn in MIGRATIONS]
-    if until is not None and until not in known:
-        raise ValueError(f"unknown migration {until!r}; known: {', '.join(known)}")
-    if until is None and not pending_migrations(engine):
-        return []  # the usual case: no write lock, so readers and many writers open at once
-    with engine.execution_options(inspector_begin="IMMEDIATE").begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Any constant works: it only has to be the same in every process that migrates this database.
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 0x1A5EC7})
-        done = applied_migrations(conn)
-        _refuse_newer(done, known)
-        applied_now = []
-        for fn in MIGRATIONS:
-            name = fn.__name__
-            if name not in done:
-                fn(conn)
-                conn.execute(
-                    insert(_migrations_table).values(name=name, applied_at=datetime.now(timezone.utc))
-                )
-                applied_now.append(name)
-            if name == until:
-                break
-        return applied_now

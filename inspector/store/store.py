@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from inspector.errors import RunNotFoundError, StoreError
 from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, FieldValue, ProductFields, TruthRecord
 from inspector.interrupts import deferred
+from inspector.store import postgres
 from inspector.store.engine import create_store_engine, database_url, shown_database, sqlite_file
 from inspector.store.migrations import apply_migrations, pending_migrations
 from inspector.store.tables import (
@@ -397,7 +398,7 @@ class Store:
         with self._transaction(write=True) as session:
             self._run_row(session, run_id)
             if session.get_bind().dialect.name == "postgresql":
-                _add_batch_postgres(session, run_id, list(unique.values()), utc_now())
+                postgres.add_batch(session, _PostgresBatch(session, run_id, list(unique.values()), utc_now()))
                 return
             image_ids = self._upsert_images(session, list(unique.values()))
             _drop_retryable(session, run_id, list(image_ids.values()), [_text(i.path) for i in unique.values()])
@@ -980,150 +981,29 @@ def _run_info(run: Run) -> RunInfo:
     )
 
 
-# ------------------------------------------------------------------------------------ PostgreSQL fast path
-#
-# Why a path of its own: with Core executemany, psycopg sends one INSERT per row (16 rows an image: image,
-# prediction, catalogue row, field values, field results), and SQLAlchemy and psycopg convert every parameter of
-# every row on the way; measured (bench/ray_throughput.py, cProfile) that was most of a batch's time, the rest
-# waiting for the server once per row. Here each table gets ONE statement whose parameters are one array per column
-# (binary format), spread into rows on the server by `unnest`: the SQL text is the same for every batch size
-# (psycopg prepares it after a few uses on each connection), parameters are still bound (never spliced into the
-# SQL), and a batch costs about six round trips whatever its size. (Multi-row VALUES and insertmanyvalues were
-# measured slower: their SQL text grows with the batch, so it is compiled and parsed anew.) The guarantees stay
-# those of the generic path: one transaction per batch; ON CONFLICT DO NOTHING on the same unique constraints
-# decides races (RETURNING tells which rows are ours); rows are inserted in key order so that two writers of
-# overlapping batches wait for each other instead of deadlocking.
+@dataclass
+class _PostgresBatch:
+    """A batch's rows as `postgres.add_batch` asks for them: the same rows as the generic path writes."""
 
+    session: Session
+    run_id: int
+    items: list[ItemResult]
+    now: datetime
 
-def _pg_type(column) -> str:
-    from sqlalchemy.dialects import postgresql
+    def image_rows(self) -> list[dict]:
+        return [_image_values(item) for item in self.items]
 
-    return column.type.compile(dialect=postgresql.dialect())
+    def paths(self) -> list[str | None]:
+        return [_text(item.path) for item in self.items]
 
+    def delete_predictions(self, found: dict[int, int]) -> None:
+        _delete_predictions(self.session, self.run_id, found)
 
-def _pg_name(name: str) -> str:
-    from sqlalchemy.dialects import postgresql
-
-    return postgresql.dialect().identifier_preparer.quote(name)
-
-
-def _pg_unnest(table, columns: list[str], prefix: str) -> str:
-    """`unnest(CAST(%(prefix_col)s AS type[]), ...) WITH ORDINALITY AS alias(col, ..., n)`: the arrays of a batch as
-    rows, `n` their order in it. The types come from the table, so this follows the schema by itself."""
-    arrays = ", ".join(f"CAST(%({prefix}_{name})b AS {_pg_type(table.c[name])}[])" for name in columns)
-    names = ", ".join(_pg_name(name) for name in columns)
-    return f"unnest({arrays}) WITH ORDINALITY AS {prefix}({names}, n)"
-
-
-def _pg_arrays(table, columns: list[str], prefix: str, rows: list[dict]) -> dict[str, list]:
-    """The rows as one list per column (the parameters of `_pg_unnest`); JSON values are serialised here, as
-    SQLAlchemy's JSON type would (None stays SQL NULL: `JSONColumn` is none_as_null)."""
-    arrays = {}
-    for name in columns:
-        values = [row[name] for row in rows]
-        if isinstance(table.c[name].type, JSON):
-            values = [None if value is None else json.dumps(value) for value in values]
-        arrays[f"{prefix}_{name}"] = values
-    return arrays
-
-
-def _pg_columns(table, *, skip: tuple[str, ...] = ()) -> list[str]:
-    return [column.key for column in table.c if column.key not in ("id", *skip)]
-
-
-class _PostgresStatements:
-    """The statements of `_add_batch_postgres`, built once from the tables."""
-
-    def __init__(self) -> None:
-        images = ImageRow.__table__
-        self.image_columns = _pg_columns(images)
-        names = ", ".join(_pg_name(name) for name in self.image_columns)
-        # New images, in sha256 order (the lock order); the ids of those that were new.
-        self.insert_images = (
-            f"INSERT INTO images ({names}) SELECT {names} FROM {_pg_unnest(images, self.image_columns, 'i')} "
-            "ORDER BY i.sha256 ON CONFLICT (sha256) DO NOTHING RETURNING sha256, id"
+    def item_rows(self, image_ids: list[int]) -> postgres.ItemRows:
+        run_id, todo = self.run_id, list(zip(image_ids, self.items, strict=True))
+        return postgres.ItemRows(
+            predictions=[_prediction_values(run_id, image_id, item, self.now) for image_id, item in todo],
+            truth=[_truth_values(run_id, image_id, item.truth) for image_id, item in todo if item.truth is not None],
+            values=_value_rows(run_id, todo),
+            results=[_result_values(run_id, image_id, result) for image_id, item in todo for result in item.field_results],
         )
-        # Images stored before (by an earlier run or a racing writer, which the INSERT above waited for): fill the
-        # facts an earlier sighting lacked, and return every id. The UPDATE runs in a CTE of the same statement, so
-        # this costs one round trip; the SELECT sees the rows as they were when the statement started, which is all
-        # it needs (ids do not change).
-        facts = [name for name in self.image_columns if name not in ("sha256", "path")]
-        fill = ", ".join(f"{_pg_name(name)} = COALESCE(images.{_pg_name(name)}, i.{_pg_name(name)})" for name in facts)
-        lacking = " OR ".join(f"(images.{_pg_name(name)} IS NULL AND i.{_pg_name(name)} IS NOT NULL)" for name in facts)
-        self.fill_images = (
-            f"WITH filled AS (UPDATE images SET {fill} FROM {_pg_unnest(images, self.image_columns, 'i')} "
-            f"WHERE images.sha256 = i.sha256 AND ({lacking})) "
-            "SELECT sha256, id FROM images WHERE sha256 = ANY(CAST(%(i_sha256)b AS VARCHAR(64)[]))"
-        )
-        # Two indexed lookups (by image: the unique index; by path: the partial index of m007), not one OR that
-        # the planner may answer with a scan of the whole table.
-        self.retryable = (
-            "SELECT id, image_id FROM predictions WHERE run_id = %(run_id)s AND retryable "
-            "AND image_id = ANY(CAST(%(image_ids)s AS INTEGER[])) UNION "
-            "SELECT id, image_id FROM predictions WHERE run_id = %(run_id)s AND retryable "
-            "AND path = ANY(CAST(%(paths)s AS TEXT[]))"
-        )
-        # Predictions, then the truth rows, field values and field results of the predictions this statement
-        # inserted (joined on RETURNING): one statement, so one round trip, and rows of an image another writer
-        # stored first are never written.
-        predictions, truth = Prediction.__table__, TruthRow.__table__
-        values, results = FieldValueRow.__table__, FieldResultRow.__table__
-        self.prediction_columns = _pg_columns(predictions)
-        self.truth_columns = _pg_columns(truth)
-        self.value_columns = _pg_columns(values)
-        self.result_columns = _pg_columns(results, skip=("prediction_id",))
-
-        def names_of(columns: list[str], alias: str = "") -> str:
-            return ", ".join(f"{alias}{_pg_name(name)}" for name in columns)
-
-        self.insert_items = (
-            f"WITH p AS (INSERT INTO predictions ({names_of(self.prediction_columns)}) "
-            f"SELECT {names_of(self.prediction_columns)} FROM {_pg_unnest(predictions, self.prediction_columns, 'pr')} "
-            "ORDER BY pr.image_id ON CONFLICT (run_id, image_id) DO NOTHING RETURNING id, image_id), "
-            f"t AS (INSERT INTO truth ({names_of(self.truth_columns)}) "
-            f"SELECT {names_of(self.truth_columns, 't.')} FROM {_pg_unnest(truth, self.truth_columns, 't')} "
-            "JOIN p ON p.image_id = t.image_id ORDER BY t.n), "
-            f"v AS (INSERT INTO field_values ({names_of(self.value_columns)}) "
-            f"SELECT {names_of(self.value_columns, 'v.')} FROM {_pg_unnest(values, self.value_columns, 'v')} "
-            "JOIN p ON p.image_id = v.image_id ORDER BY v.n) "
-            f"INSERT INTO field_results (prediction_id, {names_of(self.result_columns)}) "
-            f"SELECT p.id, {names_of(self.result_columns, 'r.')} FROM {_pg_unnest(results, self.result_columns, 'r')} "
-            "JOIN p ON p.image_id = r.image_id ORDER BY r.n"
-        )
-
-
-_POSTGRES: _PostgresStatements | None = None
-
-
-def _add_batch_postgres(session: Session, run_id: int, items: list[ItemResult], now: datetime) -> None:
-    """`Store.add_batch` on PostgreSQL, inside its transaction (see the comment above `_PostgresStatements`)."""
-    global _POSTGRES
-    if _POSTGRES is None:
-        _POSTGRES = _PostgresStatements()
-    sql = _POSTGRES
-    connection = session.connection()
-    images = ImageRow.__table__
-    image_rows = [_image_values(item) for item in items]
-    inserted = connection.exec_driver_sql(sql.insert_images, _pg_arrays(images, sql.image_columns, "i", image_rows))
-    ids = {sha: image_id for sha, image_id in inserted}
-    if len(ids) < len(image_rows):  # some were stored before: fill their missing facts and look their ids up
-        known = [row for row in image_rows if row["sha256"] not in ids]
-        stored = connection.exec_driver_sql(sql.fill_images, _pg_arrays(images, sql.image_columns, "i", known))
-        ids.update((sha, image_id) for sha, image_id in stored)
-    todo = [(ids[item.sha256], item) for item in items]
-    paths = [_text(item.path) for item in items]
-    retryable = connection.exec_driver_sql(
-        sql.retryable, {"run_id": run_id, "image_ids": [image_id for image_id, _ in todo], "paths": paths}
-    )
-    found = {prediction_id: image_id for prediction_id, image_id in retryable}
-    _delete_predictions(session, run_id, found)
-    truth = [_truth_values(run_id, image_id, item.truth) for image_id, item in todo if item.truth is not None]
-    results = [_result_values(run_id, image_id, result) for image_id, item in todo for result in item.field_results]
-    parameters = {
-        **_pg_arrays(Prediction.__table__, sql.prediction_columns, "pr",
-                     [_prediction_values(run_id, image_id, item, now) for image_id, item in todo]),
-        **_pg_arrays(TruthRow.__table__, sql.truth_columns, "t", truth),
-        **_pg_arrays(FieldValueRow.__table__, sql.value_columns, "v", _value_rows(run_id, todo)),
-        **_pg_arrays(FieldResultRow.__table__, sql.result_columns, "r", results),
-    }  # fmt: skip
-    connection.exec_driver_sql(sql.insert_items, parameters)

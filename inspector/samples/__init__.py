@@ -9,12 +9,12 @@ sneakers, a size/price table. Output is byte-identical for the same seed: only P
 The sample folder's catalogue (seed 0, `generate_samples`) also carries `PLANTED_ERRORS`: a few rows made wrong
 on purpose, for the demo to find. Training data (`generate_dataset`) is always what the cards show.
 
-Run `python -m inspector.samples OUT_DIR [--n 36] [--seed 0] [--dataset]` to generate a folder.
+Run `inspector samples OUT_DIR [-n 36] [--seed 0] [--dataset]` (or `python -m inspector.samples ...`) to generate a
+folder.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import functools
 import math
@@ -1034,28 +1034,3 @@ def generate_dataset(
     """
     products = make_products(n, seed, formats=formats, world=world)
     return _write(Path(out_dir), products, seed, "images", workers=workers)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m inspector.samples", description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--n", type=int, default=36)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--dataset", action="store_true", help="training layout: images/ + truth.csv, JPEG only"
-    )
-    parser.add_argument("--workers", type=int, default=1, help="processes for --dataset")
-    parser.add_argument(
-        "--world", choices=sorted(WORLDS), default="default", help="--dataset: brands and colours to draw from"
-    )
-    args = parser.parse_args(argv)
-    if args.dataset:
-        world = WORLDS[args.world]()
-        csv_path = generate_dataset(args.out_dir, args.n, args.seed, workers=args.workers, world=world)
-    else:
-        csv_path = generate_samples(args.out_dir, args.n, args.seed)
-    print(f"wrote {args.n} cards and {csv_path}")
-
-
-if __name__ == "__main__":
-    main()
