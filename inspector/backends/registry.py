@@ -5,7 +5,7 @@ under a name, optionally with a scheme (`--model fake:FILE` picks the backend wh
 without a scheme (a Hugging Face id, a folder, a registered model name such as `demo` from `inspector.registry`)
 goes to the default backend, `hf`. Nothing outside this module looks at a model reference's prefix: it asks
 `choose_backend(model)`. A new backend is one more `@register_backend` function here (see
-docs/architecture-backends.md).
+docs/architecture.md, "Backends").
 """
 
 from __future__ import annotations

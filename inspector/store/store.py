@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from inspector.errors import RunNotFoundError, StoreError
 from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, FieldValue, ProductFields, TruthRecord
 from inspector.interrupts import deferred
-from inspector.store import postgres
 from inspector.store.engine import create_store_engine, database_url, shown_database, sqlite_file
 from inspector.store.migrations import apply_migrations, pending_migrations
+from inspector.store.postgres import ItemRows
+from inspector.store.postgres import add_batch as postgres_add_batch
 from inspector.store.tables import (
     FieldResultRow,
     FieldValueRow,
@@ -398,7 +399,7 @@ class Store:
         with self._transaction(write=True) as session:
             self._run_row(session, run_id)
             if session.get_bind().dialect.name == "postgresql":
-                postgres.add_batch(session, _PostgresBatch(session, run_id, list(unique.values()), utc_now()))
+                postgres_add_batch(session, _PostgresBatch(session, run_id, list(unique.values()), utc_now()))
                 return
             image_ids = self._upsert_images(session, list(unique.values()))
             _drop_retryable(session, run_id, list(image_ids.values()), [_text(i.path) for i in unique.values()])
@@ -999,9 +1000,9 @@ class _PostgresBatch:
     def delete_predictions(self, found: dict[int, int]) -> None:
         _delete_predictions(self.session, self.run_id, found)
 
-    def item_rows(self, image_ids: list[int]) -> postgres.ItemRows:
+    def item_rows(self, image_ids: list[int]) -> ItemRows:
         run_id, todo = self.run_id, list(zip(image_ids, self.items, strict=True))
-        return postgres.ItemRows(
+        return ItemRows(
             predictions=[_prediction_values(run_id, image_id, item, self.now) for image_id, item in todo],
             truth=[_truth_values(run_id, image_id, item.truth) for image_id, item in todo if item.truth is not None],
             values=_value_rows(run_id, todo),
