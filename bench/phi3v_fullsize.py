@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 #: Where the checkpoint's config and tokenizer files are looked for when --files is not given.
-DEFAULT_FILES = (REPO / ".carry" / "phi35v", REPO.parent / "shared" / "phi35v", Path("/work/shared/phi35v"))
+DEFAULT_FILES = (REPO / ".carry" / "phi35v", REPO.parent / "shared" / "phi35v")
 
 
 def find_files(given: str | None) -> Path:

@@ -36,7 +36,6 @@ sys.path.insert(0, str(REPO))
 DEFAULT_TOKENIZER_DIRS = (
     REPO / ".carry" / "phi35v",
     REPO.parent / "shared" / "phi35v",
-    Path("/work/shared/phi35v"),
 )
 FIELDS = ("brand", "title", "category", "price", "currency", "size_price", "colour")
 #: Fields that only the image can tell apart (the picture, the printed price, the paint); the control may guess.

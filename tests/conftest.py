@@ -60,7 +60,7 @@ SAMPLE_IMAGES = Path(os.environ.get("INSPECTOR_SAMPLE_IMAGES", REPO / "sample_im
 
 def shared_phi35v_dir() -> Path | None:
     """The real Phi-3.5-vision checkpoint files (no weights) in ../shared beside the repo, if present."""
-    for candidate in (REPO.parent / "shared" / "phi35v", Path("/work/shared/phi35v")):
+    for candidate in (REPO.parent / "shared" / "phi35v",):
         if (candidate / "config.json").is_file():
             return candidate
     return None
