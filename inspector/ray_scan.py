@@ -153,7 +153,9 @@ def connect(address: str | None) -> None:
     _check_answers(ray, address)
     try:
         with handlers_kept():  # ray.init's SIGTERM handler exits with status 15: keep ours (a stop ends the run)
-            ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
+            # log_to_driver=False: the workers' and raylets' lines stay in their log files (/tmp/ray/session_latest/logs)
+            # instead of being printed over the progress bar (and after the last line of a stopped scan)
+            ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"at {address}" if address else "here"
         raise RayError(f"cannot start or join a Ray cluster {where}: {str(error).splitlines()[0]}") from None
