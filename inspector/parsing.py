@@ -31,6 +31,7 @@ __all__ = [
     "ISO_CURRENCIES",
     "NEGATIVE",
     "TOO_LARGE",
+    "UNREADABLE",
     "PriceReading",
     "ReadAnswer",
     "clean_text",
@@ -310,7 +311,8 @@ def _find_amounts(text: str, marked_only: bool = False, currency: str | None = N
         amount, problem = _read_number(match.group("num"), written or currency, bool(match.group("no_cents")))
         if amount is not None and not math.isfinite(amount):
             amount, problem = None, UNREADABLE
-        if problem == UNREADABLE:
+        if problem == UNREADABLE and not re.search(r"\d[eE]", match.group("num")):
+            # Not a number ("1,2,3"); but "1,290e3" is a number that cannot be read, never skipped for the next.
             continue
         if amount is not None and (match.group("sign") or (pre_currency and match.group("inner_sign"))):
             amount, problem = None, NEGATIVE
@@ -356,7 +358,8 @@ class PriceReading:
 
     amount: float | None
     currency: str | None
-    #: None when the amount was read or the text holds no number; else `NEGATIVE` or `AMBIGUOUS`.
+    #: None when the amount was read or the text holds no number; else `NEGATIVE`, `AMBIGUOUS` or `UNREADABLE`
+    #: (a number in exponent notation that cannot be read: "1,290e3", "1e400").
     problem: str | None = None
 
 
