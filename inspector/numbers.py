@@ -11,6 +11,8 @@ One rule set for prices (`inspector.parsing.read_price`, which adds currencies a
 - one separator before exactly three digits ("1,290", "1.500") is a thousands separator or a decimal mark
   before three decimals: `AMBIGUOUS` unless the caller knows which (a currency with 0 or 2 decimals settles it
   for prices; nothing settles it for quantities), and an ambiguous number is left empty, never guessed.
+- an exponent ("5e-5", "1.5E+3") is read as written after plain digits; after grouped digits ("1,290e3") or
+  beyond a float's range it is `UNREADABLE` (`inspector.units.parse_quantity` leaves every exponent empty).
 """
 
 from __future__ import annotations

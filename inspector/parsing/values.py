@@ -356,6 +356,10 @@ def read_price(text: object, currency: str | None = None) -> PriceReading:
     ``KWD 1.250``                 AMBIGUOUS    3-decimal one (KWD, BHD, …): 1290 or 1.29 cannot be told
     ``-5.00`` ``-$5`` ``€-5``     empty,       a minus sign: a price is never negative ("100-120" is a
                                   NEGATIVE     range, not a sign; a JSON -5 is refused the same way)
+    ``5e-5`` ``1.5E+3``           0.00005,     exponent notation is read as written
+                                  1500
+    ``1,290e3`` ``1e400``         empty,       an exponent after a grouped number, or beyond a float's range
+                                  UNREADABLE
     ``20%`` ``size M`` ``free``   empty        no amount (percentages are not prices)
     ============================  ===========  ==================================================================
 
