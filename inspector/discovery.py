@@ -256,6 +256,13 @@ def _retry_after(headers) -> float | None:
         return None
 
 
+def _declared_length(header: str | None) -> int | None:
+    """The Content-Length header's value, or None where it is absent or not ASCII digits ("²" is a digit to
+    str.isdigit() but int() refuses it): such a header declares nothing, as http.client treats it too."""
+    value = (header or "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
 def _read_url(url: str, max_bytes: int, timeout: float) -> bytes:
     """Download with a User-Agent, a deadline for the whole transfer (not just per read) and a size limit."""
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "image/*,*/*;q=0.5"})
@@ -263,8 +270,8 @@ def _read_url(url: str, max_bytes: int, timeout: float) -> bytes:
     deadline = time.monotonic() + timeout
     try:
         with opener.open(request, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > max_bytes:
+            length = _declared_length(response.headers.get("Content-Length"))
+            if length is not None and length > max_bytes:
                 raise ImageLoadError(f"download too large: {length} bytes (limit {max_bytes})")
             chunks: list[bytes] = []
             received = 0
@@ -279,7 +286,7 @@ def _read_url(url: str, max_bytes: int, timeout: float) -> bytes:
                 received += len(chunk)
                 if received > max_bytes:
                     raise ImageLoadError(f"download too large: over {max_bytes} bytes")
-            if length and length.isdigit() and received < int(length):
+            if length is not None and received < length:
                 raise FetchError(f"download incomplete: {received} of {length} bytes", transient=True)
     except ImageLoadError:
         raise

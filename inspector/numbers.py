@@ -11,19 +11,28 @@ One rule set for prices (`inspector.parsing.read_price`, which adds currencies a
 - one separator before exactly three digits ("1,290", "1.500") is a thousands separator or a decimal mark
   before three decimals: `AMBIGUOUS` unless the caller knows which (a currency with 0 or 2 decimals settles it
   for prices; nothing settles it for quantities), and an ambiguous number is left empty, never guessed.
+- an exponent ("5e-5", "1.5E+3") is read as written after plain digits; after grouped digits ("1,290e3") or
+  beyond a float's range it is `UNREADABLE` (`inspector.units.parse_quantity` leaves every exponent empty).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 
 __all__ = ["AMBIGUOUS", "GROUP_CHARS", "NUMBER_RE", "UNREADABLE", "finite_float", "read_number"]
 
 #: Characters used between groups of thousands besides "," and "." (apostrophe, no-break and thin spaces).
 GROUP_CHARS = "'’\u00a0\u202f\u2009"
-#: A numeric token: digits with separators inside ("1,290.00", "1.290,00", "1'290", "2,15"; not ".5").
-NUMBER_RE = rf"\d(?:[\d,.{GROUP_CHARS}]*\d)?"
+#: An exponent after a number ("5e-5", "1.5E+3").
+_EXPONENT = r"[eE][+\-]?\d+"
+#: A numeric token: digits with separators inside ("1,290.00", "1.290,00", "1'290", "2,15"; not ".5"), with
+#: an optional exponent ("5e-5"). The lookarounds keep a regex from taking a part of "5e-5" for the number
+#: (the mantissa 5 or the exponent 5), which was read as 5.0 silently.
+NUMBER_RE = (
+    rf"(?<!\d[eE])(?<!\d[eE][+\-])\d(?:[\d,.{GROUP_CHARS}]*\d)?(?:{_EXPONENT}(?!\d))?(?![eE][+\-]?\d)"
+)
 
 #: Why a token gives no number.
 UNREADABLE = "unreadable"
@@ -48,15 +57,30 @@ def _grouped(text: str, mark: str) -> float | None:
     return None
 
 
+def _read_exponent(token: str, mantissa: str) -> tuple[float | None, str | None]:
+    """The value of "5e-5" or "1.5E+3" as written; `UNREADABLE` where the mantissa has thousands separators or
+    a decimal comma ("1,290e3": no rule says which), or no float holds the value (1e400, 1e-400)."""
+    if not re.fullmatch(r"\d+(?:\.\d+)?", mantissa):
+        return None, UNREADABLE
+    number = float(token)
+    if not math.isfinite(number) or (number == 0 and Decimal(token) != 0):
+        return None, UNREADABLE
+    return number, None
+
+
 def read_number(
     token: str, thousands_settled: bool = False, whole: bool = False
 ) -> tuple[float | None, str | None]:
-    """The value of a numeric token (`NUMBER_RE`), or None and why (`UNREADABLE`, `AMBIGUOUS`).
+    """The value of a numeric token (`NUMBER_RE`), or None and why (`UNREADABLE`, `AMBIGUOUS`). An exponent
+    ("5e-5") is read exactly when the number before it is plain digits with at most a decimal point.
 
     `thousands_settled`: the caller knows that a single separator before three digits groups thousands (a
     price in a currency with 0 or 2 decimals). `whole`: the number has no decimals ("1.299,-"), so every
     separator groups thousands.
     """
+    exponent = re.search(_EXPONENT + "$", token)
+    if exponent:
+        return _read_exponent(token, token[: exponent.start()])
     text = re.sub(rf"(?<=\d)[{GROUP_CHARS}](?=\d{{3}}(?!\d))", "", token)
     if any(char in text for char in GROUP_CHARS) or not re.fullmatch(r"[\d,.]+", text):
         return None, UNREADABLE

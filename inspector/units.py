@@ -66,6 +66,8 @@ def parse_quantity(value: object, unit: str = "") -> float | None:
     match = _QUANTITY_RE.match(str(value))
     if not match:
         return None
+    if re.search(r"\d[eE]", match.group("number") or ""):
+        return None  # exponent notation ("1e308") is not how quantities are written: left empty, never guessed
     if match.group("fraction"):
         number: float | None = float(match.group("fraction").replace(",", "."))
     else:

@@ -274,6 +274,11 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(302)
             self.send_header("Location", "ftp://127.0.0.1/secret.png")
             self.end_headers()
+        elif self.path == "/odd-length":
+            self.send_response(200)
+            self.send_header("Content-Length", "\u00b2")  # "²": str.isdigit() says yes, int() raises ValueError
+            self.end_headers()
+            self.wfile.write(PNG)
         elif self.path == "/short":
             self.send_response(200)
             self.send_header("Content-Length", "1000")
@@ -354,6 +359,13 @@ def test_a_server_that_trickles_bytes_meets_the_overall_deadline(server):
     with pytest.raises(ImageLoadError, match="timed out after 0.5 s"):
         fetch(f"{server}/trickle", timeout=0.5)
     assert time.monotonic() - started < 1.5
+
+
+def test_a_content_length_of_non_ascii_digits_is_ignored_not_a_crash(server):
+    # "²".isdigit() is True and int("²") raised ValueError out of the download: such a header declares nothing
+    assert fetch(f"{server}/odd-length") == PNG
+    with pytest.raises(ImageLoadError, match="download too large: over 10 bytes"):
+        fetch(f"{server}/odd-length", max_bytes=10)
 
 
 def test_a_connection_closed_early_is_an_image_load_error(server):

@@ -14,6 +14,7 @@ from inspector.parsing import (
     ISO_CURRENCIES,
     NEGATIVE,
     TOO_LARGE,
+    UNREADABLE,
     PriceReading,
     clean_text,
     normalise_currency,
@@ -114,6 +115,43 @@ def test_parse_price_without_amount(text: str) -> None:
 def test_negative_and_ambiguous_prices_are_empty_with_the_reason(text: object, problem: str) -> None:
     assert read_price(text) == PriceReading(None, None, problem)
     assert parse_price(text) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # exponent notation was read as its mantissa (5.0, 1.0) or its exponent (16.0): read as written
+        ("5e-5", PriceReading(5e-05, None)),
+        ("1e16", PriceReading(1e16, None)),
+        ("1.5E+3", PriceReading(1500.0, None)),
+        ("$5e-5", PriceReading(5e-05, "USD")),
+        ("price 1e16 USD", PriceReading(1e16, "USD")),
+        ("2.5e2 €", PriceReading(250.0, "EUR")),
+        # an exponent on a grouped number, or beyond a float: unreadable, never the mantissa or the next number
+        ("1,290e3", PriceReading(None, None, UNREADABLE)),
+        ("1,5e3 (was 20)", PriceReading(None, None, UNREADABLE)),
+        ("1e400", PriceReading(None, None, UNREADABLE)),
+        ("5e-5%", PriceReading(None, None)),  # a percentage, not a price, and never 5
+        (5e-5, PriceReading(5e-05, None)),  # a JSON number literal is a float already
+    ],
+)
+def test_prices_in_exponent_notation_are_read_exactly_or_left_empty(text: object, expected: PriceReading) -> None:
+    assert read_price(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "price"),
+    [
+        ('{"price": "5e-5"}', 5e-05),
+        ('{"price": 5e-5}', 5e-05),
+        ("{'price': 1e16, 'brand': 'Nik", 1e16),  # the lenient reader
+        ('{"price": "1,290e3"}', None),
+        ("Price: 1e16", 1e16),
+        ("It costs $5e-5.", 5e-05),
+    ],
+)
+def test_answers_with_exponent_prices_are_read_exactly_or_left_empty(answer: str, price: float | None) -> None:
+    assert parse_answer(answer).price == price
 
 
 @pytest.mark.parametrize(

@@ -187,6 +187,10 @@ def test_unparseable_cells_are_counted_not_fatal(tmp_path: Path) -> None:
         ("1.250", "KWD", (None, "KWD"), "ambiguous price"),
         ("1 299,00 kr", "NOK", (1299.0, "NOK"), None),  # "kr" is SEK unless the currency column says otherwise
         ("1.290,00", "", (1290.0, None), None),
+        # exponent notation was read as its mantissa (5.0, 1.0): read exactly, or left empty and counted
+        ("5e-5", "USD", (5e-05, "USD"), None),
+        ("1.5E+3", "", (1500.0, None), None),
+        ("1,290e3", "USD", (None, "USD"), "not a price"),
     ],
 )
 def test_price_cells_are_read_right_or_left_empty_and_counted(
