@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from inspector.scan import ScanConfig
+from inspector.scan_config import ScanConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
