@@ -17,6 +17,7 @@ from inspector.options import (
     catalogue_options,
     config_option,
     db_option,
+    model_option,
     num_crops_option,
     question_options,
     scoring_options,
@@ -60,8 +61,7 @@ def cli() -> None:
     truth_help="Ground-truth catalogue CSV to score answers against.",
     truth_columns_help='Map fields to CSV columns: brand=Brand,title="Product Name",price=Cost (others auto-detected).',
 )
-@click.option("--model", "-m", default=None,
-              help=f"Hugging Face model id, local folder, or {model_help()}.  [default: Phi-3.5-vision]")
+@model_option(default=None, help=f"Hugging Face model id, local folder, or {model_help()}.  [default: Phi-3.5-vision]")
 @db_option
 @setting_option(SCAN_DEFAULTS, "--report", help="HTML report to write.")
 @click.option("--no-report", is_flag=True, help="Do not write an HTML report.")

@@ -48,6 +48,12 @@ def setting_option(defaults: dict, *param_decls: str, **attrs):
     return click.option(*param_decls, default=defaults[_destination(param_decls)], show_default=True, **attrs)
 
 
+def model_option(*, help: str, **attrs):  # noqa: A002 - click's own name for it
+    """``--model``/``-m``: the model a command loads (its default is the command's: scan's Phi-3.5-vision, none
+    for train), so each command says it in its help."""
+    return click.option("--model", "-m", help=help, **attrs)
+
+
 def trust_remote_code_option(f):
     """``--trust-remote-code``: off unless asked (scan and train load the same models)."""
     return click.option(

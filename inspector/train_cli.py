@@ -14,6 +14,7 @@ from inspector.console import friendly_errors, progress_bar
 from inspector.options import (
     catalogue_options,
     config_option,
+    model_option,
     num_crops_option,
     question_options,
     scoring_options,
@@ -230,7 +231,7 @@ def _split_list(value: str | None) -> list[str] | None:
     help="Validate on this catalogue CSV instead of a split of --truth.",
 )
 @setting_option(_DEFAULTS, "--seed", help="Seed of the split, the data order and init.")
-@click.option("--model", "-m", help=f"Hugging Face model id, local folder, or {model_help()}, to fine-tune.")
+@model_option(help=f"Hugging Face model id, local folder, or {model_help()}, to fine-tune.")
 @trust_remote_code_option
 @question_options(
     prompt_help="Built-in prompt: extract (default, JSON answers) or original.",

@@ -296,15 +296,11 @@ def test_train_options_take_their_defaults_from_train_config():
     }
     assert len(shown) == 31, sorted(shown)
     assert shown == {name: getattr(defaults, name) for name in shown}
-    for name in ("trust_remote_code", "price_tolerance", "title_threshold"):
+    for name in ("model", "trust_remote_code", "price_tolerance", "title_threshold"):
         (in_scan,) = [p for p in scan.params if p.name == name]
         (in_train,) = [p for p in train.params if p.name == name]
-        assert (in_scan.opts, type(in_scan.type), in_scan.default) == (
-            in_train.opts,
-            type(in_train.type),
-            in_train.default,
-        ), name
-        if name != "title_threshold":  # train's help says "as in scan"
+        assert (in_scan.opts, type(in_scan.type)) == (in_train.opts, type(in_train.type)), name
+        if name in ("trust_remote_code", "price_tolerance"):  # the others' help says what each command does
             assert in_scan.help == in_train.help, name
-        if name != "trust_remote_code":  # a flag: off unless given
-            assert in_scan.default == getattr(ScanConfig, name) == getattr(defaults, name), name
+        if name in ("price_tolerance", "title_threshold"):
+            assert in_scan.default == in_train.default == getattr(ScanConfig, name) == getattr(defaults, name)
