@@ -17,8 +17,12 @@ from inspector.options import (
     catalogue_options,
     config_option,
     db_option,
+    model_option,
     num_crops_option,
     question_options,
+    scoring_options,
+    setting_option,
+    trust_remote_code_option,
 )
 from inspector.registry import model_help
 from inspector.speedups import FUSIONS, QUANTIZATIONS
@@ -57,10 +61,9 @@ def cli() -> None:
     truth_help="Ground-truth catalogue CSV to score answers against.",
     truth_columns_help='Map fields to CSV columns: brand=Brand,title="Product Name",price=Cost (others auto-detected).',
 )
-@click.option("--model", "-m", default=None,
-              help=f"Hugging Face model id, local folder, or {model_help()}.  [default: Phi-3.5-vision]")
+@model_option(default=None, help=f"Hugging Face model id, local folder, or {model_help()}.  [default: Phi-3.5-vision]")
 @db_option
-@click.option("--report", default=SCAN_DEFAULTS["report"], show_default=True, help="HTML report to write.")
+@setting_option(SCAN_DEFAULTS, "--report", help="HTML report to write.")
 @click.option("--no-report", is_flag=True, help="Do not write an HTML report.")
 @click.option("--batch-size", default="auto", show_default=True,
               help="Images per model call, or 'auto': sized from free GPU memory (up to 128), 8 on CPU.")
@@ -69,8 +72,8 @@ def cli() -> None:
     sizes_help="Also ask for the prices in these sizes, e.g. 6.5,7.5,8",
     fields_help="TOML file declaring more fields to read (colour, material, volume, ...), see docs/fields.md.",
 )
-@click.option("--max-new-tokens", default=SCAN_DEFAULTS["max_new_tokens"], show_default=True,
-              type=click.IntRange(1), help="Longest answer the model may write, in tokens.")
+@setting_option(SCAN_DEFAULTS, "--max-new-tokens", type=click.IntRange(1),
+                help="Longest answer the model may write, in tokens.")
 @click.option("--min-new-tokens", default=SCAN_DEFAULTS["min_new_tokens"], type=click.IntRange(0),
               help="Force answers this long (benchmarks).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
@@ -83,15 +86,11 @@ def cli() -> None:
               help="fp8: float8 language-model layers (H100/H200, pip extra; faster, answers may change).")
 @click.option("--limit", type=click.IntRange(1), help="Scan only the first N images found.")
 @click.option("--run-name", help="Name for this run (reuse it to resume or compare).")
-@click.option("--price-tolerance", default=SCAN_DEFAULTS["price_tolerance"], show_default=True,
-              help="Absolute (0.01) or relative (2%).")
-@click.option("--title-threshold", default=SCAN_DEFAULTS["title_threshold"], show_default=True,
-              type=click.FloatRange(0, 1),
-              help="Token F1 between answer and catalogue title from which the title counts as correct.")
-@click.option("--workers", default=SCAN_DEFAULTS["workers"], show_default=True, type=click.IntRange(1),
-              help="Image decoding threads.")
+@scoring_options(SCAN_DEFAULTS,
+                 title_help="Token F1 between answer and catalogue title from which the title counts as correct.")
+@setting_option(SCAN_DEFAULTS, "--workers", type=click.IntRange(1), help="Image decoding threads.")
 @click.option("--gpus", help="Use several GPUs: 'all' or a number (one process per GPU, one run).")
-@click.option("--trust-remote-code", is_flag=True, help="Allow the model folder's own Python code to run.")
+@trust_remote_code_option
 @click.option(
     "--ray",
     "ray_address",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from inspector.scan import ScanConfig
+from inspector.scan_config import ScanConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,6 +30,44 @@ else:  # pragma: no cover
 
 #: ScanConfig's defaults, the scan options' defaults.
 SCAN_DEFAULTS = {f.name: f.default for f in fields(ScanConfig)}
+
+
+def _destination(param_decls: tuple[str, ...]) -> str:
+    """The setting an option fills, as click names it: the name given, else the first long name
+    (``--lora-r`` -> ``lora_r``, ``--wandb/--no-wandb`` -> ``wandb``)."""
+    for decl in param_decls:
+        if decl.isidentifier():
+            return decl
+    long = next(decl for decl in param_decls if decl.startswith("--"))
+    return long.split("/")[0][2:].replace("-", "_")
+
+
+def setting_option(defaults: dict, *param_decls: str, **attrs):
+    """``click.option`` for a config dataclass field of the option's name: its default is the field's (typed
+    once, in the dataclass) and shown in `--help`."""
+    return click.option(*param_decls, default=defaults[_destination(param_decls)], show_default=True, **attrs)
+
+
+def model_option(*, help: str, **attrs):  # noqa: A002 - click's own name for it
+    """``--model``/``-m``: the model a command loads (its default is the command's: scan's Phi-3.5-vision, none
+    for train), so each command says it in its help."""
+    return click.option("--model", "-m", help=help, **attrs)
+
+
+def trust_remote_code_option(f):
+    """``--trust-remote-code``: off unless asked (scan and train load the same models)."""
+    return click.option(
+        "--trust-remote-code", is_flag=True, help="Allow the model folder's own Python code to run."
+    )(f)
+
+
+def scoring_options(defaults: dict, *, title_help: str):
+    """``--price-tolerance``, ``--title-threshold``: when an answer counts as the catalogue's (scan scores its
+    answers, train its evaluations, the same way); defaults from the command's config dataclass."""
+    return _bundle(
+        setting_option(defaults, "--price-tolerance", help="Absolute (0.01) or relative (2%)."),
+        setting_option(defaults, "--title-threshold", type=click.FloatRange(0, 1), help=title_help),
+    )
 
 
 def _bundle(*decorators):

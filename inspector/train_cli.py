@@ -11,12 +11,22 @@ import click
 from rich.console import Console
 
 from inspector.console import friendly_errors, progress_bar
-from inspector.options import catalogue_options, config_option, num_crops_option, question_options
+from inspector.options import (
+    catalogue_options,
+    config_option,
+    model_option,
+    num_crops_option,
+    question_options,
+    scoring_options,
+    setting_option,
+    trust_remote_code_option,
+)
 from inspector.registry import model_help
 from inspector.speedups import FUSIONS
 from inspector.training.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig
 
-_DEFAULTS = TrainConfig()
+#: TrainConfig's defaults, the train options' defaults (each option's is its field's, see `setting_option`).
+_DEFAULTS = vars(TrainConfig())
 #: Options that are not TrainConfig fields: a file of option defaults, how much to print, and old spellings kept
 #: for one release.
 CLI_ONLY_OPTIONS = ("config", "verbose", "deprecated_workers", "deprecated_run_name")
@@ -209,10 +219,9 @@ def _split_list(value: str | None) -> list[str] | None:
 @click.option(
     "--images", type=click.Path(file_okay=False), help="Folder of images.  [default: the CSV's folder]"
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--val-fraction",
-    default=_DEFAULTS.val_fraction,
-    show_default=True,
     type=click.FloatRange(0, 1, max_open=True),
     help="Share of catalogue rows held out for validation.",
 )
@@ -221,11 +230,9 @@ def _split_list(value: str | None) -> list[str] | None:
     type=click.Path(dir_okay=False),
     help="Validate on this catalogue CSV instead of a split of --truth.",
 )
-@click.option(
-    "--seed", default=_DEFAULTS.seed, show_default=True, help="Seed of the split, the data order and init."
-)
-@click.option("--model", "-m", help=f"Hugging Face model id, local folder, or {model_help()}, to fine-tune.")
-@click.option("--trust-remote-code", is_flag=True, help="Allow the model folder's own Python code to run.")
+@setting_option(_DEFAULTS, "--seed", help="Seed of the split, the data order and init.")
+@model_option(help=f"Hugging Face model id, local folder, or {model_help()}, to fine-tune.")
+@trust_remote_code_option
 @question_options(
     prompt_help="Built-in prompt: extract (default, JSON answers) or original.",
     sizes_help="Also ask for (and teach) the prices in these sizes, e.g. 6.5,7.5,8",
@@ -251,124 +258,107 @@ def _split_list(value: str | None) -> list[str] | None:
     metavar="[CHECKPOINT]",
     help="Continue from the newest checkpoint in --output, or from the checkpoint folder given.",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--method",
     type=click.Choice(METHODS),
-    default=_DEFAULTS.method,
-    show_default=True,
     help="full, lora, or frozen-vision (vision tower and projector frozen).",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--epochs",
-    default=_DEFAULTS.epochs,
-    show_default=True,
     type=click.FloatRange(0, min_open=True),
     help="Passes over the training images (fractions allowed); --max-steps wins when given.",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--max-steps",
-    default=_DEFAULTS.max_steps,
-    show_default=True,
     type=click.IntRange(0),
     help="Optimizer steps; 0 = run --epochs.",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--max-minutes",
-    default=_DEFAULTS.max_minutes,
-    show_default=True,
     type=click.FloatRange(0),
     help="Stop after this much wall time (evaluating and saving there); 0 = no limit.",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--lr",
-    default=_DEFAULTS.lr,
-    show_default=True,
     type=click.FloatRange(0, min_open=True),
     help="Peak learning rate (LoRA: try 2e-4).",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--batch-size",
-    default=_DEFAULTS.batch_size,
-    show_default=True,
     type=click.IntRange(1),
     help="Training images per forward pass (per optimizer step: this × --grad-accum).",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--grad-accum",
-    default=_DEFAULTS.grad_accum,
-    show_default=True,
     type=click.IntRange(1),
     help="Batches per optimizer step.",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--warmup-steps",
-    default=_DEFAULTS.warmup_steps,
-    show_default=True,
     type=click.IntRange(0),
     help="Optimizer steps over which the learning rate rises from 0 to --lr.",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--schedule",
     type=click.Choice(SCHEDULES),
-    default=_DEFAULTS.schedule,
-    show_default=True,
     help="How the learning rate falls after the warm-up.",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--weight-decay",
-    default=_DEFAULTS.weight_decay,
-    show_default=True,
     type=click.FloatRange(0),
     help="AdamW weight decay.",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--adam-epsilon",
-    default=_DEFAULTS.adam_epsilon,
-    show_default=True,
     type=click.FloatRange(0, min_open=True),
     help="AdamW epsilon (numerical stability).",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--max-grad-norm",
-    default=_DEFAULTS.max_grad_norm,
-    show_default=True,
     type=click.FloatRange(0),
     help="Clip gradients to this norm (0 = no clipping).",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--precision",
     type=click.Choice(PRECISIONS),
-    default=_DEFAULTS.precision,
-    show_default=True,
     help="auto: fp32 on CPU; on GPU bf16 autocast, fp32 master weights when they fit.",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--gradient-checkpointing/--no-gradient-checkpointing",
-    default=_DEFAULTS.gradient_checkpointing,
-    show_default=True,
     help="Recompute activations in the backward pass: less memory, slower steps.",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--fuse",
     type=click.Choice(FUSIONS),
-    default=_DEFAULTS.fuse,
-    show_default=True,
     help="Fused kernels: auto (torch.compile on a GPU, none on CPU), compile, liger (pip extra), none.",
 )
-@click.option(
-    "--lora-r", default=_DEFAULTS.lora_r, show_default=True, type=click.IntRange(1), help="LoRA rank."
+@setting_option(
+    _DEFAULTS, "--lora-r", type=click.IntRange(1), help="LoRA rank."
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--lora-alpha",
-    default=_DEFAULTS.lora_alpha,
-    show_default=True,
     type=click.IntRange(1),
     help="LoRA scaling numerator (scale = alpha / r).",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--lora-dropout",
-    default=_DEFAULTS.lora_dropout,
-    show_default=True,
     type=click.FloatRange(0, 1),
     help="Dropout on the LoRA branch.",
 )
@@ -378,59 +368,41 @@ def _split_list(value: str | None) -> list[str] | None:
 @click.option(
     "--keep-adapter", is_flag=True, help="LoRA: save the adapter instead of merging it into the weights."
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--eval-every",
-    default=_DEFAULTS.eval_every,
-    show_default=True,
     type=click.IntRange(1),
     help="Optimizer steps between evaluations and checkpoints.",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--eval-samples",
-    default=_DEFAULTS.eval_samples,
-    show_default=True,
     type=click.IntRange(0),
     help="Validation images answered with generate() and scored at each evaluation.",
 )
 @click.option("--eval-at-start", is_flag=True, help="Also evaluate before training (the 'before' figures).")
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--max-new-tokens",
-    default=_DEFAULTS.max_new_tokens,
-    show_default=True,
     type=click.IntRange(1),
     help="Longest answer generated at each evaluation.",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--best-metric",
-    default=_DEFAULTS.best_metric,
-    show_default=True,
     help="field_accuracy, <field>_accuracy, price_mae or loss.",
 )
-@click.option(
-    "--price-tolerance",
-    default=_DEFAULTS.price_tolerance,
-    show_default=True,
-    help="Absolute (0.01) or relative (2%).",
-)
-@click.option(
-    "--title-threshold",
-    default=_DEFAULTS.title_threshold,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Token F1 from which a title counts as correct, as in scan.",
-)
-@click.option(
+@scoring_options(_DEFAULTS, title_help="Token F1 from which a title counts as correct, as in scan.")
+@setting_option(
+    _DEFAULTS,
     "--save-total-limit",
-    default=_DEFAULTS.save_total_limit,
-    show_default=True,
     type=click.IntRange(0),
     help="Checkpoints kept besides the best (0 = all).",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--dataloader-workers",
     "workers",
-    default=_DEFAULTS.workers,
-    show_default=True,
     type=click.IntRange(0),
     help="Data loading processes (image decoding and processing; 0 = in the training process).",
 )
@@ -444,21 +416,19 @@ def _split_list(value: str | None) -> list[str] | None:
     ),
     help="Renamed --dataloader-workers.",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--logging-steps",
-    default=_DEFAULTS.logging_steps,
-    show_default=True,
     type=click.IntRange(1),
     help="Optimizer steps between logged training losses.",
 )
-@click.option(
+@setting_option(
+    _DEFAULTS,
     "--wandb/--no-wandb",
-    default=_DEFAULTS.wandb,
-    show_default=True,
     help="Log to Weights & Biases (offline without an API key).",
 )
-@click.option(
-    "--wandb-project", default=_DEFAULTS.wandb_project, show_default=True, help="Weights & Biases project."
+@setting_option(
+    _DEFAULTS, "--wandb-project", help="Weights & Biases project."
 )
 @click.option(
     "--wandb-name", "run_name", help="Run name in Weights & Biases.  [default: the output folder's name]"

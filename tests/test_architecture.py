@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from itertools import pairwise
 from pathlib import Path
 
@@ -149,3 +151,12 @@ def test_inference_never_imports_training():
         if not module.startswith("inspector.training") and module not in command_line
     }
     assert {module: found for module, found in offenders.items() if found} == {}
+
+
+def test_the_command_line_starts_without_the_database_layer_pil_or_a_model_backend():
+    """`inspector --help` imports only what the options need: ScanConfig's defaults come from the light
+    `inspector.scan_config`, not `inspector.scan` (which pulls in SQLAlchemy, PIL and the backends)."""
+    heavy = ["sqlalchemy", "PIL", "torch", "transformers", "pandas", "inspector.scan", "inspector.store"]
+    code = f"import sys, inspector.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

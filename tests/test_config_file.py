@@ -276,3 +276,31 @@ def _options(command, path="inspector"):
             yield path, param
     for name, sub in getattr(command, "commands", {}).items():
         yield from _options(sub, f"{path} {name}")
+
+
+def test_train_options_take_their_defaults_from_train_config():
+    """Issue 19.2: each train option with a default shows its TrainConfig field's, typed once in the dataclass;
+    the options both commands have (the model's trust and the scoring) are one definition."""
+    import click
+
+    from inspector.scan import ScanConfig
+    from inspector.training.config import TrainConfig
+
+    train, scan = cli.commands["train"], cli.commands["scan"]
+    defaults = TrainConfig()
+    no_default = click.Option(["--x"]).default
+    shown = {
+        p.name: p.default
+        for p in train.params
+        if isinstance(p, click.Option) and p.show_default and p.default not in (None, no_default)
+    }
+    assert len(shown) == 31, sorted(shown)
+    assert shown == {name: getattr(defaults, name) for name in shown}
+    for name in ("model", "trust_remote_code", "price_tolerance", "title_threshold"):
+        (in_scan,) = [p for p in scan.params if p.name == name]
+        (in_train,) = [p for p in train.params if p.name == name]
+        assert (in_scan.opts, type(in_scan.type)) == (in_train.opts, type(in_train.type)), name
+        if name in ("trust_remote_code", "price_tolerance"):  # the others' help says what each command does
+            assert in_scan.help == in_train.help, name
+        if name in ("price_tolerance", "title_threshold"):
+            assert in_scan.default == in_train.default == getattr(ScanConfig, name) == getattr(defaults, name)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from inspector import scan
+from inspector import scan, scan_config
 from inspector.cli import cli
 from inspector.discovery import discover
 from inspector.prompts import get_prompt
@@ -398,12 +398,12 @@ def test_run_key_format_1_gives_existing_runs_the_key_they_were_stored_with(tmp_
 def test_a_new_run_key_format_gives_every_run_a_new_key(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert scan.RUN_KEY_FORMAT == 1
-    monkeypatch.setattr(scan, "RUN_KEY_FORMAT", 2)
+    monkeypatch.setattr(scan_config, "RUN_KEY_FORMAT", 2)
     assert key(ScanConfig(**KNOWN_RUN), tmp_path) != KNOWN_RUN_KEY
     assert key(ScanConfig(inputs=["images"]), tmp_path) != key_in_format_1(ScanConfig(inputs=["images"]), tmp_path)
 
 
 def key_in_format_1(config: ScanConfig, tmp_path: Path) -> str:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(scan, "RUN_KEY_FORMAT", 1)
+        patch.setattr(scan_config, "RUN_KEY_FORMAT", 1)
         return key(config, tmp_path)
