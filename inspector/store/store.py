@@ -435,19 +435,7 @@ class Store:
     def field_results(self, run_id: int) -> list[FieldResult]:
         """Every per-field comparison of the run, in storage order."""
         with self._transaction(write=False) as session:
-            query = (
-                select(
-                    FieldResultRow.field,
-                    FieldResultRow.outcome,
-                    FieldResultRow.predicted,
-                    FieldResultRow.expected,
-                    FieldResultRow.score,
-                    FieldResultRow.confidence,
-                )
-                .where(FieldResultRow.run_id == run_id)
-                .order_by(FieldResultRow.id)
-            )
-            return [FieldResult(*row) for row in session.execute(query)]
+            return [FieldResult(*values) for _, *values in session.execute(_field_results_query(run_id))]
 
     def answered_images(self, run_id: int) -> int:
         """How many of the run's images got a value for any field from the model (0: the model said nothing)."""
@@ -464,21 +452,8 @@ class Store:
         from inspector.scoring import summarise_answers
 
         with self._transaction(write=False) as session:
-            query = (
-                select(
-                    FieldResultRow.prediction_id,
-                    FieldResultRow.field,
-                    FieldResultRow.outcome,
-                    FieldResultRow.predicted,
-                    FieldResultRow.expected,
-                    FieldResultRow.score,
-                    FieldResultRow.confidence,
-                )
-                .where(FieldResultRow.run_id == run_id)
-                .order_by(FieldResultRow.id)
-            )
             answers: dict[int, list[FieldResult]] = defaultdict(list)
-            for prediction_id, *values in session.execute(query):
+            for prediction_id, *values in session.execute(_field_results_query(run_id)):
                 answers[prediction_id].append(FieldResult(*values))
         return summarise_answers(answers.values(), self.get_run(run_id).fields)
 
@@ -979,6 +954,23 @@ def _run_info(run: Run) -> RunInfo:
         n_failed=run.n_failed,
         images_per_s=run.images_per_s,
         stats=run.stats or {},
+    )
+
+
+def _field_results_query(run_id: int):
+    """The run's field results in storage order: the prediction they belong to, then `FieldResult`'s values."""
+    return (
+        select(
+            FieldResultRow.prediction_id,
+            FieldResultRow.field,
+            FieldResultRow.outcome,
+            FieldResultRow.predicted,
+            FieldResultRow.expected,
+            FieldResultRow.score,
+            FieldResultRow.confidence,
+        )
+        .where(FieldResultRow.run_id == run_id)
+        .order_by(FieldResultRow.id)
     )
 
 
