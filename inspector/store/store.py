@@ -584,20 +584,7 @@ class Store:
                 stored[source, image_id][name] = _stored_value(text_value, number, data)
             fieldset = _run_info(self._run_row(session, run_id)).fields
             results: dict[int, list[dict]] = defaultdict(list)
-            result_query = (
-                select(
-                    FieldResultRow.prediction_id,
-                    FieldResultRow.field,
-                    FieldResultRow.outcome,
-                    FieldResultRow.predicted,
-                    FieldResultRow.expected,
-                    FieldResultRow.score,
-                    FieldResultRow.confidence,
-                )
-                .where(FieldResultRow.run_id == run_id)
-                .order_by(FieldResultRow.id)
-            )
-            for prediction_id, *values in session.execute(result_query):
+            for prediction_id, *values in session.execute(_field_results_query(run_id)):
                 results[prediction_id].append(
                     dict(zip(_RESULT_KEYS, values, strict=True))
                 )
