@@ -26,6 +26,7 @@ This is the only module that imports ray (`pip install 'inspector[ray]'`); `impo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -382,8 +383,12 @@ def scan_on_ray(
                 progress.start(len(sources), 0)
                 started = time.perf_counter()
                 results = _results(ray, config, layout, sources, truth_by_location, done, answer_stage, counts, progress)
-                for items in results:
-                    commit_batch(store, run_id, items, counts, progress)
+                # Closed on every way out, a stop included, so that Ray Data's executor stops now: left running, its
+                # thread can touch Ray after Ray's exit-time shutdown, and Ray then ends the process with status 1
+                # instead of ours (seen once in CI after a SIGTERM: "The core worker has already been shutdown").
+                with contextlib.closing(results):
+                    for items in results:
+                        commit_batch(store, run_id, items, counts, progress)
     except Exception as error:
         cause = _user_error_in(error)
         if cause is not None:
