@@ -136,10 +136,13 @@ def scan(paths, model, report, no_report, batch_size, sizes, truth_columns, gpus
             summary = _run_ray_scan(config, ray_address, gpus)
         elif gpus:
             from inspector.multigpu import scan_on_gpus
+            from inspector.scan import with_report_and_metrics
+            from inspector.store import open_store
 
             _check_scan_inputs(config)  # in this process: a bad input is one error, not one traceback per shard
             with RichScanProgress(stderr_console()) as progress:
                 summary = scan_on_gpus(config, gpus, progress)
+            summary = with_report_and_metrics(config, open_store(config.db), summary)
         else:
             summary = _run_scan(config)
         _print_scan_summary(config, summary)
@@ -160,7 +163,7 @@ def _ray_value_or_path(paths: tuple[str, ...], ray_address: str | None) -> tuple
 
 def _run_scan(config):
     from inspector.backends import choose_backend
-    from inspector.scan import Scanner
+    from inspector.scan import Scanner, with_report_and_metrics
     from inspector.store import open_store
 
     console = stderr_console()
@@ -174,11 +177,12 @@ def _run_scan(config):
     backend = config.load_backend()
     with RichScanProgress(console) as progress:
         summary = Scanner(config, backend, store, progress, inputs=inputs).run()
-    return _with_report(config, store, summary)
+    return with_report_and_metrics(config, store, summary)
 
 
 def _run_ray_scan(config, address: str, gpus: str | None):
     from inspector.ray_scan import import_ray, parse_address, scan_on_ray
+    from inspector.scan import with_report_and_metrics
     from inspector.store import open_store
 
     address = parse_address(address)
@@ -192,18 +196,7 @@ def _run_ray_scan(config, address: str, gpus: str | None):
     console.print(f"[dim]on Ray ({address or 'local'}) … (Ray's log lines: {ray_log_file()})", markup=True)
     with RichScanProgress(console) as progress:
         summary = scan_on_ray(config, address, gpus=gpus, inputs=inputs, progress=progress, store=store)
-    return _with_report(config, store, summary)
-
-
-def _with_report(config, store, summary):
-    """The finished scan's HTML report (unless --no-report) and metrics."""
-    if config.report:
-        from inspector.report import render_report
-
-        summary.report_path = str(render_report(store, summary.run_id, Path(config.report)))
-    summary.metrics = {name: m.to_dict() for name, m in store.run_metrics(summary.run_id).items()}
-    summary.answered_images = store.answered_images(summary.run_id)
-    return summary
+    return with_report_and_metrics(config, store, summary)
 
 
 def _check_scan_inputs(config):

@@ -162,13 +162,5 @@ def scan_on_devices(
         store.finish_run(run_id, status, stats)
     if errors:
         raise ShardError("; ".join(errors))
-    summary = ScanSummary.of_session(run_id, config.run_key(prompt), status, found, totals, stats)
-    if config.report:
-        from pathlib import Path
-
-        from inspector.report import render_report
-
-        summary.report_path = str(render_report(store, run_id, Path(config.report)))
-    summary.metrics = {name: m.to_dict() for name, m in store.run_metrics(run_id).items()}
-    summary.answered_images = store.answered_images(run_id)
-    return summary
+    # The report and metrics are added by the caller (`scan.with_report_and_metrics`), as for every engine.
+    return ScanSummary.of_session(run_id, config.run_key(prompt), status, found, totals, stats)

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from inspector.backends import Backend, GenerationSettings, backend_name, choose_backend
@@ -110,6 +111,18 @@ class ScanSummary:
             internal_errors=counts["internal_errors"],
             unrepresentable_values=counts["unrepresentable_values"],
         )
+
+
+def with_report_and_metrics(config: ScanConfig, store: Store, summary: ScanSummary) -> ScanSummary:
+    """A finished scan's HTML report (unless the config has none) and metrics: the one place a scan's report is
+    written, whichever engine ran it (here, one process per GPU, or Ray)."""
+    if config.report:
+        from inspector.report import render_report
+
+        summary.report_path = str(render_report(store, summary.run_id, Path(config.report)))
+    summary.metrics = {name: m.to_dict() for name, m in store.run_metrics(summary.run_id).items()}
+    summary.answered_images = store.answered_images(summary.run_id)
+    return summary
 
 
 def new_counts() -> dict[str, int]:

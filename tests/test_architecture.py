@@ -160,3 +160,19 @@ def test_the_command_line_starts_without_the_database_layer_pil_or_a_model_backe
     code = f"import sys, inspector.cli; print([m for m in {heavy!r} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_one_place_writes_a_scans_report():
+    """Every scan engine (one process, one per GPU, Ray) returns its summary and the caller adds the report and
+    metrics through `scan.with_report_and_metrics`; only the `report` command renders one otherwise."""
+    callers = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for function in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(function, ast.FunctionDef):
+                for node in ast.walk(function):
+                    name = getattr(getattr(node, "func", None), "id", None) or getattr(
+                        getattr(node, "func", None), "attr", None
+                    )
+                    if isinstance(node, ast.Call) and name == "render_report":
+                        callers.add((path.relative_to(PACKAGE.parent).as_posix(), function.name))
+    assert callers == {("inspector/scan.py", "with_report_and_metrics"), ("inspector/cli.py", "report")}

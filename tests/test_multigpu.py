@@ -10,7 +10,7 @@ import pytest
 from inspector.discovery import discover
 from inspector.errors import InputError, InspectorError
 from inspector.multigpu import parse_gpus, scan_on_devices
-from inspector.scan import ScanConfig
+from inspector.scan import ScanConfig, with_report_and_metrics
 from inspector.store import open_store
 
 
@@ -25,6 +25,7 @@ def test_shards_in_spawned_processes_fill_one_run_without_duplicates(tmp_path, s
     )  # fmt: skip
     summary = scan_on_devices(config, ["cpu", "cpu"])
     assert (summary.processed, summary.failed, summary.status) == (n_images, 0, "completed")
+    assert summary.report_path is None and not (tmp_path / "r.html").exists()  # the caller writes it, once
     with sqlite3.connect(db) as connection:
         rows = connection.execute("select run_id, image_id from predictions").fetchall()
         truth_rows = connection.execute("select count(*) from truth").fetchone()[0]
@@ -35,7 +36,8 @@ def test_shards_in_spawned_processes_fill_one_run_without_duplicates(tmp_path, s
     run = store.get_run(summary.run_id)
     assert (run.status, run.n_images) == ("completed", n_images)
     assert len(store.list_runs()) == 1
-    assert (tmp_path / "r.html").is_file()
+    assert with_report_and_metrics(config, store, summary).report_path == str(tmp_path / "r.html")
+    assert (tmp_path / "r.html").is_file() and summary.metrics["brand"]["n"] == n_images
 
     # the same scan again, now on one process: it resumes that run and finds nothing left to do
     again = scan_on_devices(config, ["cpu"])
@@ -149,3 +151,33 @@ def test_sigterm_stops_every_shard_and_closes_the_run_interrupted(tmp_path, samp
     run = open_store(db).list_runs()[0]
     assert run.status == "interrupted"
     assert 0 < run.n_images < len(discover([sample_dir]))  # stopped part-way: the rest is there to resume
+
+
+def test_the_command_line_writes_the_report_of_a_scan_on_several_devices(tmp_path, sample_dir, monkeypatch):
+    """`scan --gpus N` ends like every scan: one report and the metrics, written by `with_report_and_metrics`
+    (here the N devices are CPU processes, as GPUs are not there)."""
+    from click.testing import CliRunner
+
+    import inspector.multigpu
+    from inspector.cli import cli
+
+    n_images = len(discover([sample_dir]))
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps(['{"brand": "Acme", "price": 12.5}'] * n_images))
+    used: list[object] = []
+
+    def on_cpus(config, gpus, progress=None):
+        used.append(gpus)
+        return scan_on_devices(config, ["cpu", "cpu"], progress)
+
+    monkeypatch.setattr(inspector.multigpu, "scan_on_gpus", on_cpus)
+    report = tmp_path / "r.html"
+    result = CliRunner().invoke(
+        cli,
+        ["scan", str(sample_dir), "--model", f"fake:{answers}", "--db", str(tmp_path / "m.db"), "--gpus", "2",
+         "--truth", str(sample_dir / "truth.csv"), "--report", str(report)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert used == ["2"]
+    assert report.is_file()
+    assert f"Report: {report}" in result.output
