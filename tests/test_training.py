@@ -850,9 +850,9 @@ def test_activation_checkpointing_reaches_training_arguments_under_the_installed
 
     from transformers import TrainingArguments
 
-    from inspector.training.trainer import checkpointing_arguments
+    from inspector.training.arguments import checkpointing_arguments
 
-    chosen = checkpointing_arguments(TrainingArguments, enabled)
+    chosen = checkpointing_arguments(enabled)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, **chosen)
