@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inspector.checkpoints import CONFIG_FILE, save_question_files
 from inspector.errors import InputError
@@ -12,9 +13,20 @@ from inspector.fields import FieldSet, load_fields
 from inspector.registry import resolve_model
 from inspector.training.metrics import metric_names
 
+if TYPE_CHECKING:  # the backends import PIL: TrainConfig stays light for the command line's --help
+    from inspector.backends.base import BackendOptions
+
 METHODS: tuple[str, ...] = ("full", "lora", "frozen-vision")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "mixed", "fp32")
 SCHEDULES: tuple[str, ...] = ("linear", "cosine", "constant")
+#: `BackendOptions` settings that are not TrainConfig settings, and why. Every other backend setting is the
+#: TrainConfig setting of its name (`TrainConfig.backend_options`), declared once for scan and train.
+BACKEND_OPTIONS_NOT_IN_TRAIN: dict[str, str] = {
+    "device": "the Trainer places the model: a GPU when there is one",
+    "dtype": "from --precision and the machine (trainer.resolve_run_precision)",
+    "attn_implementation": "no train option: the model's default attention kernel",
+    "quantize": "training never quantizes",
+}
 #: Metrics where lower is better; every other metric (accuracies) is better higher.
 _LOWER_IS_BETTER_SUFFIXES = ("loss", "mae")
 
@@ -151,6 +163,14 @@ class TrainConfig:
                 f"--best-metric {self.best_metric} needs generated answers; set --eval-samples above 0 "
                 "or use --best-metric loss"
             )
+
+    def backend_options(self, dtype: str = "auto") -> BackendOptions:
+        """How the model and processor load (`training.methods.load_model`): the backend settings among this
+        run's settings (those of the same names), with the weights' `dtype` (torch's name or scan's bf16/fp32)."""
+        from inspector.backends.base import BackendOptions
+
+        shared = [setting.name for setting in fields(BackendOptions) if setting.name not in BACKEND_OPTIONS_NOT_IN_TRAIN]
+        return BackendOptions(dtype=dtype, **{name: getattr(self, name) for name in shared})
 
     def fieldset(self) -> FieldSet:
         """The fields taught and evaluated: the built-ins, extended or replaced by `fields_file`."""

@@ -320,9 +320,7 @@ def resolve_run_precision(config: TrainConfig) -> tuple[str, str, bool]:
     import torch
 
     if config.precision == "auto" and torch.cuda.is_available() and config.method != "lora":
-        total, trainable = estimate_parameters(
-            resolve_model(config.model), config.method, config.trust_remote_code
-        )
+        total, trainable = estimate_parameters(resolve_model(config.model), config.method, config.backend_options())
         dtype, bf16 = resolve_precision("auto", config.method, total, trainable)
     else:
         dtype, bf16 = resolve_precision(config.precision, config.method, 0, 0)
@@ -463,10 +461,7 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
     # An absolute path, so that a LoRA adapter saved with keep_adapter finds its base model from any folder.
     source = resolve_model(config.model)
     local = Path(source).expanduser()
-    model, processor = load_model(str(local.resolve()) if local.exists() else source, dtype, config.trust_remote_code)
-    from inspector.speedups import fuse, resolve_fusion
-
-    fuse(model, resolve_fusion(config.fuse, "cuda" if torch.cuda.is_available() else "cpu"))
+    model, processor = load_model(str(local.resolve()) if local.exists() else source, config.backend_options(dtype))
     model = apply_method(model, config)
     total_params, trainable_params = count_parameters(model)
 
