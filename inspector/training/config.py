@@ -38,7 +38,7 @@ class TrainConfig:
     # -- data: read and matched exactly as `inspector scan --truth` does
     truth: str = ""  # ground-truth catalogue CSV (same column detection and mapping as scan)
     images: str | None = None  # folder of images; default: the CSV's folder
-    truth_columns: dict[str, str] | None = None  # field -> CSV column, like scan's --truth-columns
+    truth_columns: dict[str, str] | None = None  # field -> CSV column, like scan's --truth-columns (or its text)
     truth_key: str | None = None  # CSV column whose values appear in image file names
     val_fraction: float = 0.1  # catalogue rows held out for validation (whole rows, never trained on)
     val_truth: str | None = None  # or a separate validation CSV (images under `images` or beside it)
@@ -102,6 +102,15 @@ class TrainConfig:
     wandb: bool = False  # log to Weights & Biases (offline when no API key is set)
     wandb_project: str = "inspector"  # wandb project name
     run_name: str | None = None  # name of the run in wandb; default: the output folder's name
+
+    def __post_init__(self) -> None:
+        """Settings in their command-line form (as `inspector train` and a `--config` file give them) in their
+        own: --truth-columns read against this run's fields, the repeatable options' tuples as lists."""
+        if isinstance(self.truth_columns, str):
+            from inspector.truth import parse_column_mapping
+
+            self.truth_columns = parse_column_mapping(self.truth_columns, self.fieldset())
+        self.reviews, self.runs = list(self.reviews), list(self.runs)
 
     def validate(self) -> None:
         """Raise InputError with a fix for the first setting that cannot work."""
