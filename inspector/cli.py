@@ -13,6 +13,7 @@ from rich.table import Table
 from inspector import __version__
 from inspector.console import RichScanProgress, friendly_errors, stderr_console, stdout_console, stoppable
 from inspector.options import (
+    BATCH_SIZE,
     SCAN_DEFAULTS,
     catalogue_options,
     config_option,
@@ -36,18 +37,6 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _parse_batch_size(value: str) -> int:
-    if value == "auto":
-        return 0
-    try:
-        size = int(value)
-    except ValueError:
-        raise click.BadParameter("a positive number or 'auto'") from None
-    if size < 1:
-        raise click.BadParameter("a positive number or 'auto'")
-    return size
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="inspector")
 def cli() -> None:
@@ -65,7 +54,7 @@ def cli() -> None:
 @db_option
 @setting_option(SCAN_DEFAULTS, "--report", help="HTML report to write.")
 @click.option("--no-report", is_flag=True, help="Do not write an HTML report.")
-@click.option("--batch-size", default="auto", show_default=True,
+@click.option("--batch-size", type=BATCH_SIZE, default="auto", show_default=True,
               help="Images per model call, or 'auto': sized from free GPU memory (up to 128), 8 on CPU.")
 @question_options(
     prompt_help="Built-in prompt: extract (default, JSON) or original.",
@@ -100,7 +89,7 @@ def cli() -> None:
     help="Scan on a Ray cluster: alone, start or join one on this machine; 'auto' (RAY_ADDRESS) or HOST:PORT to "
     "join one. A path typed after it is scanned, not taken for an address. Needs pip install 'inspector[ray]'.",
 )
-def scan(paths, model, report, no_report, batch_size, sizes, truth_columns, gpus, ray_address, **options):
+def scan(paths, model, report, no_report, truth_columns, gpus, ray_address, **options):
     """Scan product images (folders, files or URLs) with a vision-language model.
 
     Answers are parsed into brand, title, category, price, currency and per-size prices, plus any field
@@ -110,7 +99,6 @@ def scan(paths, model, report, no_report, batch_size, sizes, truth_columns, gpus
     """
     paths, ray_address = _ray_value_or_path(paths, ray_address)
     with stoppable(), friendly_errors():
-        from inspector.prompts import parse_sizes_option
         from inspector.scan import DEFAULT_MODEL, ScanConfig, ask_as_trained
         from inspector.truth import parse_column_mapping
 
@@ -119,8 +107,6 @@ def scan(paths, model, report, no_report, batch_size, sizes, truth_columns, gpus
             inputs=list(paths),
             model=model or DEFAULT_MODEL,
             report=None if no_report else report,
-            sizes=parse_sizes_option(sizes) if sizes else [],
-            batch_size=_parse_batch_size(batch_size),
             **options,
         )
         config, adopted = ask_as_trained(config)  # a model inspector trained is asked its own question

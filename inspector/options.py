@@ -21,6 +21,8 @@ from pathlib import Path
 
 import click
 
+from inspector.console import friendly_errors
+from inspector.prompts import parse_sizes_option
 from inspector.scan_config import ScanConfig
 
 if sys.version_info >= (3, 11):
@@ -40,6 +42,57 @@ def _destination(param_decls: tuple[str, ...]) -> str:
             return decl
     long = next(decl for decl in param_decls if decl.startswith("--"))
     return long.split("/")[0][2:].replace("-", "_")
+
+
+class SizesType(click.ParamType):
+    """``--sizes 6.5,7.5,8`` -> ["6.5", "7.5", "8"] (`prompts.parse_sizes_option`: its error is the one-line
+    ``Error:``, before any work). Empty (as `--config` writes ``sizes = []``) is no sizes."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):  # already read: the default (), or a list
+            return list(value)
+        if value == "":
+            return []
+        with friendly_errors():
+            return parse_sizes_option(value)
+
+
+class CommaSeparatedType(click.ParamType):
+    """``--lora-targets q_proj,v_proj`` -> ["q_proj", "v_proj"]; empty is None (the setting's default)."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
+class BatchSizeType(click.ParamType):
+    """``--batch-size 8``, or ``auto`` -> 0 (ScanConfig's "pick one from free GPU memory")."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        if value == "auto":
+            return 0
+        try:
+            size = int(value)
+        except ValueError:
+            size = 0
+        if size < 1:
+            self.fail("a positive number or 'auto'", param, ctx)
+        return size
+
+
+#: The option types that read a setting's command-line form; `--config` values go through them too.
+SIZES = SizesType()
+COMMA_SEPARATED = CommaSeparatedType()
+BATCH_SIZE = BatchSizeType()
 
 
 def setting_option(defaults: dict, *param_decls: str, **attrs):
@@ -109,7 +162,7 @@ def question_options(*, prompt_help: str, sizes_help: str, fields_help: str):
     return _bundle(
         click.option("--prompt", help=prompt_help),
         click.option("--prompt-file", type=click.Path(dir_okay=False), help="File holding a custom prompt."),
-        click.option("--sizes", help=sizes_help),
+        click.option("--sizes", type=SIZES, default=(), help=sizes_help),
         fields_option(help=fields_help),
     )
 
@@ -221,8 +274,10 @@ def config_defaults(command: click.Command, path: str, ctx: click.Context | None
         if ctx is not None:
             try:
                 param.type_cast_value(ctx, defaults[param.name])
-            except click.BadParameter as error:
-                raise click.ClickException(f"--config {path}: {_spelling(param)}: {error.message}") from None
+            except click.ClickException as error:  # click's BadParameter, or a setting's own reader's error
+                named = error.message.startswith(f"--{_spelling(param)}")  # the reader's error names the option
+                message = error.message if named else f"{_spelling(param)}: {error.message}"
+                raise click.ClickException(f"--config {path}: {message}") from None
     return defaults
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from inspector.console import friendly_errors, progress_bar
 from inspector.options import (
+    COMMA_SEPARATED,
     catalogue_options,
     config_option,
     model_option,
@@ -179,12 +180,6 @@ def print_data(data, console: Console) -> None:
     hidden = reviews.missing_images - len(reviews.missing)
     if hidden > 0:
         console.print(f"  ... and {hidden} more (data_summary.json lists the first ones)")
-
-
-def _split_list(value: str | None) -> list[str] | None:
-    if not value:
-        return None
-    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 @click.command("train")
@@ -363,7 +358,9 @@ def _split_list(value: str | None) -> list[str] | None:
     help="Dropout on the LoRA branch.",
 )
 @click.option(
-    "--lora-targets", help="Comma-separated module names to adapt.  [default: all language-model linears]"
+    "--lora-targets",
+    type=COMMA_SEPARATED,
+    help="Comma-separated module names to adapt.  [default: all language-model linears]",
 )
 @click.option(
     "--keep-adapter", is_flag=True, help="LoRA: save the adapter instead of merging it into the weights."
@@ -457,24 +454,12 @@ def train_command(verbose=False, **options):
     `inspector scan --model OUTPUT/best`.
     """
     with friendly_errors():
-        from inspector.fields import load_fields
-        from inspector.prompts import parse_sizes_option
-        from inspector.truth import parse_column_mapping
-
-        options["truth_columns"] = (
-            None
-            if options["truth_columns"] is None
-            else parse_column_mapping(options["truth_columns"], load_fields(options["fields_file"]))
-        )
-        options["sizes"] = parse_sizes_option(options["sizes"]) if options["sizes"] else []
-        options["lora_targets"] = _split_list(options["lora_targets"])
         for old, new in (("deprecated_workers", "workers"), ("deprecated_run_name", "run_name")):
             value = options.pop(old)
             if value is not None:  # the old spelling, kept for one release (`_renamed` warned)
                 options[new] = value
-        options["reviews"], options["runs"] = list(options["reviews"]), list(options["runs"])
         options = {key: value for key, value in options.items() if value is not None}  # None: the default
-        config = TrainConfig(**options)
+        config = TrainConfig(**options)  # it reads --truth-columns once its fields are known
         config.validate()
         if config.write_dataset is not None:
             from inspector.training.data import load_training_data, write_dataset

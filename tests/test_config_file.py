@@ -237,6 +237,7 @@ def test_shared_options_are_one_definition_with_the_config_defaults():
     defaults = ScanConfig(inputs=[])
     no_default = click.Option(["--x"]).default  # None in older click, a sentinel in newer ones
     checked = []
+    context = click.Context(scan)
     for param in scan.params:
         default = param.default
         if (
@@ -245,11 +246,9 @@ def test_shared_options_are_one_definition_with_the_config_defaults():
             and default not in (None, no_default)
         ):
             checked.append(param.name)
-            if param.name == "batch_size":  # typed as "auto", stored as 0
-                assert (default, defaults.batch_size) == ("auto", 0)
-            else:
-                assert default == getattr(defaults, param.name), param.name
-    assert len(checked) == 12, checked
+            # read as the option reads it: --batch-size's "auto" is 0, --sizes' () is no sizes, []
+            assert param.type_cast_value(context, default) == getattr(defaults, param.name), param.name
+    assert len(checked) == 13, checked
     # the catalogue and question options of scan and train are the same options (the help says what each does)
     train = cli.commands["train"]
     shared = (
@@ -304,3 +303,93 @@ def test_train_options_take_their_defaults_from_train_config():
             assert in_scan.help == in_train.help, name
         if name in ("price_tolerance", "title_threshold"):
             assert in_scan.default == in_train.default == getattr(ScanConfig, name) == getattr(defaults, name)
+
+
+# ------------------------------------------------- settings typed as text: read in one place, by scan and train
+
+
+@pytest.fixture()
+def colour_fields(tmp_path) -> Path:
+    path = tmp_path / "fields.toml"
+    path.write_text('[fields.colour]\nkind = "category"\n')
+    return path
+
+
+def test_train_reads_the_text_forms_of_its_settings_from_the_command_line_and_a_config(
+    runner, tmp_path, sample_dir, colour_fields, stopped_training
+):
+    """--truth-columns is read against the run's fields (a --fields field may be mapped), --sizes and
+    --lora-targets as scan reads them; the same from a --config file."""
+    base = ["train", "--truth", str(sample_dir / "truth.csv"), "--model", "fake:x", "--output", str(tmp_path / "o")]
+    typed = runner.invoke(
+        cli,
+        [*base, "--fields", str(colour_fields), "--truth-columns", 'colour="Colour, shade",brand=Brand',
+         "--sizes", "6.50;xl", "--lora-targets", " q_proj, v_proj ,", "--reviews", "a.db", "--reviews", "b.db"],
+    )  # fmt: skip
+    assert typed.output.endswith("Error: stopped here\n"), typed.output
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'[train]\nfields = "{colour_fields}"\ntruth-columns = {{ colour = "Colour, shade", brand = "Brand" }}\n'
+        'sizes = ["6.50", "xl"]\nlora-targets = ["q_proj", "v_proj"]\nreviews = ["a.db", "b.db"]\n'
+    )
+    from_file = runner.invoke(cli, [*base, "--config", str(job)])
+    assert from_file.output.endswith("Error: stopped here\n"), from_file.output
+    for config in stopped_training:
+        assert config.truth_columns == {"colour": "Colour, shade", "brand": "Brand"}
+        assert (config.sizes, config.lora_targets, config.reviews) == (["6.5", "XL"], ["q_proj", "v_proj"],
+                                                                       ["a.db", "b.db"])  # fmt: skip
+    assert stopped_training[0] == stopped_training[1]
+    plain = runner.invoke(cli, base)
+    assert plain.output.endswith("Error: stopped here\n"), plain.output
+    assert (stopped_training[2].truth_columns, stopped_training[2].sizes, stopped_training[2].lora_targets) == (
+        None, [], None,
+    )  # fmt: skip
+
+
+def test_train_config_takes_the_truth_columns_text_once_its_fields_are_known(tmp_path, colour_fields):
+    from inspector.errors import TruthError
+    from inspector.training.config import TrainConfig
+
+    config = TrainConfig(truth_columns='colour="Colour name",title=Name', fields_file=str(colour_fields))
+    assert config.truth_columns == {"colour": "Colour name", "title": "Name"}
+    assert TrainConfig.load(config.save(tmp_path)) == config
+    (tmp_path / "train_config.json").write_text(json.dumps({"truth_columns": "title=Name"}))
+    assert TrainConfig.load(tmp_path).truth_columns == {"title": "Name"}
+    with pytest.raises(TruthError, match="unknown field 'colour'"):
+        TrainConfig(truth_columns="colour=Colour")  # the built-in fields have no colour
+
+
+@pytest.mark.parametrize("command", ["scan", "train"])
+def test_a_bad_text_setting_is_one_line_before_any_work(runner, tmp_path, sample_dir, command, stopped_training):
+    """The same reader and the same error for scan and train, from the command line or a --config file, before
+    anything is read or loaded."""
+    base = ["scan", str(sample_dir), "--model", "fake:x"] if command == "scan" else ["train"]
+    typed = runner.invoke(cli, [*base, "--sizes", "6.5,size"])
+    assert (typed.exit_code, typed.output) == (
+        1, "Error: --sizes: 'size' is not a size; write sizes like --sizes 6.5,7.5,8\n",
+    )  # fmt: skip
+    empty = runner.invoke(cli, [*base, "--sizes", " "])
+    assert empty.output == "Error: --sizes needs at least one size, e.g. --sizes 6.5,7.5,8\n"
+    job = tmp_path / "job.toml"
+    job.write_text('sizes = ["6.5", "size"]\n')
+    from_file = runner.invoke(cli, [*base, "--config", str(job)])
+    assert (from_file.exit_code, from_file.output) == (
+        1, f"Error: --config {job}: --sizes: 'size' is not a size; write sizes like --sizes 6.5,7.5,8\n",
+    )  # fmt: skip
+    columns = runner.invoke(cli, [*base, "--truth-columns", "brand"])
+    assert columns.output.endswith(
+        "Error: --truth-columns: 'brand' is not FIELD=COLUMN; write it like brand=Brand,price=Cost\n"
+    )
+    assert stopped_training == []
+
+
+def test_scan_batch_size_is_a_number_or_auto_named_in_its_error(runner, tmp_path, sample_dir):
+    result = runner.invoke(cli, ["scan", str(sample_dir), "--model", "fake:x", "--batch-size", "0"])
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == "Error: Invalid value for '--batch-size': a positive number or 'auto'"
+    job = tmp_path / "job.toml"
+    job.write_text('[scan]\nbatch-size = "lots"\n')
+    from_file = runner.invoke(cli, ["scan", str(sample_dir), "--config", str(job)])
+    assert (from_file.exit_code, from_file.output) == (
+        1, f"Error: --config {job}: batch-size: a positive number or 'auto'\n",
+    )  # fmt: skip

@@ -24,6 +24,7 @@ PACKAGE = Path(inspector.__file__).parent
 CLI_MODULES = {
     "inspector.cli",
     "inspector.console",
+    "inspector.options",
     "inspector.train_cli",
     "inspector.__main__",
     "inspector.samples.__main__",

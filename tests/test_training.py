@@ -416,6 +416,58 @@ def test_frozen_vision_freezes_tower_and_projector_only(family, request):
         assert suffixes == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
+def test_training_backend_options_are_the_train_settings_of_the_same_names():
+    """A backend setting is declared once (BackendOptions) for scan and train: each is a TrainConfig setting of its
+    name or is said not to be one, with why."""
+    from dataclasses import fields
+
+    from inspector.backends import BackendOptions
+    from inspector.training.config import BACKEND_OPTIONS_NOT_IN_TRAIN
+
+    train_settings = {f.name for f in fields(TrainConfig)}
+    for setting in fields(BackendOptions):
+        assert (setting.name in train_settings) != (setting.name in BACKEND_OPTIONS_NOT_IN_TRAIN), setting.name
+    assert set(BACKEND_OPTIONS_NOT_IN_TRAIN) <= {f.name for f in fields(BackendOptions)}
+    config = TrainConfig(model="m", trust_remote_code=True, num_crops=8, fuse="none")
+    assert config.backend_options("bfloat16") == BackendOptions(
+        dtype="bfloat16", trust_remote_code=True, num_crops=8, fuse="none"
+    )
+    assert TrainConfig().backend_options() == BackendOptions()
+
+
+def test_the_training_model_loads_as_its_backend_options_say(tiny_llava):
+    from inspector.backends import BackendOptions
+    from inspector.training.methods import load_model
+
+    model, processor = load_model(
+        str(tiny_llava), BackendOptions(dtype="bfloat16", attn_implementation="eager", fuse="none")
+    )
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert model.config._attn_implementation == "eager"
+    assert processor.tokenizer.pad_token is not None
+    model, _ = load_model(str(tiny_llava), BackendOptions(dtype="fp32"))  # scan's names work too
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model.config._attn_implementation != "eager"
+
+
+def test_the_training_model_is_fused_as_its_backend_options_say(tiny_phi3v):
+    from inspector.backends import BackendOptions
+    from inspector.speedups import COMPILED_CLASSES
+    from inspector.training.methods import load_model
+
+    def compiled(model) -> list[str]:
+        return [
+            type(module).__name__
+            for module in model.modules()
+            if getattr(module, "_compiled_call_impl", None) is not None
+        ]
+
+    fused, _ = load_model(str(tiny_phi3v), BackendOptions(dtype="float32", fuse="compile"))
+    assert compiled(fused) and set(compiled(fused)) <= set(COMPILED_CLASSES)
+    plain, _ = load_model(str(tiny_phi3v), BackendOptions(dtype="float32", fuse="none"))
+    assert compiled(plain) == []
+
+
 def test_frozen_vision_freezes_bare_vision_parameters_too():
     """LLaVA-NeXT's image_newline is a bare parameter of the model, not a module: it is part of the vision side."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
@@ -850,9 +902,9 @@ def test_activation_checkpointing_reaches_training_arguments_under_the_installed
 
     from transformers import TrainingArguments
 
-    from inspector.training.trainer import checkpointing_arguments
+    from inspector.training.arguments import checkpointing_arguments
 
-    chosen = checkpointing_arguments(TrainingArguments, enabled)
+    chosen = checkpointing_arguments(enabled)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, **chosen)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inspector.checkpoints import CONFIG_FILE, save_question_files
 from inspector.errors import InputError
@@ -12,9 +13,20 @@ from inspector.fields import FieldSet, load_fields
 from inspector.registry import resolve_model
 from inspector.training.metrics import metric_names
 
+if TYPE_CHECKING:  # the backends import PIL: TrainConfig stays light for the command line's --help
+    from inspector.backends.base import BackendOptions
+
 METHODS: tuple[str, ...] = ("full", "lora", "frozen-vision")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "mixed", "fp32")
 SCHEDULES: tuple[str, ...] = ("linear", "cosine", "constant")
+#: `BackendOptions` settings that are not TrainConfig settings, and why. Every other backend setting is the
+#: TrainConfig setting of its name (`TrainConfig.backend_options`), declared once for scan and train.
+BACKEND_OPTIONS_NOT_IN_TRAIN: dict[str, str] = {
+    "device": "the Trainer places the model: a GPU when there is one",
+    "dtype": "from --precision and the machine (trainer.resolve_run_precision)",
+    "attn_implementation": "no train option: the model's default attention kernel",
+    "quantize": "training never quantizes",
+}
 #: Metrics where lower is better; every other metric (accuracies) is better higher.
 _LOWER_IS_BETTER_SUFFIXES = ("loss", "mae")
 
@@ -26,7 +38,7 @@ class TrainConfig:
     # -- data: read and matched exactly as `inspector scan --truth` does
     truth: str = ""  # ground-truth catalogue CSV (same column detection and mapping as scan)
     images: str | None = None  # folder of images; default: the CSV's folder
-    truth_columns: dict[str, str] | None = None  # field -> CSV column, like scan's --truth-columns
+    truth_columns: dict[str, str] | None = None  # field -> CSV column, like scan's --truth-columns (or its text)
     truth_key: str | None = None  # CSV column whose values appear in image file names
     val_fraction: float = 0.1  # catalogue rows held out for validation (whole rows, never trained on)
     val_truth: str | None = None  # or a separate validation CSV (images under `images` or beside it)
@@ -91,6 +103,15 @@ class TrainConfig:
     wandb_project: str = "inspector"  # wandb project name
     run_name: str | None = None  # name of the run in wandb; default: the output folder's name
 
+    def __post_init__(self) -> None:
+        """Settings in their command-line form (as `inspector train` and a `--config` file give them) in their
+        own: --truth-columns read against this run's fields, the repeatable options' tuples as lists."""
+        if isinstance(self.truth_columns, str):
+            from inspector.truth import parse_column_mapping
+
+            self.truth_columns = parse_column_mapping(self.truth_columns, self.fieldset())
+        self.reviews, self.runs = list(self.reviews), list(self.runs)
+
     def validate(self) -> None:
         """Raise InputError with a fix for the first setting that cannot work."""
         if not self.truth and not self.reviews:
@@ -151,6 +172,14 @@ class TrainConfig:
                 f"--best-metric {self.best_metric} needs generated answers; set --eval-samples above 0 "
                 "or use --best-metric loss"
             )
+
+    def backend_options(self, dtype: str = "auto") -> BackendOptions:
+        """How the model and processor load (`training.methods.load_model`): the backend settings among this
+        run's settings (those of the same names), with the weights' `dtype` (torch's name or scan's bf16/fp32)."""
+        from inspector.backends.base import BackendOptions
+
+        shared = [setting.name for setting in fields(BackendOptions) if setting.name not in BACKEND_OPTIONS_NOT_IN_TRAIN]
+        return BackendOptions(dtype=dtype, **{name: getattr(self, name) for name in shared})
 
     def fieldset(self) -> FieldSet:
         """The fields taught and evaluated: the built-ins, extended or replaced by `fields_file`."""

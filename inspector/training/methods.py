@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inspector.backends.base import BackendError
+from inspector.backends.base import BackendError, BackendOptions
 from inspector.errors import TrainingError
 from inspector.modelparts import VISION_MODULE_NAMES, language_linear_names, vision_modules
 
@@ -141,41 +141,46 @@ def resolve_precision(
     return {"bf16": ("bfloat16", True), "mixed": ("float32", True), "fp32": ("float32", False)}[precision]
 
 
-def estimate_parameters(model_name: str, method: str, trust_remote_code: bool) -> tuple[int, int]:
+def estimate_parameters(model_name: str, method: str, options: BackendOptions) -> tuple[int, int]:
     """(all, trainable) parameter counts, from the config alone (the model is built on the meta device)."""
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
+    trust = options.trust_remote_code
     try:
-        config = AutoConfig.from_pretrained(model_name, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(model_name, trust_remote_code=trust)
     except (OSError, ValueError) as error:
-        raise _load_error(model_name, error, trust_remote_code) from None
+        raise _load_error(model_name, error, trust) from None
     with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
+        model = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust)
     total = sum(p.numel() for p in model.parameters())
     if method == "frozen-vision":
         return total, total - sum(p.numel() for p in vision_parameters(model).values())
     return total, total
 
 
-def load_model(
-    model_name: str, dtype: str, trust_remote_code: bool = False, attn_implementation: str | None = None
-):
-    """The VLM and its processor for training, with errors that say what to do."""
+def load_model(model_name: str, options: BackendOptions):
+    """The VLM and its processor for training, loaded as `options` say (`TrainConfig.backend_options`): weights
+    in `options.dtype`, its own code only with `trust_remote_code`, `attn_implementation`, and fused kernels
+    (`options.fuse`, resolved for the device training runs on); with errors that say what to do. (`num_crops`
+    is a setting of each processor call: the collator's and the evaluation's.)"""
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from inspector.backends.hf import load_processor
+    from inspector.backends.hf import load_processor, resolve_dtype
+    from inspector.speedups import fuse, resolve_fusion
 
-    kwargs: dict = {"dtype": getattr(torch, dtype), "trust_remote_code": trust_remote_code}
-    if attn_implementation:
-        kwargs["attn_implementation"] = attn_implementation
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    trust = options.trust_remote_code
+    kwargs: dict = {"dtype": resolve_dtype(options.dtype, device), "trust_remote_code": trust}
+    if options.attn_implementation:
+        kwargs["attn_implementation"] = options.attn_implementation
     try:
         model = AutoModelForImageTextToText.from_pretrained(model_name, **kwargs)
     except (OSError, ValueError) as error:
-        raise _load_error(model_name, error, trust_remote_code) from None
+        raise _load_error(model_name, error, trust) from None
     try:
-        processor = load_processor(model_name, trust_remote_code=trust_remote_code)
+        processor = load_processor(model_name, trust_remote_code=trust)
     except (OSError, ValueError) as error:
         raise BackendError(f"{model_name}: cannot load its processor: {error}") from None
     if getattr(processor, "tokenizer", None) is None:
@@ -189,6 +194,7 @@ def load_model(
         )
     if processor.tokenizer.pad_token is None:
         processor.tokenizer.pad_token = processor.tokenizer.eos_token
+    fuse(model, resolve_fusion(options.fuse, device))
     return model, processor
 
 

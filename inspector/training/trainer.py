@@ -13,7 +13,6 @@ Output folder layout:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from transformers import TrainerCallback
 from inspector.errors import InputError
 from inspector.registry import resolve_model
 from inspector.scoring import PriceTolerance
+from inspector.training.arguments import training_arguments
 from inspector.training.callbacks import (
     METRICS_FILE,
     MetricsFileCallback,
@@ -107,18 +107,6 @@ def _find_resume_checkpoint(config: TrainConfig, output: Path) -> str | None:
     if not (path / "trainer_state.json").is_file():
         raise InputError(f"--resume {path}: not a checkpoint folder (it has no trainer_state.json)")
     return str(path)
-
-
-def checkpointing_arguments(arguments_class: type, enabled: bool) -> dict:
-    """Activation checkpointing (recompute in backward, use_reentrant=False) under the names the installed
-    transformers declares: 5.23 renamed `gradient_checkpointing(_kwargs)` to `activation_checkpointing(_kwargs)`
-    and keeps the old names only as deprecated aliases."""
-    names = {field.name for field in dataclasses.fields(arguments_class)}
-    prefix = "activation" if "activation_checkpointing" in names else "gradient"
-    return {
-        f"{prefix}_checkpointing": enabled,
-        f"{prefix}_checkpointing_kwargs": {"use_reentrant": False} if enabled else None,
-    }
 
 
 def _wandb_setup(config: TrainConfig, output: Path) -> None:
@@ -332,9 +320,7 @@ def resolve_run_precision(config: TrainConfig) -> tuple[str, str, bool]:
     import torch
 
     if config.precision == "auto" and torch.cuda.is_available() and config.method != "lora":
-        total, trainable = estimate_parameters(
-            resolve_model(config.model), config.method, config.trust_remote_code
-        )
+        total, trainable = estimate_parameters(resolve_model(config.model), config.method, config.backend_options())
         dtype, bf16 = resolve_precision("auto", config.method, total, trainable)
     else:
         dtype, bf16 = resolve_precision(config.precision, config.method, 0, 0)
@@ -398,7 +384,6 @@ def build_trainer(
 
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
-    cuda = torch.cuda.is_available()
     has_val = bool(data.val)
     generation_eval = None
     if has_val and config.eval_samples > 0:
@@ -417,50 +402,8 @@ def build_trainer(
     if config.wandb:
         _wandb_setup(config, output)
 
-    schedule = config.schedule
-    if schedule == "constant" and config.warmup_steps:
-        schedule = "constant_with_warmup"
     args = TrainingArguments(
-        output_dir=str(output),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        num_train_epochs=config.epochs if config.max_steps == 0 else 1.0,
-        max_steps=config.max_steps if config.max_steps > 0 else -1,
-        learning_rate=config.lr,
-        lr_scheduler_type=schedule,
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        adam_beta1=0.9,
-        adam_beta2=0.95,
-        adam_epsilon=config.adam_epsilon,
-        max_grad_norm=config.max_grad_norm,
-        optim="adamw_torch_fused" if cuda else "adamw_torch",
-        bf16=bf16,
-        use_cpu=not cuda,
-        **checkpointing_arguments(TrainingArguments, config.gradient_checkpointing),
-        logging_strategy="steps",
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        eval_strategy="steps" if has_val else "no",
-        eval_steps=config.eval_every if has_val else None,
-        eval_on_start=config.eval_at_start and has_val,
-        save_strategy="steps" if save else "no",
-        save_steps=config.eval_every,
-        save_total_limit=config.save_total_limit or None,
-        metric_for_best_model=config.best_metric_key if has_val else None,
-        greater_is_better=config.greater_is_better if has_val else None,
-        load_best_model_at_end=False,
-        report_to=["wandb"] if config.wandb else "none",
-        run_name=config.run_name or output.resolve().name,
-        seed=config.seed,
-        data_seed=config.seed,
-        dataloader_num_workers=config.workers,
-        dataloader_pin_memory=cuda,
-        dataloader_persistent_workers=config.workers > 0,
-        remove_unused_columns=False,
-        label_names=["labels"],
-        disable_tqdm=True,
+        **training_arguments(config, cuda=torch.cuda.is_available(), bf16=bf16, has_val=has_val, save=save)
     )
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     collator = TrainingCollator(processor, data.prompt.text, num_crops=config.num_crops, dtype=dtype)
@@ -518,10 +461,7 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
     # An absolute path, so that a LoRA adapter saved with keep_adapter finds its base model from any folder.
     source = resolve_model(config.model)
     local = Path(source).expanduser()
-    model, processor = load_model(str(local.resolve()) if local.exists() else source, dtype, config.trust_remote_code)
-    from inspector.speedups import fuse, resolve_fusion
-
-    fuse(model, resolve_fusion(config.fuse, "cuda" if torch.cuda.is_available() else "cpu"))
+    model, processor = load_model(str(local.resolve()) if local.exists() else source, config.backend_options(dtype))
     model = apply_method(model, config)
     total_params, trainable_params = count_parameters(model)
 
