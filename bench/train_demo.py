@@ -13,13 +13,19 @@ is fixed by the command: the cards (`inspector.samples`, seeded), the initial we
 3. Runs: `real:SEED` (seed 0 and 1: initial weights and data order) and `control:0`, each `--steps` optimizer steps
    of `inspector.training.train` (the code `inspector train` runs), as separate processes side by side on one GPU.
    Held-out answers are generated and scored (scan's parser and scorer) every `--eval-every` steps: the curves.
-4. The demo folder: real:0's final model in bf16 with its tokenizer, fields.toml, train_config.json and a model card
-   (README.md), ready to replace `inspector/demo_model/` in place.
+4. The demo folder: real:0's final model in bf16 with its tokenizer, fields.toml, train_config.json, a model card
+   (README.md) and training_history.json, ready to replace `inspector/demo_model/` in place.
+5. Chunks (`--init DIR`): a run may start from an earlier run's demo folder instead of random weights, so that the
+   training can go on across device calls and machines (a lent machine is given back between sessions, and a
+   checkpoint with its optimizer state is too large to travel). Each chunk is a warm restart: fresh cards (give
+   another `--seed`), a fresh AdamW state and its own warmup and cosine schedule. training_history.json lists every
+   chunk (its command, steps and held-out figures), and the model card counts the steps of all of them.
 
 Results: OUT/demo.json (every run's config, curves and figures), OUT/demo.md (the tables), OUT/demo_model/.
 
     python bench/train_demo.py --out /tmp/demo                  # GPU (H200: see BENCHMARKS.md for the time)
     python bench/train_demo.py --tiny --out /tmp/demo-tiny      # CPU smoke test: tiny model, a few steps
+    python bench/train_demo.py --runs real:0 --init OLD/demo_model --seed 1 --out /tmp/demo2   # one more chunk
 """
 
 from __future__ import annotations
@@ -98,9 +104,12 @@ def prepare_data(out: Path, n: int, heldout: int, seed: int, workers: int) -> Pa
     return folder
 
 
-def build_initial_model(out: Path, tokenizer_dir: Path, seed: int, tiny: bool) -> Path:
+def build_initial_model(out: Path, tokenizer_dir: Path, seed: int, tiny: bool, init: str | None = None) -> Path:
+    """The run's starting weights: `init` (an earlier chunk's demo folder) when given, else a seeded random init."""
     from inspector.models.phi3v.tiny import save_tiny_phi3v
 
+    if init:
+        return Path(init)
     folder = out / f"init-{'tiny' if tiny else 'demo'}-{seed}"
     if not (folder / "config.json").is_file():
         overrides = {} if tiny else {**DEMO_TEXT, "vision_config": DEMO_VISION}
@@ -174,7 +183,7 @@ def run_one(args, name: str, data: Path, tokenizer_dir: Path) -> None:
 
     out = Path(args.out)
     kind, seed = name.split(":")
-    model = build_initial_model(out, tokenizer_dir, int(seed), args.tiny)
+    model = build_initial_model(out, tokenizer_dir, int(seed), args.tiny, args.init)
     config = train_config(args, name, int(seed), data, model, out)
     shutil.rmtree(config.output, ignore_errors=True)
     started = time.perf_counter()
@@ -201,6 +210,8 @@ def run_one(args, name: str, data: Path, tokenizer_dir: Path) -> None:
         "evaluations": [by_step[step] for step in sorted(by_step)],
         "loss_curve": [(r["step"], r["loss"]) for r in records if "loss" in r],
         "final_dir": result.final_dir,
+        "init": args.init,
+        "card_seed": args.seed,
         "config": config.to_dict(),
     }
     (out / "runs" / f"{name.replace(':', '-')}.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -278,7 +289,7 @@ prices and colour. It knows nothing about real product photos; use it to try ins
 - Command: `{command}`
 - Trained on: {device}; torch {torch}, transformers {transformers}
 - Steps: {steps} of batch {batch_size} ({samples:,} cards, each seen about once), seed {seed}, lr {lr:g} cosine,
-  num_crops {num_crops}, precision {precision}
+  num_crops {num_crops}, precision {precision}{chunks}
 - The question: the default `extract` prompt with the fields in `fields.toml` (colour); `inspector scan --model demo`
   asks it without flags.
 
@@ -290,6 +301,30 @@ Held-out accuracy ({heldout} cards it never saw, drawn with another seed; scan's
 
 Replace this folder in place when retraining (`bench/train_demo.py`, then copy OUT/demo_model here).
 """
+
+
+HISTORY_FILE = "training_history.json"
+
+
+def training_history(run: dict, device: dict, command: str) -> list[dict]:
+    """The chunks that made this model, oldest first: the `--init` folder's history, then this run."""
+    history = json.loads((Path(run["init"]) / HISTORY_FILE).read_text()) if run.get("init") else []
+    config = run["config"]
+    history.append(
+        {
+            "command": command,
+            "device": device.get("gpu") or device.get("cpu"),
+            "steps": run["steps"],
+            "batch_size": config["batch_size"],
+            "lr": config["lr"],
+            "warmup_steps": config["warmup_steps"],
+            "seed": run["seed"],
+            "card_seed": run["card_seed"],
+            "train_examples": run["train_examples"],
+            "final": {key: value for key, value in run["final"].items() if key.startswith("eval_")},
+        }
+    )
+    return history
 
 
 def write_demo_folder(out: Path, run: dict, device: dict, command: str, tokenizer_dir: Path) -> Path:
@@ -315,6 +350,16 @@ def write_demo_folder(out: Path, run: dict, device: dict, command: str, tokenize
     config.update(fields_file="fields.toml", truth="", val_truth=None, model="", output="", images=None)
     (folder / "train_config.json").write_text(json.dumps(config, indent=2) + "\n")
     table = "\n".join(f"| {field} | {_pct(run['final'], f'eval_{field}_accuracy')} |" for field in FIELDS)
+    history = training_history(run, device, command)
+    (folder / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n")
+    steps = sum(chunk["steps"] for chunk in history)
+    samples = sum(chunk["steps"] * chunk["batch_size"] for chunk in history)
+    chunks = (
+        f"\n- Chunks: {len(history)}, each a warm restart from the one before with fresh cards ({HISTORY_FILE}: "
+        "their commands and figures); the last one: `" + command + "`"
+        if len(history) > 1
+        else ""
+    )
     (folder / "README.md").write_text(
         MODEL_CARD.format(
             parameters=run["parameters"],
@@ -322,9 +367,10 @@ def write_demo_folder(out: Path, run: dict, device: dict, command: str, tokenize
             device=device.get("gpu") or device.get("cpu"),
             torch=device["torch"],
             transformers=device["transformers"],
-            steps=run["steps"],
+            steps=steps,
             batch_size=config["batch_size"],
-            samples=run["steps"] * config["batch_size"],
+            samples=samples,
+            chunks=chunks,
             seed=run["seed"],
             lr=config["lr"],
             num_crops=config["num_crops"],
@@ -365,6 +411,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--tiny", action="store_true", help="CPU smoke test: tiny model, a few cards and steps"
     )
+    parser.add_argument(
+        "--init",
+        metavar="DIR",
+        help="start from this demo folder (an earlier chunk's OUT/demo_model) instead of random weights; give "
+        "another --seed for fresh cards",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run KIND:SEED in this process
     args = parser.parse_args(argv)
 
@@ -380,6 +432,8 @@ def main(argv: list[str] | None = None) -> None:
         args.workers = 0 if tiny else max(1, (os.cpu_count() or 1) // len(runs) - 1)
     if tiny:
         args.num_crops, args.max_new_tokens = 1, 24
+    if args.init and not (Path(args.init) / HISTORY_FILE).is_file():
+        parser.error(f"--init {args.init}: no {HISTORY_FILE} there: not a demo folder this recipe wrote")
     tokenizer_dir = find_tokenizer_dir(args.tokenizer_dir)
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -420,7 +474,14 @@ def main(argv: list[str] | None = None) -> None:
         name: json.loads((out / "runs" / f"{name.replace(':', '-')}.json").read_text()) for name in runs
     }
     device = device_facts()
-    command = "python bench/train_demo.py" + (" --tiny" if tiny else "") + f" --steps {args.steps} --out OUT"
+    command = (
+        "python bench/train_demo.py"
+        + (" --tiny" if tiny else "")
+        + f" --steps {args.steps}"
+        + (f" --seed {args.seed}" if args.seed else "")
+        + (" --init PREVIOUS/demo_model" if args.init else "")
+        + " --out OUT"
+    )
     print(write_report(out, results, device, command), flush=True)
     if "real:0" in results:
         folder = write_demo_folder(out, results["real:0"], device, command, tokenizer_dir)

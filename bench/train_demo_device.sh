@@ -4,6 +4,9 @@
 #   bash bench/train_demo_device.sh start [train_demo.py args]   # copy the repo to /tmp/repo, start, watch
 #   bash bench/train_demo_device.sh watch                       # watch up to WATCH_S seconds (default 540)
 #   bash bench/train_demo_device.sh collect                     # demo.md/json, logs, demo_model as tar parts
+#   bash bench/train_demo_device.sh chunk [train_demo.py args]   # all in one call, in the foreground: train, collect
+# A chunk survives the machine being given back between calls: pass `--init .carry/demo_init --seed K` to go on
+# from the demo_model an earlier chunk brought back (unpacked into the ignored .carry/demo_init and carried).
 set -uo pipefail
 WORK=${WORK:-/tmp/demo}
 WATCH_S=${WATCH_S:-540}
@@ -36,7 +39,14 @@ case "${1:-}" in
     sleep 5
     watch
     ;;
+  chunk)
+    shift
+    rm -rf "$WORK" && mkdir -p "$WORK/runs"
+    python3 bench/train_demo.py --out "$WORK" "$@" >"$WORK/launcher.log" 2>&1 || touch "$WORK/failed"
+    grep -hE '^\[' "$WORK"/runs/*.log | grep -E 'eval|step [0-9]*000 ' | tail -n 20
+    collect
+    ;;
   watch) watch ;;
   collect) collect ;;
-  *) echo "usage: $0 start|watch|collect" >&2; exit 2 ;;
+  *) echo "usage: $0 start|watch|collect|chunk" >&2; exit 2 ;;
 esac

@@ -47,6 +47,23 @@ def test_the_recipe_writes_a_demo_folder_that_asks_its_own_question(tmp_path, ph
     assert question is not None and "colour" in asked.scan_prompt().text
     assert asked.num_crops == 1  # the --tiny recipe's crops, read back from the folder
 
+    # One more chunk from that folder (another machine, another call): fresh cards, the weights it left
+    history = json.loads((folder / "training_history.json").read_text())
+    assert [(chunk["steps"], chunk["card_seed"]) for chunk in history] == [(2, 0)]
+    more = tmp_path / "demo2"
+    train_demo.main(
+        ["--tiny", "--runs", "real:0", "--steps", "3", "--eval-every", "3", "--seed", "1", "--init", str(folder),
+         "--out", str(more), "--tokenizer-dir", str(phi35v_dir)]
+    )  # fmt: skip
+    again = json.loads((more / "demo.json").read_text())["runs"]["real:0"]
+    assert again["init"] == str(folder) and again["config"]["model"] == str(folder)
+    history = json.loads((more / "demo_model" / "training_history.json").read_text())
+    assert [(chunk["steps"], chunk["card_seed"]) for chunk in history] == [(2, 0), (3, 1)]
+    assert "Steps: 5 of batch 2 (10 cards" in (more / "demo_model" / "README.md").read_text()
+    assert "Chunks: 2" in (more / "demo_model" / "README.md").read_text()
+    with pytest.raises(SystemExit):  # a folder without a history is no earlier chunk of this recipe
+        train_demo.main(["--tiny", "--init", str(tmp_path), "--out", str(tmp_path / "x")])
+
 
 def test_the_demo_size_is_within_the_budget_with_tied_embeddings():
     """~40 MB of bf16 weights at most (issue 16): the demo architecture, counted on the meta device."""
