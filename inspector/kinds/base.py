@@ -205,6 +205,9 @@ class FieldKind:
     money: ClassVar[bool] = False
     #: Its results and training answer lines are listed after the other fields' (one per size for a size table).
     results_last: ClassVar[bool] = False
+    #: How the report shows a value: "text" (as it is), "amount" (a price: two decimals), "quantity" (with the
+    #: field's unit) or "sizes" (size: amount pairs).
+    display: ClassVar[str] = "text"
     #: Its values are currency codes, written in answers as a code, a word or a symbol (confidence spans).
     currency_code: ClassVar[bool] = False
 

@@ -46,6 +46,7 @@ class Number(FieldKind):
     free_phrases = True
     amount = True
     declaration_keys = ("unit",)
+    display = "quantity"
 
     def read_json(self, spec: FieldSpec, value: object, found: AnswerValues, reading: JsonReading) -> bool:
         found.set_text(spec.name, quantity_from_json(value))

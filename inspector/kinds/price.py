@@ -51,6 +51,7 @@ class Price(FieldKind):
     amount = True
     money = True
     size_in_label = True
+    display = "amount"
 
     def read_json(self, spec: FieldSpec, value: object, found: AnswerValues, reading: JsonReading) -> bool:
         if isinstance(value, dict) and _first_key(value, ("amount", "value", "price")) is None:

@@ -54,6 +54,7 @@ class SizePrices(FieldKind):
     extra_labels = ("size price", "price for size", "prices for sizes")
     entries_below = True
     results_last = True
+    display = "sizes"
 
     def read_json(self, spec: FieldSpec, value: object, found: AnswerValues, reading: JsonReading) -> bool:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
