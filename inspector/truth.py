@@ -457,7 +457,6 @@ def _clean_cell(value: str) -> str | None:
     return clean_text(stripped)
 
 
-#: What a catalogue user reads for a price cell left empty, and how to fix it.
 def _cell(row: dict, column: str | None) -> str | None:
     if column is None:
         return None
@@ -478,7 +477,10 @@ def _read_row(
         found.append(CellProblem(row_number, column, value, what, field_name))
 
     def read(spec: FieldSpec, column: str, raw: str, currency: str | None) -> CellReading:
-        reading = kind_of(spec).read_cell(spec, raw, currency)
+        """The cell read by the field's kind; what could not be read is listed as the row's problems."""
+        return listed(column, kind_of(spec).read_cell(spec, raw, currency))
+
+    def listed(column: str, reading: CellReading) -> CellReading:
         for text, what, field_name in reading.problems:
             problem(column, text, what, field_name)
         return reading
@@ -521,9 +523,7 @@ def _read_row(
             if clean_text(raw) is None:
                 continue
             size = key[len("size:") :]
-            reading = kind_of(sizes_spec).read_size_cell(size, raw, currency)
-            for text, what, field_name in reading.problems:
-                problem(column, text, what, field_name)
+            reading = listed(column, kind_of(sizes_spec).read_size_cell(size, raw, currency))
             if reading.value is not None:
                 size_prices.setdefault(size, reading.value)
         fields[sizes_spec.name] = size_prices
