@@ -439,7 +439,8 @@ def _client_data(views: list[dict], fieldset: FieldSet) -> dict:
             values[spec.name][row["g"][spec.name]][" ".join(value.split()) if value else "(none)"] += 1
     return {
         "fields": list(fieldset.names),
-        "display": {spec.name: [kind_of(spec).display, spec.unit] for spec in fieldset},
+        "kinds": {spec.name: [spec.kind, spec.unit] for spec in fieldset},
+        "display": {spec.name: kind_of(spec).display for spec in fieldset},
         "runs": [{"id": v["info"].id, "label": v["info"].label, "letter": v["letter"]} for v in views],
         "groups": [
             [

@@ -5,6 +5,7 @@
 
   var data = JSON.parse(document.getElementById("report-data").textContent);
   var FIELDS = data.fields;
+  var KINDS = data.kinds;
   var DISPLAY = data.display;
   var RUNS = data.runs;
   var ROWS = data.rows;
@@ -54,7 +55,8 @@
     return false;
   }
 
-  function displayOf(field) { return (DISPLAY[field] || ["text", ""])[0]; }
+  // How a field's values are drawn (the kind's `display`): "text", "amount", "quantity" or "sizes".
+  function displayOf(field) { return DISPLAY[field] || "text"; }
 
   function fmtValue(field, value) {
     if (isEmpty(value)) return "";
@@ -65,7 +67,7 @@
       }).join(" · ");
     }
     if (shown === "amount") return fmtNumber(value);
-    if (shown === "quantity") return (String(+value.toPrecision(6)) + " " + DISPLAY[field][1]).trim();
+    if (shown === "quantity") return (String(+value.toPrecision(6)) + " " + KINDS[field][1]).trim();
     return String(value);
   }
 
