@@ -15,6 +15,7 @@ from pathlib import Path
 from inspector.csvfiles import formula_safe
 from inspector.errors import InputError, OutputError
 from inspector.fields import Outcome
+from inspector.kinds import kind_of
 from inspector.outputs import make_folder, write_text_atomic
 from inspector.review import CATALOGUE_WRONG
 from inspector.scoring import SIZE_FIELD_PREFIX, normalise_label, outside_sides
@@ -140,7 +141,7 @@ def _rows(store: Store, run_id: int, what: str, mismatches_only: bool, field: st
         for result in results:
             review = decisions.get((image["sha256"], result["field"]))
             spec = fieldset.get(result["field"])
-            category = spec is not None and spec.kind == "category"
+            category = spec is not None and kind_of(spec).categorical
             rows.append(
                 {
                     **common,

@@ -2,15 +2,9 @@
 
 A field is a `FieldSpec`: a name, a kind, synonyms and a prompt description. Parsing (JSON keys and "Label: value"
 lines), catalogue column detection, the prompt, the canonical training answer, scoring, the store and the report
-all walk the active `FieldSet` instead of naming fields. Kinds:
-
-- ``text``: free text, scored by token F1 against a threshold (like the title);
-- ``category``: a label compared after normalisation (case, accents, punctuation); optional allowed ``values``:
-  answers and catalogue values outside them are flagged and counted (`scoring.outside_values`);
-- ``price``: an amount compared within a tolerance; the currency written next to it feeds the ``currency`` field;
-- ``currency``: an ISO 4217 code;
-- ``number``: a quantity, optionally with a ``unit``; "500 ml" and "0.5 l" are compared after conversion;
-- ``size_prices``: a size -> price map, scored one size at a time (at most one such field).
+all walk the active `FieldSet` instead of naming fields. What each kind (text, category, price, currency, number,
+size_prices) reads, hints and scores is one object in `inspector.kinds`; `FieldSpec` and the other types every
+kind uses live below it, in `inspector.fieldspec`, and are re-exported here.
 
 Users add or override fields with a TOML file (`load_fields`, ``--fields fields.toml``); see docs/fields.md.
 """
@@ -23,11 +17,12 @@ import re
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from inspector.errors import InputError
+from inspector.fieldspec import FieldResult, FieldSpec, FieldValue, Outcome, normalise_key
+from inspector.kinds import kind_names, kind_of, registered_kinds
 from inspector.outputs import check_path_names
 from inspector.units import unit_dimension
 
@@ -38,7 +33,6 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 __all__ = [
     "BUILTIN_FIELDS",
-    "KINDS",
     "CellProblem",
     "FieldResult",
     "FieldSet",
@@ -48,17 +42,8 @@ __all__ = [
     "ProductFields",
     "TruthRecord",
     "load_fields",
+    "normalise_key",
 ]
-
-#: Every kind a field can have.
-KINDS: tuple[str, ...] = ("text", "category", "price", "currency", "number", "size_prices")
-#: Kinds shown as a confusion table in the report (categorical values).
-CATEGORICAL_KINDS: tuple[str, ...] = ("category", "currency")
-#: Kinds with at most one field each: their readers combine values across the answer (sizes, the currency).
-SINGLE_KINDS: tuple[str, ...] = ("currency", "size_prices")
-
-#: One field's value: text (text, category, currency), a float (price, number in its unit) or size -> price.
-FieldValue = Union[str, float, dict[str, float], None]  # noqa: UP007 - a runtime alias on Python 3.10
 
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
@@ -66,70 +51,6 @@ _NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 #: aliases, with the column each stands for. A field may not be named or keyed like them: the column mapping, the
 #: catalogue's column detection and the advice of errors could not tell the field from the image column.
 LOCATOR_NAMES: dict[str, str] = {"path": "path", "key": "key", "image": "path", "image_path": "path", "file": "path"}
-
-
-def normalise_key(key: object) -> str:
-    """A key, label or column name compared loosely: lower case, words separated by single spaces."""
-    return " ".join(re.sub(r"[^0-9a-z]+", " ", str(key).casefold()).split())
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    """One field: how the model is asked for it, how answers and catalogue cells are read, how it is scored."""
-
-    name: str
-    kind: str
-    #: Other names for the field in answers (JSON keys, "Label:" lines) and, unless `columns` is given, in the
-    #: catalogue's header; earlier ones win where several are present.
-    synonyms: tuple[str, ...] = ()
-    #: How the prompt describes the value ("the main colour of the product"); shown in brackets after the key.
-    description: str = ""
-    #: The JSON key the prompt asks for and training answers use (default: the name).
-    key: str = ""
-    #: "Label" of the field in "Label: value" answers and in the report (default: the name, capitalised).
-    label: str = ""
-    #: Catalogue column names, best first (default: the name, the key and the synonyms).
-    columns: tuple[str, ...] = ()
-    #: category: the allowed values (normalised before comparing); empty means any value.
-    values: tuple[str, ...] = ()
-    #: number: the unit values are compared and stored in ("ml", "g", "cm"); empty means a plain number.
-    unit: str = ""
-    #: number and price: largest absolute difference still counted as correct (price: the scan's default).
-    tolerance: float | None = None
-    #: text: smallest token F1 counted as correct (default: the scan's --title-threshold, 0.6).
-    threshold: float | None = None
-    #: Regular expressions with a ``value`` group that read the field from free sentences ("made by X").
-    phrases: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "key", self.key or self.name)
-        object.__setattr__(self, "label", self.label or self.name.replace("_", " ").capitalize())
-
-    @property
-    def answer_keys(self) -> tuple[str, ...]:
-        """Normalised answer keys, best first."""
-        return tuple(dict.fromkeys(normalise_key(k) for k in (self.key, self.name, *self.synonyms)))
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        """Normalised catalogue column names, best first."""
-        names = self.columns or (self.name, self.key, *self.synonyms)
-        return tuple(dict.fromkeys(normalise_key(name) for name in names))
-
-    @property
-    def categorical(self) -> bool:
-        return self.kind in CATEGORICAL_KINDS
-
-    def to_json(self) -> dict[str, Any]:
-        """The declaration as plain JSON (stored with each run, so an old run's report knows its fields)."""
-        data = {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FieldSpec:
-        known = {f.name for f in dataclass_fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -160,11 +81,9 @@ class FieldSet:
     def names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.specs)
 
-    def of_kind(self, *kinds: str) -> tuple[FieldSpec, ...]:
-        return tuple(spec for spec in self.specs if spec.kind in kinds)
-
     def first(self, kind: str) -> FieldSpec | None:
-        """The first field of a kind (the price whose currency feeds the currency field, the size table)."""
+        """The first field of a kind: a role (the main price, whose currency feeds the currency field; the size
+        table), not a branch on kinds (those ask the kind object, `inspector.kinds.kind_of`)."""
         return next((spec for spec in self.specs if spec.kind == kind), None)
 
     def to_json(self) -> list[dict[str, Any]]:
@@ -425,10 +344,10 @@ def _spec_from_table(name: str, table: object, base: FieldSet, source: str) -> F
             raise InputError(f"{where}: {key} must be a list of non-empty strings.")
     builtin = base.get(name)
     if "kind" not in table and builtin is None:
-        raise InputError(f"{where}: missing key 'kind'; use one of {', '.join(KINDS)}.")
+        raise InputError(f"{where}: missing key 'kind'; use one of {', '.join(kind_names())}.")
     kind = table.get("kind", builtin.kind if builtin else "")
-    if kind not in KINDS:
-        raise InputError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}.")
+    if kind not in kind_names():
+        raise InputError(f"{where}: kind {kind!r} is not one of {', '.join(kind_names())}.")
     values = {key: tuple(v) if isinstance(v, list) else v for key, v in table.items()}
     if "tolerance" in values:
         values["tolerance"] = float(values["tolerance"])
@@ -436,15 +355,7 @@ def _spec_from_table(name: str, table: object, base: FieldSet, source: str) -> F
             raise InputError(f"{where}: tolerance must be a number >= 0.")
     if "threshold" in values and not 0 <= values["threshold"] <= 1:
         raise InputError(f"{where}: threshold must be between 0 and 1.")
-    if values.get("unit"):
-        if kind != "number":
-            raise InputError(f'{where}: unit applies to kind = "number" only.')
-        if unit_dimension(values["unit"]) is None:
-            raise InputError(
-                f"{where}: unit {values['unit']!r} is not known; use e.g. ml, l, g, kg, cm, m, in."
-            )
-    if values.get("values") and kind != "category":
-        raise InputError(f'{where}: values applies to kind = "category" only.')
+    _check_kind_keys(values, kind, where)
     for what, texts in (("key", [values.get("key", "")]), ("synonym", values.get("synonyms", ())),
                         ("column", values.get("columns", ()))):  # fmt: skip
         for text in texts:
@@ -470,12 +381,28 @@ def _spec_from_table(name: str, table: object, base: FieldSet, source: str) -> F
     return FieldSpec(name=name, **values)
 
 
+def _check_kind_keys(values: Mapping[str, Any], kind: str, where: str) -> None:
+    """Keys that only some kinds read (`FieldKind.declaration_keys`: unit, values) are refused on the others."""
+    owned: dict[str, list[str]] = {}
+    for other in registered_kinds():
+        for key in other.declaration_keys:
+            owned.setdefault(key, []).append(other.name)
+    for key, owners in owned.items():
+        if not values.get(key):
+            continue
+        if kind not in owners:
+            kinds = " or ".join(f'kind = "{owner}"' for owner in owners)
+            raise InputError(f"{where}: {key} applies to {kinds} only.")
+        if key == "unit" and unit_dimension(values["unit"]) is None:
+            raise InputError(f"{where}: unit {values['unit']!r} is not known; use e.g. ml, l, g, kg, cm, m, in.")
+
+
 def _check_fieldset(fieldset: FieldSet, source: str) -> None:
-    for kind in SINGLE_KINDS:
-        specs = fieldset.of_kind(kind)
+    for kind in registered_kinds():
+        specs = [spec for spec in fieldset if kind.single and spec.kind == kind.name]
         if len(specs) > 1:
             raise InputError(
-                f"{source}: fields {specs[0].name!r} and {specs[1].name!r} are both {kind}; declare one."
+                f"{source}: fields {specs[0].name!r} and {specs[1].name!r} are both {kind.name}; declare one."
             )
     seen: dict[str, str] = {}
     for spec in fieldset:
@@ -499,6 +426,11 @@ def _empty(value: object) -> bool:
     if isinstance(value, float):
         return not math.isfinite(value)
     return value in ("", {})
+
+
+def _empty_value(spec: FieldSpec) -> FieldValue:
+    empty = kind_of(spec).empty
+    return dict(empty) if isinstance(empty, dict) else empty
 
 
 class ProductFields(dict[str, FieldValue]):
@@ -533,9 +465,9 @@ class ProductFields(dict[str, FieldValue]):
 
     def to_dict(self, fieldset: FieldSet = BUILTIN_FIELDS) -> dict[str, FieldValue]:
         """Every declared field, None (or {} for size tables) where nothing was read."""
-        return {
-            spec.name: self.get(spec.name, {} if spec.kind == "size_prices" else None) for spec in fieldset
-        } | {name: value for name, value in self.items() if name not in fieldset}
+        return {spec.name: self.get(spec.name, _empty_value(spec)) for spec in fieldset} | {
+            name: value for name, value in self.items() if name not in fieldset
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, FieldValue]) -> ProductFields:
@@ -584,42 +516,6 @@ class TruthRecord:
             if problem.field_name is not None:
                 found.setdefault(problem.field_name, problem)
         return found
-
-
-class Outcome:
-    """Per-field outcome buckets, as attribute-value-extraction benchmarks count them."""
-
-    CORRECT = "correct"
-    WRONG = "wrong"
-    #: The catalogue has a value, the model gave none.
-    MISSED = "missed"
-    #: The model gave a value, the catalogue has none.
-    SPURIOUS = "spurious"
-    BOTH_EMPTY = "both_empty"
-    #: The catalogue cell could not be read (a weight "heavy", an ambiguous price "1,290"): the field is not
-    #: judged, for or against the model, and is left out of every metric.
-    UNREADABLE = "unreadable"
-
-    #: The outcomes that judge the model; metrics are computed over these.
-    SCORED: tuple[str, ...] = (CORRECT, WRONG, MISSED, SPURIOUS, BOTH_EMPTY)
-    ALL: tuple[str, ...] = (*SCORED, UNREADABLE)
-
-
-@dataclass
-class FieldResult:
-    """How one field of one answer compares with the catalogue."""
-
-    #: A declared field name, or "size_price:<size>" for one size's price.
-    field: str
-    outcome: str
-    predicted: str | None
-    expected: str | None
-    #: Text similarity (0..1) or absolute price/number error; None where it means nothing (categories: equal or
-    #: not is the outcome).
-    score: float | None = None
-    #: How sure the model was of its value (0..1, see `inspector.confidence`); None without a value or token
-    #: log-probabilities.
-    confidence: float | None = None
 
 
 # Kept for code that only needs the names of the built-in fields.

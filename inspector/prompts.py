@@ -13,15 +13,14 @@ A prompt file holds any question as plain text (its answers are read by `parse_a
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from inspector.errors import InputError
 from inspector.fields import BUILTIN_FIELDS, FieldSet, FieldSpec, ProductFields
+from inspector.kinds import kind_of
 from inspector.parsing import normalise_size
-from inspector.units import format_quantity
 
 __all__ = [
     "ANSWER_STYLES",
@@ -51,10 +50,7 @@ class Prompt:
 def _describe(spec: FieldSpec) -> str:
     """How the JSON prompt asks for one field: its key, then what it is in brackets."""
     parts = [spec.description] if spec.description else []
-    if spec.kind == "number":
-        parts.append(f"a number in {spec.unit}" if spec.unit else "a number")
-    if spec.kind == "category" and spec.values:
-        parts.append("one of: " + ", ".join(spec.values))
+    parts += kind_of(spec).hint(spec)
     return f'"{spec.key}"' + (f" ({'; '.join(parts)})" if parts else "")
 
 
@@ -170,31 +166,6 @@ def _read_prompt_file(path: Path) -> Prompt:
     return Prompt(f"file:{path.stem}", text, "free")
 
 
-def _number(value: float) -> str:
-    """A price as written in answers: Python's shortest round-tripping form, never in exponent notation."""
-    text = repr(float(value))
-    if "e" in text or "E" in text:
-        text = format(value, ".2f")
-    return text
-
-
-def _answer_value(spec: FieldSpec, value: object) -> str | None:
-    """One value as "Label: value" answers write it."""
-    if value is None:
-        return None
-    if spec.kind == "price":
-        return _number(value) if math.isfinite(value) else None
-    if spec.kind == "number":
-        return format_quantity(value, spec.unit)
-    return str(value)
-
-
-def _json_value(spec: FieldSpec, value: object) -> object:
-    if spec.kind in ("price", "number"):
-        return float(value) if value is not None and math.isfinite(value) else None
-    return value
-
-
 def format_answer(fields: ProductFields, style: str = "json", fieldset: FieldSet = BUILTIN_FIELDS) -> str:
     """The canonical answer for `fields`, as training teaches it; `parse_answer` reads it back to the same fields.
 
@@ -206,31 +177,18 @@ def format_answer(fields: ProductFields, style: str = "json", fieldset: FieldSet
     """
     if style not in ANSWER_STYLES:
         raise InputError(f"Unknown answer style {style!r}; use one of: {', '.join(ANSWER_STYLES)}.")
-    sizes_spec = fieldset.first("size_prices")
-    sizes = {
-        size: amount
-        for size, amount in ((fields[sizes_spec.name] if sizes_spec else None) or {}).items()
-        if amount is not None and math.isfinite(amount)
-    }
     if style == "json":
-        data: dict[str, object] = {}
-        for spec in fieldset:
-            if spec.kind == "size_prices":
-                data[spec.key] = {size: float(amount) for size, amount in sizes.items()}
-            else:
-                data[spec.key] = _json_value(spec, fields[spec.name])
+        data = {spec.key: kind_of(spec).json_value(spec, fields[spec.name]) for spec in fieldset}
         return json.dumps(data, ensure_ascii=False)
 
     pairs: list[tuple[str, str | None]] = []
     if style == "original":
         pairs += [
-            (label, _answer_value(fieldset[name], fields[name]) if name in fieldset else None)
+            (label, kind_of(fieldset[name]).answer_text(fieldset[name], fields[name]) if name in fieldset else None)
             for name, label in _ORIGINAL_LABELS.items()
         ]
-    for spec in fieldset:
-        if spec.kind == "size_prices" or (style == "original" and spec.name in _ORIGINAL_LABELS):
-            continue
-        pairs.append((spec.label, _answer_value(spec, fields[spec.name])))
-    pairs += [(f"Size {size}", _number(amount)) for size, amount in sizes.items()]
+    for spec in sorted(fieldset, key=lambda spec: kind_of(spec).results_last):
+        if style != "original" or spec.name not in _ORIGINAL_LABELS:
+            pairs += kind_of(spec).answer_lines(spec, fields[spec.name])
     separator = ", " if style == "original" else "\n"
     return separator.join(f"{key}: {value}" for key, value in pairs if value is not None)

@@ -24,6 +24,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from inspector import __version__
 from inspector.errors import InputError, InspectorError
 from inspector.fields import FieldSet, FieldSpec, Outcome
+from inspector.kinds import kind_of
 from inspector.outputs import write_text_atomic
 from inspector.review import DECISIONS, accuracy_at_coverage, review_view_data
 from inspector.scoring import format_errors, normalise_label, outside_sides
@@ -153,7 +154,7 @@ def _union(first: FieldSet, *others: FieldSet) -> FieldSet:
 
 def _confusable(fieldset: FieldSet) -> list:
     """Fields with a confusion table and a value filter: the categorical ones."""
-    return [spec for spec in fieldset if spec.kind == "category"]
+    return [spec for spec in fieldset if kind_of(spec).categorical]
 
 
 def _run_view(store: Store, run_id: int, fieldset: FieldSet) -> dict:
@@ -439,6 +440,7 @@ def _client_data(views: list[dict], fieldset: FieldSet) -> dict:
     return {
         "fields": list(fieldset.names),
         "kinds": {spec.name: [spec.kind, spec.unit] for spec in fieldset},
+        "display": {spec.name: kind_of(spec).display for spec in fieldset},
         "runs": [{"id": v["info"].id, "label": v["info"].label, "letter": v["letter"]} for v in views],
         "groups": [
             [
@@ -464,7 +466,7 @@ def _result_entry(result: dict, fieldset: FieldSet) -> list:
     side is outside the field's declared values. Categories show no score (older runs stored 1/0 there for "one of
     the declared values", which read as a contradiction beside "wrong")."""
     spec = fieldset.get(result["field"])
-    category = spec is not None and spec.kind == "category"
+    category = spec is not None and kind_of(spec).categorical
     return [
         result["field"],
         result["outcome"],

@@ -9,7 +9,9 @@ model gave none), spurious (the model gave a value, the catalogue has none), bot
 - currency: the same ISO 4217 code;
 - number fields: equal within the field's tolerance after unit conversion; score = absolute error.
 
-Each field is scored by its kind (`SCORERS`), so user-declared fields are scored like the built-ins.
+Each field is scored by its kind object (`inspector.kinds`: `FieldKind.score`), so user-declared fields are
+scored like the built-ins. The comparison primitives (tolerance, label normalisation, similarity) are
+`inspector.matching`'s, re-exported here.
 
 Per field, `summarise` gives:
 
@@ -31,17 +33,24 @@ A ratio with an empty denominator is None (nothing to measure), not 0.
 from __future__ import annotations
 
 import math
-import re
-import unicodedata
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 
-from inspector.errors import InputError
-from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, FieldSpec, Outcome, ProductFields
-from inspector.parsing import normalise_currency, normalise_size
-from inspector.units import format_quantity
+from inspector.fields import BUILTIN_FIELDS, FieldResult, FieldSet, Outcome, ProductFields
+from inspector.kinds import FieldKind, ScoreSettings, kind_of
+from inspector.matching import (
+    SIZE_FIELD,
+    SIZE_FIELD_PREFIX,
+    PriceTolerance,
+    format_amount,
+    normalise_label,
+    outside_sides,
+    outside_values,
+    present,
+    size_sort_key,
+    title_similarity,
+)
+from inspector.parsing import normalise_currency
 
 __all__ = [
     "FieldMetrics",
@@ -59,227 +68,9 @@ __all__ = [
     "title_similarity",
 ]
 
-#: Prefix of the per-size field names ("size_price:6.5"); `summarise` adds them up as "size_price".
-SIZE_FIELD_PREFIX = "size_price:"
-SIZE_FIELD = "size_price"
-
-
-@dataclass(frozen=True)
-class PriceTolerance:
-    """How far a price may be from the catalogue's and still count as correct: the larger of `absolute` and
-    `relative` × catalogue price. The default, half a cent, means "equal to the cent"."""
-
-    absolute: float = 0.005
-    relative: float | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> PriceTolerance:
-        """``--price-tolerance``: an amount ("0.01", "1") or a percentage of the catalogue price ("2%")."""
-        raw = str(text).strip() if text is not None else ""
-        hint = "write an amount like 0.01 or a percentage like 2%"
-        try:
-            if raw.endswith("%"):
-                percent = float(raw[:-1].strip())
-                if not math.isfinite(percent) or percent < 0:
-                    raise ValueError
-                return cls(relative=percent / 100)
-            amount = float(raw)
-            if not math.isfinite(amount) or amount < 0:
-                raise ValueError
-            return cls(absolute=amount)
-        except ValueError:
-            raise InputError(f"Price tolerance {raw!r} is not valid: {hint}.") from None
-
-    def allows(self, predicted: float, expected: float) -> bool:
-        allowed = self.absolute
-        if self.relative is not None:
-            allowed = max(allowed, self.relative * abs(expected))
-        # A hair of slack for binary floating point: 115.10 - 115.00 is 0.0999999...
-        return abs(predicted - expected) <= allowed + 1e-9 * max(1.0, abs(expected))
-
-    def __str__(self) -> str:
-        if self.relative is not None:
-            return f"{self.relative * 100:g}%"
-        return f"{self.absolute:g}"
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Normalisation and similarity
-# --------------------------------------------------------------------------------------------------------------
-
-
-def normalise_label(text: str | None) -> str:
-    """A brand or category in a form that ignores case, accents, punctuation, spacing and "&" vs "and".
-
-    "Hermès", "HERMES" and "hermes " are equal; so are "T-Shirts & Tops" and "t shirts and tops".
-    Apostrophes join ("Levi's" = "Levis").
-    """
-    if not text:
-        return ""
-    decomposed = unicodedata.normalize("NFKD", str(text))
-    stripped = "".join(char for char in decomposed if not unicodedata.combining(char)).casefold()
-    stripped = stripped.replace("&", " and ").replace("+", " and ")
-    stripped = re.sub(r"['’`´]", "", stripped)
-    return " ".join(re.sub(r"[\W_]+", " ", stripped).split())
-
-
-def title_similarity(predicted: str, expected: str) -> float:
-    """Token F1 between two titles after `normalise_label` (word order ignored, repeated words counted)."""
-    predicted_tokens = normalise_label(predicted).split()
-    expected_tokens = normalise_label(expected).split()
-    if not predicted_tokens or not expected_tokens:
-        return 1.0 if predicted_tokens == expected_tokens and predicted.strip() == expected.strip() else 0.0
-    common = sum((Counter(predicted_tokens) & Counter(expected_tokens)).values())
-    if common == 0:
-        return 0.0
-    precision = common / len(predicted_tokens)
-    recall = common / len(expected_tokens)
-    return 2 * precision * recall / (precision + recall)
-
-
-def format_amount(value: float | None) -> str | None:
-    """A price for display: two decimals, more only where they matter (115.0 -> "115.00", 115.004 -> "115.004")."""
-    if value is None:
-        return None
-    if not math.isfinite(value):
-        return str(value)
-    if round(value, 2) == value:
-        return f"{value:.2f}"
-    return f"{value:.6f}".rstrip("0")
-
-
-_LETTER_SIZES = ["XXXS", "XXS", "XS", "S", "M", "L", "XL", "XXL", "XXXL", "2XL", "3XL", "4XL"]
-
-
-def size_sort_key(size: str) -> tuple:
-    """Numeric sizes by value, then letter sizes from small to large, then the rest alphabetically."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(.*)", size)
-    if match:
-        return (0, float(match.group(1)), match.group(2))
-    if size in _LETTER_SIZES:
-        return (1, float(_LETTER_SIZES.index(size)), "")
-    return (2, 0.0, size)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Scoring one answer
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _present(value: object) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return bool(str(value).strip())
-
-
-def _bucket(predicted: object, expected: object, equal: bool) -> str:
-    has_predicted, has_expected = _present(predicted), _present(expected)
-    if not has_predicted and not has_expected:
-        return Outcome.BOTH_EMPTY
-    if not has_predicted:
-        return Outcome.MISSED
-    if not has_expected:
-        return Outcome.SPURIOUS
-    return Outcome.CORRECT if equal else Outcome.WRONG
-
-
-def _text(value: object) -> str | None:
-    return str(value) if _present(value) else None
-
-
-def _score_amount(
-    name: str, predicted: float | None, expected: float | None, tolerance: PriceTolerance
-) -> FieldResult:
-    both = _present(predicted) and _present(expected)
-    error = abs(predicted - expected) if both else None
-    outcome = _bucket(predicted, expected, both and tolerance.allows(predicted, expected))
-    shown_predicted = format_amount(predicted) if _present(predicted) else None
-    shown_expected = format_amount(expected) if _present(expected) else None
-    return FieldResult(name, outcome, shown_predicted, shown_expected, error)
-
-
-def _sizes(prices: dict | None) -> dict[str, float]:
-    result: dict[str, float] = {}
-    for size, amount in (prices or {}).items():
-        label = normalise_size(size)
-        if label and isinstance(amount, (int, float)) and not isinstance(amount, bool):
-            result.setdefault(label, float(amount))
-    return result
-
-
-def _score_text(spec: FieldSpec, ours: object, theirs: object, tolerance: PriceTolerance) -> FieldResult:
-    both = _present(ours) and _present(theirs)
-    similarity = title_similarity(str(ours), str(theirs)) if both else None
-    outcome = _bucket(
-        ours, theirs, both and similarity >= (spec.threshold if spec.threshold is not None else 0.6)
-    )
-    return FieldResult(spec.name, outcome, _text(ours), _text(theirs), similarity)
-
-
-def outside_values(spec: FieldSpec | None, value: object) -> bool:
-    """Whether `value` (an answer's or a catalogue cell's) is not one of the field's declared `values`: flagged
-    and counted (`FieldMetrics.outside_values`), on either side. False for fields that declare none."""
-    if spec is None or not spec.values or not _present(value):
-        return False
-    return normalise_label(str(value)) not in {normalise_label(allowed) for allowed in spec.values}
-
-
-def outside_sides(spec: FieldSpec | None, predicted: object, expected: object) -> str | None:
-    """Which side of a result has a value outside the field's declared values: "model", "catalogue", "both", or
-    None (for the report's and the export's flag)."""
-    model, catalogue = outside_values(spec, predicted), outside_values(spec, expected)
-    if model and catalogue:
-        return "both"
-    return "model" if model else "catalogue" if catalogue else None
-
-
-def _score_category(spec: FieldSpec, ours: object, theirs: object, tolerance: PriceTolerance) -> FieldResult:
-    # No score: equal or not is all there is (a 1.0 for "one of the declared values" beside "wrong" read as a
-    # contradiction); `outside_values` flags values outside the declared ones.
-    equal = _present(ours) and _present(theirs) and normalise_label(ours) == normalise_label(theirs)
-    return FieldResult(spec.name, _bucket(ours, theirs, equal), _text(ours), _text(theirs))
-
-
-def _score_currency(spec: FieldSpec, ours: object, theirs: object, tolerance: PriceTolerance) -> FieldResult:
-    ours_code = normalise_currency(ours) if _present(ours) else None
-    theirs_code = normalise_currency(theirs) if _present(theirs) else None
-    # An unrecognised code still counts as a value given (it is wrong), not as no value.
-    equal = ours_code is not None and ours_code == theirs_code
-    if _present(ours) and _present(theirs) and ours_code is None and theirs_code is None:
-        equal = str(ours).strip().upper() == str(theirs).strip().upper()
-    return FieldResult(spec.name, _bucket(ours, theirs, equal), _text(ours), _text(theirs))
-
-
-def _score_price(spec: FieldSpec, ours: object, theirs: object, tolerance: PriceTolerance) -> FieldResult:
-    if spec.tolerance is not None:
-        tolerance = PriceTolerance(absolute=spec.tolerance)
-    return _score_amount(spec.name, ours, theirs, tolerance)
-
-
-def _score_number(spec: FieldSpec, ours: object, theirs: object, tolerance: PriceTolerance) -> FieldResult:
-    both = _present(ours) and _present(theirs)
-    error = abs(ours - theirs) if both else None
-    allowed = spec.tolerance if spec.tolerance is not None else 0.0
-    equal = both and error <= allowed + 1e-9 * max(1.0, abs(theirs))
-    return FieldResult(
-        spec.name,
-        _bucket(ours, theirs, equal),
-        format_quantity(ours, spec.unit) if _present(ours) else None,
-        format_quantity(theirs, spec.unit) if _present(theirs) else None,
-        error,
-    )
-
-
-#: How each kind of field is compared (size_prices is scored size by size in `score_answer`).
-SCORERS: dict[str, Callable[[FieldSpec, Any, Any, PriceTolerance], FieldResult]] = {
-    "text": _score_text,
-    "category": _score_category,
-    "currency": _score_currency,
-    "price": _score_price,
-    "number": _score_number,
-}
 
 
 def score_answer(
@@ -298,32 +89,10 @@ def score_answer(
     field is `Outcome.UNREADABLE`, with the cell text as its expected value: not judged, for or against the
     model. A size table cell that names no readable size leaves unjudged every size the catalogue lacks."""
     unreadable = unreadable or {}
-
-    def judged(result: FieldResult, cell: str | None) -> FieldResult:
-        if cell is None:
-            return result
-        return replace(result, outcome=Outcome.UNREADABLE, expected=cell, score=None)
-
+    settings = ScoreSettings(tolerance, title_threshold)
     results: list[FieldResult] = []
-    for spec in fieldset:
-        if spec.kind == "size_prices":
-            continue
-        if spec.kind == "text" and spec.threshold is None:
-            spec = replace(spec, threshold=title_threshold)
-        result = SCORERS[spec.kind](spec, predicted[spec.name], truth[spec.name], tolerance)
-        results.append(judged(result, unreadable.get(spec.name)))
-    sizes = fieldset.first("size_prices")
-    if sizes is not None:
-        our_sizes, their_sizes = _sizes(predicted[sizes.name]), _sizes(truth[sizes.name])
-        unread_sizes = {
-            name[len(SIZE_FIELD_PREFIX) :] for name in unreadable if name.startswith(SIZE_FIELD_PREFIX)
-        }
-        for size in sorted(set(our_sizes) | set(their_sizes) | unread_sizes, key=size_sort_key):
-            name = SIZE_FIELD_PREFIX + size
-            cell = unreadable.get(name)
-            if cell is None and size not in their_sizes:
-                cell = unreadable.get(sizes.name)
-            results.append(judged(_score_amount(name, our_sizes.get(size), their_sizes.get(size), tolerance), cell))
+    for spec in sorted(fieldset, key=lambda spec: kind_of(spec).results_last):
+        results += kind_of(spec).score(spec, predicted[spec.name], truth[spec.name], settings, unreadable)
     return results
 
 
@@ -382,7 +151,7 @@ def answer_currency(results: Iterable[FieldResult], fieldset: FieldSet = BUILTIN
     for result in results:
         if result.field == spec.name:
             for value in (result.expected, result.predicted):
-                code = normalise_currency(value) if _present(value) else None
+                code = normalise_currency(value) if present(value) else None
                 if code:
                     return code
     return ""
@@ -422,9 +191,11 @@ def summarise_answers(
             entry.error_count = sum(len(values) for values in by_currency.values())
             if len(means) == 1:
                 entry.mean_abs_error = next(iter(means.values()))
-            if _is_price(group, fieldset):
+            kind = _group_kind(group, fieldset)
+            if kind is not None and kind.money:
                 entry.mean_abs_error_by_currency = means
-    order = [spec.name for spec in fieldset if spec.kind != "size_prices"] + [SIZE_FIELD]
+    listed = sorted(fieldset, key=lambda spec: kind_of(spec).results_last)
+    order = [kind_of(spec).result_group(spec) for spec in listed] + [SIZE_FIELD]
     return dict(
         sorted(metrics.items(), key=lambda item: (order.index(item[0]) if item[0] in order else 99, item[0]))
     )
@@ -443,9 +214,12 @@ def format_errors(metrics: dict) -> str:
     return f"{error:,.2f}" + (f" {currency}" if currency else "")
 
 
-def _is_price(group: str, fieldset: FieldSet) -> bool:
+def _group_kind(group: str, fieldset: FieldSet) -> FieldKind | None:
+    """The kind of the field whose results are summed up as `group` (a field's name, or "size_price")."""
     spec = fieldset.get(group)
-    return group == SIZE_FIELD or (spec is not None and spec.kind == "price")
+    if spec is not None and kind_of(spec).result_group(spec) == group:
+        return kind_of(spec)
+    return next((kind_of(spec) for spec in fieldset if kind_of(spec).result_group(spec) == group), None)
 
 
 def _count(
@@ -467,7 +241,7 @@ def _count(
         return
     entry.catalogue_outside_values += outside_values(spec, result.expected)
     entry.n += 1
-    is_amount = group == SIZE_FIELD or (spec is not None and spec.kind in ("price", "number"))
-    if is_amount and result.outcome in (Outcome.CORRECT, Outcome.WRONG) and result.score is not None:
-        key = currency if _is_price(group, fieldset) else ""
+    kind = _group_kind(group, fieldset)
+    if kind is not None and kind.amount and result.outcome in (Outcome.CORRECT, Outcome.WRONG) and result.score is not None:
+        key = currency if kind.money else ""
         errors.setdefault(group, {}).setdefault(key, []).append(float(result.score))

@@ -35,19 +35,22 @@ from urllib.parse import unquote, urlparse
 
 from inspector.csvfiles import CsvKind, read_csv_text, records, split_record, well_quoted
 from inspector.errors import TruthError  # noqa: F401 - part of this module's API
-from inspector.fields import BUILTIN_FIELDS, LOCATOR_NAMES, CellProblem, FieldSet, ProductFields, TruthRecord
+from inspector.fields import (
+    BUILTIN_FIELDS,
+    LOCATOR_NAMES,
+    CellProblem,
+    FieldSet,
+    FieldSpec,
+    ProductFields,
+    TruthRecord,
+)
+from inspector.kinds import CellReading, kind_of
 from inspector.parsing import (
-    AMBIGUOUS,
-    NEGATIVE,
     NULL_WORDS,
     clean_text,
-    normalise_currency,
     normalise_size,
-    parse_size_prices,
-    read_price,
 )
 from inspector.scoring import SIZE_FIELD_PREFIX
-from inspector.units import parse_quantity
 
 __all__ = [
     "LOCATOR_CANDIDATES",
@@ -454,14 +457,6 @@ def _clean_cell(value: str) -> str | None:
     return clean_text(stripped)
 
 
-#: What a catalogue user reads for a price cell left empty, and how to fix it.
-_PRICE_PROBLEMS = {
-    NEGATIVE: "negative price (a price is never below zero)",
-    AMBIGUOUS: "ambiguous price: one separator before three digits is a thousands separator or decimals; "
-    "write 1290.00 or 1.29, or give the currency",
-}
-
-
 def _cell(row: dict, column: str | None) -> str | None:
     if column is None:
         return None
@@ -481,6 +476,15 @@ def _read_row(
     def problem(column: str, value: str, what: str, field_name: str | None) -> None:
         found.append(CellProblem(row_number, column, value, what, field_name))
 
+    def read(spec: FieldSpec, column: str, raw: str, currency: str | None) -> CellReading:
+        """The cell read by the field's kind; what could not be read is listed as the row's problems."""
+        return listed(column, kind_of(spec).read_cell(spec, raw, currency))
+
+    def listed(column: str, reading: CellReading) -> CellReading:
+        for text, what, field_name in reading.problems:
+            problem(column, text, what, field_name)
+        return reading
+
     fields = ProductFields()
     # The currency column comes first: it settles what a price's separators mean.
     currency_spec = fieldset.first("currency")
@@ -488,67 +492,40 @@ def _read_row(
     if currency_spec is not None:
         raw_currency = _cell(row, columns.get(currency_spec.key))
         if clean_text(raw_currency) is not None:
-            currency = normalise_currency(raw_currency)
-            if currency is None:
-                problem(
-                    columns[currency_spec.key],
-                    raw_currency,
-                    "not a currency (use an ISO 4217 code such as USD)",
-                    currency_spec.name,
-                )
+            currency = read(currency_spec, columns[currency_spec.key], raw_currency, None).value
 
-    def price(column: str, raw: str, field_name: str) -> float | None:
-        """The cell's amount by `read_price`'s rules (the currency column settling separators), or a problem."""
-        reading = read_price(raw, currency)
-        if reading.amount is None:
-            problem(column, raw, _PRICE_PROBLEMS.get(reading.problem, "not a price"), field_name)
-        return reading.amount
-
+    # The size table last: its sizes come from its own column and from one column per size.
+    sizes_spec = fieldset.first("size_prices")
     main_price = fieldset.first("price")
     price_currency = None
     for spec in fieldset:
         raw = _cell(row, columns.get(spec.key))
-        if spec.kind in ("size_prices", "currency") or clean_text(raw) is None:
+        if spec is currency_spec or spec is sizes_spec or clean_text(raw) is None:
             continue
-        column = columns[spec.key]
-        if spec.kind in ("text", "category"):
-            fields[spec.name] = clean_text(raw)
-        elif spec.kind == "price":
-            fields[spec.name] = price(column, raw, spec.name)
-            if fields[spec.name] is not None and spec is main_price:
-                price_currency = read_price(raw, currency).currency
-        elif spec.kind == "number":
-            fields[spec.name] = parse_quantity(raw, spec.unit)
-            if fields[spec.name] is None:
-                unit = f" in {spec.unit} (or a unit convertible to it)" if spec.unit else ""
-                problem(column, raw, f"not a number{unit}", spec.name)
+        reading = read(spec, columns[spec.key], raw, currency)
+        fields[spec.name] = reading.value
+        if reading.value is not None and spec is main_price:
+            price_currency = reading.currency
     if currency is None:
         currency = price_currency
     if currency_spec is not None:
         fields[currency_spec.name] = currency
 
-    sizes_spec = fieldset.first("size_prices")
     if sizes_spec is not None:
         size_prices: dict[str, float] = {}
         raw_sizes = _cell(row, columns.get(sizes_spec.key))
         if clean_text(raw_sizes) is not None:
-            sizes, bad = parse_size_prices(raw_sizes, currency)
-            for size, amount in sizes.items():
-                size_prices.setdefault(size, amount)
-            for entry in bad:
-                size = normalise_size(re.split(r"[:=]", entry, maxsplit=1)[0]) if re.search(r"[:=]", entry) else ""
-                # An entry whose size cannot be read leaves every size the catalogue lacks unjudged.
-                name = SIZE_FIELD_PREFIX + size if size else sizes_spec.name
-                problem(columns[sizes_spec.key], entry, "not a size:price pair", name)
+            size_prices.update(read(sizes_spec, columns[sizes_spec.key], raw_sizes, currency).value or {})
         for key, column in columns.items():
             if not key.startswith("size:"):
                 continue
             raw = _cell(row, column)
             if clean_text(raw) is None:
                 continue
-            amount = price(column, raw, SIZE_FIELD_PREFIX + key[len("size:") :])
-            if amount is not None:
-                size_prices.setdefault(key[len("size:") :], amount)
+            size = key[len("size:") :]
+            reading = listed(column, kind_of(sizes_spec).read_size_cell(size, raw, currency))
+            if reading.value is not None:
+                size_prices.setdefault(size, reading.value)
         fields[sizes_spec.name] = size_prices
 
     sizes = (fields.get(sizes_spec.name) or {}) if sizes_spec is not None else {}

@@ -6,6 +6,7 @@
   var data = JSON.parse(document.getElementById("report-data").textContent);
   var FIELDS = data.fields;
   var KINDS = data.kinds;
+  var DISPLAY = data.display;
   var RUNS = data.runs;
   var ROWS = data.rows;
   var MISMATCH = {};
@@ -54,18 +55,19 @@
     return false;
   }
 
-  function kindOf(field) { return (KINDS[field] || ["text", ""])[0]; }
+  // How a field's values are drawn (the kind's `display`): "text", "amount", "quantity" or "sizes".
+  function displayOf(field) { return DISPLAY[field] || "text"; }
 
   function fmtValue(field, value) {
     if (isEmpty(value)) return "";
-    var kind = kindOf(field);
-    if (kind === "size_prices") {
+    var shown = displayOf(field);
+    if (shown === "sizes") {
       return Object.keys(value).sort(sizeOrder).map(function (size) {
         return size + ": " + fmtNumber(value[size]);
       }).join(" · ");
     }
-    if (kind === "price") return fmtNumber(value);
-    if (kind === "number") return (String(+value.toPrecision(6)) + " " + KINDS[field][1]).trim();
+    if (shown === "amount") return fmtNumber(value);
+    if (shown === "quantity") return (String(+value.toPrecision(6)) + " " + KINDS[field][1]).trim();
     return String(value);
   }
 
@@ -190,7 +192,7 @@
     line.title = (letter ? letter + ": " : "") + outcomeLabel(outcome);
     if (letter) line.appendChild(el("b", "letter letter-" + letter, letter));
     var value = run.v[field];
-    if (kindOf(field) === "size_prices" && !isEmpty(value)) {
+    if (displayOf(field) === "sizes" && !isEmpty(value)) {
       Object.keys(value).sort(sizeOrder).forEach(function (size) {
         var chip = el("span", "size o-" + (run.sz[size] || outcome || "none"), size + ": " + fmtNumber(value[size]));
         chip.title = "size " + size + ": " + outcomeLabel(run.sz[size]);
@@ -249,7 +251,7 @@
   function decisionsFor(row, field) {
     var review = window.inspectorReview;
     if (!review || !row.runs[0]) return [];
-    var names = kindOf(field) === "size_prices"
+    var names = displayOf(field) === "sizes"
       ? Object.keys(row.runs[0].sz || {}).map(function (size) { return "size_price:" + size; })
       : [field];
     var texts = [];

@@ -11,8 +11,10 @@ The catalogue loader (`inspector.truth`) uses `clean_text`, `read_price`, `norma
 `normalise_size` and `parse_size_prices` too, so that answers and catalogue cells are read alike: one set of
 price rules (the table in `read_price`), and an ambiguous or negative price is left empty, never guessed.
 
-The package is split by concern: `values` (text values, currencies, prices, sizes), `lenient_json` (finding
-the JSON object in an answer), `answers` (reading a whole answer) and `spans` (where each value was written).
+The package is split by concern: `lenient_json` (finding the JSON object in an answer), `answers` (reading a
+whole answer) and `spans` (where each value was written). The value readers (text values, currencies, prices,
+sizes) are `inspector.values`, outside the package: the field kinds (`inspector.kinds`) read cells and answer
+values with them, and reading a whole answer builds on the kinds, so they sit a floor below this package.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 from inspector.numbers import AMBIGUOUS, UNREADABLE
 from inspector.parsing.answers import ReadAnswer, parse_answer, read_answer
 from inspector.parsing.spans import value_spans
-from inspector.parsing.values import (
+from inspector.values import (
     ISO_CURRENCIES,
     NEGATIVE,
     NULL_WORDS,

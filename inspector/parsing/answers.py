@@ -1,128 +1,48 @@
-"""Reading a whole model answer into ProductFields: JSON, then "Key: value" text, then free sentences."""
+"""Reading a whole model answer into ProductFields: JSON, then "Key: value" text, then free sentences.
+
+Each field's own values are read by its kind object (`inspector.kinds`: `read_json`, `read_label`,
+`answer_value`); what combines fields stays here: the size table collected across the answer, the currency
+settled from the currency field, the main price or the sizes, free sentences about the price and currency."""
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 from inspector.fields import BUILTIN_FIELDS, SENTENCE_END, FieldSet, FieldSpec, ProductFields, normalise_key
+from inspector.kinds import AnswerValues, JsonReading, LabelLine, kind_of
 from inspector.numbers import AMBIGUOUS, NUMBER_RE, finite_float
 from inspector.parsing.lenient_json import _MAX_DEPTH, _find_json
-from inspector.parsing.values import (
+from inspector.values import (
     _MARKER_RE,
     _SIZE_TOKEN,
-    PriceReading,
-    _any_currency,
     _find_amounts,
-    _first_key,
-    _price_value,
-    _sizes_from_json,
-    clean_text,
     normalise_currency,
-    normalise_size,
     parse_price,
-    parse_size_prices,
-    read_price,
 )
-from inspector.units import decimal_text, parse_quantity
 
 # --------------------------------------------------------------------------------------------------------------
 # Collected values
 # --------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Found:
-    """What one reader found, by field name; `merge` lets an earlier reader win field by field."""
+def _settled_currency(found: AnswerValues, fieldset: FieldSet) -> str | None:
+    """The answer's currency: the one given for the currency field, else the one written next to the main price,
+    else the one all the sizes' prices were written in."""
+    main_price = fieldset.first("price")
+    currency = found.currency if found.currency_given else None
+    if currency is None and main_price is not None and main_price.name in found.prices:
+        currency = found.prices[main_price.name][1]
+    if currency is None and found.size_currencies and len(set(found.size_currencies)) == 1:
+        currency = found.size_currencies[0]
+    return currency
 
-    #: text, category and number fields: the cleaned text as written (numbers are converted at the end).
-    text: dict[str, str] = field(default_factory=dict)
-    #: price fields: amount and the currency written next to it.
-    prices: dict[str, tuple[float, str | None]] = field(default_factory=dict)
-    currency: str | None = None
-    currency_given: bool = False
-    sizes: dict[str, float] = field(default_factory=dict)
-    #: price fields: a price whose separators only a currency can settle ("1,290"), read again once the
-    #: currency is known.
-    ambiguous: dict[str, str] = field(default_factory=dict)
-    #: Fields given a number that no float holds (`numbers.finite_float`): left empty, and counted.
-    unrepresentable: set[str] = field(default_factory=set)
 
-    def has(self, spec: FieldSpec) -> bool:
-        if spec.kind == "price":
-            return spec.name in self.prices
-        if spec.kind == "currency":
-            return self.currency_given
-        if spec.kind == "size_prices":
-            return bool(self.sizes)
-        return spec.name in self.text
-
-    def set_text(self, name: str, value: object) -> None:
-        cleaned = clean_text(value)
-        if cleaned is not None and name not in self.text:
-            self.text[name] = cleaned
-
-    def set_price(self, name: str | None, value: object, currency: str | None = None) -> None:
-        if name is None or name in self.prices:
-            return
-        amount, found_currency = _price_value(value)
-        if amount is not None:
-            self.prices[name] = (amount, found_currency or currency)
-        elif isinstance(value, str) and name not in self.ambiguous and read_price(value).problem == AMBIGUOUS:
-            self.ambiguous[name] = value
-
-    def set_currency(self, value: object) -> None:
-        if self.currency_given:
-            return
-        if value is None or isinstance(value, str):
-            self.currency_given = clean_text(value) is not None
-            self.currency = normalise_currency(value)
-
-    def add_size(self, size: object, price: object) -> None:
-        label = normalise_size(size)
-        amount = _price_value(price)[0]
-        if label and amount is not None:
-            self.sizes.setdefault(label, amount)
-
-    def merge(self, later: _Found) -> None:
-        for name, value in later.text.items():
-            self.text.setdefault(name, value)
-        for name, value in later.prices.items():
-            self.prices.setdefault(name, value)
-        for name, value in later.ambiguous.items():
-            self.ambiguous.setdefault(name, value)
-        if not self.currency_given:
-            self.currency, self.currency_given = later.currency, later.currency_given
-        for size, amount in later.sizes.items():
-            self.sizes.setdefault(size, amount)
-        self.unrepresentable |= later.unrepresentable
-
-    def fields(self, fieldset: FieldSet, size_currencies: list[str]) -> ProductFields:
-        main_price = fieldset.first("price")
-        currency = self.currency if self.currency_given else None
-        if currency is None and main_price is not None and main_price.name in self.prices:
-            currency = self.prices[main_price.name][1]
-        if currency is None and size_currencies and len(set(size_currencies)) == 1:
-            currency = size_currencies[0]
-        result = ProductFields()
-        for spec in fieldset:
-            if spec.kind in ("text", "category"):
-                result[spec.name] = self.text.get(spec.name)
-            elif spec.kind == "number":
-                result[spec.name] = parse_quantity(self.text.get(spec.name), spec.unit)
-            elif spec.kind == "price":
-                if spec.name in self.prices:
-                    result[spec.name] = self.prices[spec.name][0]
-                elif spec.name in self.ambiguous and currency is not None:
-                    # "1,290": only the currency settles what the separator means.
-                    result[spec.name] = read_price(self.ambiguous[spec.name], currency).amount
-            elif spec.kind == "size_prices":
-                result[spec.name] = dict(self.sizes)
-            elif spec.kind == "currency":
-                result[spec.name] = currency
-        return result
+def _fields(found: AnswerValues, fieldset: FieldSet) -> ProductFields:
+    currency = _settled_currency(found, fieldset)
+    return ProductFields({spec.name: kind_of(spec).answer_value(spec, found, currency) for spec in fieldset})
 
 
 def _is_size_key(text: str) -> bool:
@@ -133,23 +53,6 @@ def _is_size_key(text: str) -> bool:
 def _main_price(fieldset: FieldSet) -> str | None:
     spec = fieldset.first("price")
     return spec.name if spec is not None else None
-
-
-def _quantity_from_json(value: object) -> object:
-    """A number field's JSON value: 500, "500 ml" or {"value": 500, "unit": "ml"} -> text to convert."""
-    if isinstance(value, dict):
-        amount_key = _first_key(value, ("value", "amount", "number", "quantity"))
-        unit_key = _first_key(value, ("unit", "units", "uom"))
-        if amount_key is None:
-            return None
-        unit = value[unit_key] if unit_key is not None and isinstance(value[unit_key], str) else ""
-        amount = _quantity_from_json(value[amount_key])
-        return None if amount is None else f"{amount} {unit}".strip()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        # Written out, not repr(): 0.00005 and 1e16 would be "5e-05" and "1e+16", which no quantity reader takes.
-        number = finite_float(value)
-        return None if number is None else decimal_text(number)
-    return value
 
 
 def _holds_unrepresentable(value: object, depth: int = 0) -> bool:
@@ -163,16 +66,11 @@ def _holds_unrepresentable(value: object, depth: int = 0) -> bool:
     return False
 
 
-#: Field kinds whose values are numbers (a number as text, e.g. a brand, is kept as written).
-_NUMERIC_KINDS = ("price", "number", "size_prices")
-
-
-def _read_json_object(data: dict, found: _Found, fieldset: FieldSet, depth: int = 0) -> None:
+def _read_json_object(data: dict, found: AnswerValues, fieldset: FieldSet, depth: int = 0) -> None:
     keys = _answer_keys(fieldset)
-    main_price = _main_price(fieldset)
+    reading = JsonReading(main_price=_main_price(fieldset))
     sizes_field = fieldset.first("size_prices")
     by_field: dict[str, list[tuple[int, object]]] = {}
-    nested: list[dict] = []
     late_prices: list[tuple[object, str]] = []
     for key, value in data.items():
         normalised = normalise_key(key)
@@ -187,48 +85,26 @@ def _read_json_object(data: dict, found: _Found, fieldset: FieldSet, depth: int 
                 if sizes_field is not None and _holds_unrepresentable(value):
                     found.unrepresentable.add(sizes_field.name)
             elif isinstance(value, dict):
-                nested.append(value)
+                reading.nested.append(value)
             continue
         rank = fieldset[name].answer_keys.index(normalised)
         by_field.setdefault(name, []).append((rank, value))
     for name, candidates in by_field.items():
         spec = fieldset[name]
+        kind = kind_of(spec)
         candidates.sort(key=lambda item: item[0])
         for _, value in candidates:
-            if spec.kind in _NUMERIC_KINDS and _holds_unrepresentable(value):
+            if kind.numeric and _holds_unrepresentable(value):
                 found.unrepresentable.add(name)
-            if spec.kind in ("text", "category"):
-                if isinstance(value, dict) and spec.kind == "text":
-                    nested.append(value)
-                    continue
-                found.set_text(name, value)
-            elif spec.kind == "number":
-                found.set_text(name, _quantity_from_json(value))
-            elif spec.kind == "price":
-                if isinstance(value, dict) and _first_key(value, ("amount", "value", "price")) is None:
-                    found.sizes.update(
-                        {k: v for k, v in _sizes_from_json(value)[0].items() if k not in found.sizes}
-                    )
-                    continue
-                found.set_price(name, value)
-            elif spec.kind == "currency":
-                found.set_currency(value if isinstance(value, str) or value is None else None)
-            elif spec.kind == "size_prices":
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    found.set_price(main_price, value)  # "prices": 115 is a price, not a size table
-                    continue
-                sizes, _ = parse_size_prices(value) if isinstance(value, str) else _sizes_from_json(value)
-                for size, amount in sizes.items():
-                    found.sizes.setdefault(size, amount)
-            if found.has(spec):
+            if kind.read_json(spec, value, found, reading) and kind.has(spec, found):
                 break
     for value, currency in late_prices:
-        found.set_price(main_price, value, currency)
-        if main_price is not None and _holds_unrepresentable(value):
-            found.unrepresentable.add(main_price)
+        found.set_price(reading.main_price, value, currency)
+        if reading.main_price is not None and _holds_unrepresentable(value):
+            found.unrepresentable.add(reading.main_price)
     if depth < 3:
-        for value in nested:
-            inner = _Found()
+        for value in reading.nested:
+            inner = AnswerValues()
             _read_json_object(value, inner, fieldset, depth + 1)
             found.merge(inner)
 
@@ -268,9 +144,7 @@ class _Patterns:
 def _patterns(fieldset: FieldSet) -> _Patterns:
     alternatives = []
     for index, spec in enumerate(fieldset):
-        keys = sorted(spec.answer_keys, key=len, reverse=True)
-        if spec.kind == "size_prices":
-            keys = [*keys, "size price", "price for size", "prices for sizes"]
+        keys = [*sorted(spec.answer_keys, key=len, reverse=True), *kind_of(spec).extra_labels]
         alternatives.append(f"(?P<f{index}>" + "|".join(_key_pattern(key) for key in keys) + ")")
     label = re.compile(
         r"(?:^|(?<=[,;|]))[ \t]*[\"']?(?:"
@@ -281,7 +155,7 @@ def _patterns(fieldset: FieldSet) -> _Patterns:
         re.IGNORECASE | re.MULTILINE,
     )
     phrases: dict[str, tuple[re.Pattern[str], ...]] = {}
-    for spec in fieldset.of_kind("text", "category", "number"):
+    for spec in (spec for spec in fieldset if kind_of(spec).free_phrases):
         sources = spec.phrases or (
             r"\b(?:"
             + "|".join(_key_pattern(key) for key in sorted(spec.answer_keys, key=len, reverse=True))
@@ -347,9 +221,7 @@ def _label_rank(spec: FieldSpec, label: str) -> int:
     return synonyms.index(key) if key in synonyms else len(synonyms)
 
 
-def _read_size_lines(
-    text: str, position: int, found: _Found, size_currencies: list[str], label_re: re.Pattern[str]
-) -> list[tuple[int, int]]:
+def _read_size_lines(text: str, position: int, found: AnswerValues, label_re: re.Pattern[str]) -> list[tuple[int, int]]:
     """Sizes listed one a line after a "Sizes:" line ("- 6.5: $115"), up to the first line that is not one."""
     used: list[tuple[int, int]] = []
     while position < len(text):
@@ -363,15 +235,13 @@ def _read_size_lines(
                 break
             found.add_size(match.group("size"), amount)
             if currency:
-                size_currencies.append(currency)
+                found.size_currencies.append(currency)
             used.append((position, end))
         position = end + 1
     return used
 
 
-def _read_labelled_text(
-    text: str, found: _Found, size_currencies: list[str], fieldset: FieldSet
-) -> list[tuple[int, int]]:
+def _read_labelled_text(text: str, found: AnswerValues, fieldset: FieldSet) -> list[tuple[int, int]]:
     """Reads "Key: value" pairs; returns the spans it used so the free-sentence reader skips them.
 
     Where a field has several labels, the best-ranked synonym wins wherever it stands ("Title:" beats
@@ -380,8 +250,6 @@ def _read_labelled_text(
     label_re = _patterns(fieldset).label
     specs = fieldset.specs
     used: list[tuple[int, int]] = []
-    texts: dict[str, tuple[int, str]] = {}
-    prices: dict[str, tuple[int, float, str | None]] = {}
     matches = list(label_re.finditer(text))
     for index, match in enumerate(matches):
         line_end = text.find("\n", match.end())
@@ -393,46 +261,23 @@ def _read_labelled_text(
         paren = match.group("paren")
         paren_currency = normalise_currency(paren) if paren else None
         spec = next((spec for i, spec in enumerate(specs) if match.group(f"f{i}")), None)
+        kind = kind_of(spec) if spec is not None else None
         size = match.group("size_a") or match.group("size_b")
-        if size is None and paren and spec is not None and spec.kind == "price" and not paren_currency:
+        if size is None and paren and kind is not None and kind.size_in_label and not paren_currency:
             paren_size = re.fullmatch(rf"(?:size\s*)?({_SIZE_TOKEN})", paren.strip(), re.IGNORECASE)
             size = paren_size.group(1) if paren_size else None
-        if size is not None or spec is None:
+        if size is not None or spec is None or kind is None:
             amount, currency = parse_price(value)
             if amount is not None and size is not None:
                 found.add_size(size, amount)
                 if currency:
-                    size_currencies.append(currency)
+                    found.size_currencies.append(currency)
             continue
-        label = match.group(f"f{specs.index(spec)}")
-        rank = _label_rank(spec, label)
-        if spec.kind in ("text", "category", "number"):
-            if clean_text(value) is not None and (spec.name not in texts or rank < texts[spec.name][0]):
-                if spec.kind == "number" and paren and not re.search(r"[A-Za-z]", value):
-                    value = f"{value} {paren}"  # "Volume (ml): 500"
-                texts[spec.name] = (rank, value)
-        elif spec.kind == "price":
-            reading = read_price(value, paren_currency) if value else PriceReading(None, None)
-            best = prices.get(spec.name)
-            if reading.amount is not None and (best is None or rank < best[0]):
-                prices[spec.name] = (rank, reading.amount, reading.currency or paren_currency)
-            elif reading.problem == AMBIGUOUS and spec.name not in found.ambiguous:
-                found.ambiguous[spec.name] = value
-        elif spec.kind == "currency":
-            found.set_currency(value)
-        elif spec.kind == "size_prices":
-            sizes, _ = parse_size_prices(value)
-            for entry_size, amount in sizes.items():
-                found.sizes.setdefault(entry_size, amount)
-            currency = _any_currency(value)
-            if currency:
-                size_currencies.append(currency)
-            if not value:
-                used += _read_size_lines(text, line_end + 1, found, size_currencies, label_re)
-    for name, (_, value) in texts.items():
-        found.set_text(name, value)
-    for name, (_, amount, currency) in prices.items():
-        found.prices.setdefault(name, (amount, currency))
+        rank = _label_rank(spec, match.group(f"f{specs.index(spec)}"))
+        kind.read_label(spec, LabelLine(value, paren, paren_currency, rank), found)
+        if kind.entries_below and not value:
+            used += _read_size_lines(text, line_end + 1, found, label_re)
+    found.settle()
     return used
 
 
@@ -468,7 +313,7 @@ def _blank(text: str, spans: list[tuple[int, int]]) -> str:
     return "".join(chars)
 
 
-def _read_free_text(text: str, found: _Found, size_currencies: list[str], fieldset: FieldSet) -> None:
+def _read_free_text(text: str, found: AnswerValues, fieldset: FieldSet) -> None:
     size_spans: list[tuple[int, int]] = []
     for match in _FREE_PRICE_BEFORE_SIZE_RE.finditer(text):
         amount, currency = parse_price(match.group("price"))
@@ -476,7 +321,7 @@ def _read_free_text(text: str, found: _Found, size_currencies: list[str], fields
             found.add_size(match.group("size"), amount)
             size_spans.append(match.span())
             if currency:
-                size_currencies.append(currency)
+                found.size_currencies.append(currency)
     blanked = _blank(text, size_spans)
     for match in _FREE_SIZE_RE.finditer(blanked):
         rest = match.group("rest")
@@ -486,7 +331,7 @@ def _read_free_text(text: str, found: _Found, size_currencies: list[str], fields
             continue
         found.add_size(match.group("size"), chosen.amount)
         if chosen.currency:
-            size_currencies.append(chosen.currency)
+            found.size_currencies.append(chosen.currency)
         # Blank the whole "price for size X is $Y" sentence so the overall price reader ignores it.
         sentence_start = max(blanked.rfind(".", 0, match.start()), blanked.rfind("\n", 0, match.start())) + 1
         size_spans.append((sentence_start, match.start() + len(match.group(0)) - len(rest) + chosen.end))
@@ -547,9 +392,7 @@ def read_answer(text: str, fieldset: FieldSet = BUILTIN_FIELDS) -> ReadAnswer:
     if not isinstance(text, str):
         text = "" if text is None else str(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    size_currencies: list[str] = []
-
-    found = _Found()
+    found = AnswerValues()
     data, start, end = _find_json(text)
     if data is not None:
         _read_json_object(data, found, fieldset)
@@ -557,11 +400,11 @@ def read_answer(text: str, fieldset: FieldSet = BUILTIN_FIELDS) -> ReadAnswer:
     text = re.sub(r"```[a-zA-Z]*", "", text)
     if text.strip():
         lines = _BULLET_RE.sub("", _MARKUP_RE.sub("", _tables_to_lines(text)))
-        labelled = _Found()
-        used = _read_labelled_text(lines, labelled, size_currencies, fieldset)
+        labelled = AnswerValues()
+        used = _read_labelled_text(lines, labelled, fieldset)
         found.merge(labelled)
 
-        free = _Found()
-        _read_free_text(_blank(lines, used), free, size_currencies, fieldset)
+        free = AnswerValues()
+        _read_free_text(_blank(lines, used), free, fieldset)
         found.merge(free)
-    return ReadAnswer(found.fields(fieldset, size_currencies), tuple(sorted(found.unrepresentable)))
+    return ReadAnswer(_fields(found, fieldset), tuple(sorted(found.unrepresentable)))

@@ -8,9 +8,10 @@ import re
 from collections.abc import Mapping
 
 from inspector.fields import BUILTIN_FIELDS, FieldSet
+from inspector.kinds import kind_of
 from inspector.numbers import NUMBER_RE
 from inspector.parsing.answers import _key_pattern
-from inspector.parsing.values import _MARKER_RE, _marker_currency, _number_readings, normalise_currency
+from inspector.values import _MARKER_RE, _marker_currency, _number_readings, normalise_currency
 
 # --------------------------------------------------------------------------------------------------------------
 # Where each value was written (for per-field confidence)
@@ -35,7 +36,7 @@ def value_spans(
         if value is None or value == "":
             continue
         spec = fieldset.get(name)
-        if spec is not None and spec.kind == "currency" and isinstance(value, str):
+        if spec is not None and kind_of(spec).currency_code and isinstance(value, str):
             candidates = _currency_spans(text, value)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             candidates = _number_spans(text, float(value))

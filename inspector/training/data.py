@@ -17,9 +17,9 @@ from inspector.discovery import ImageSource, discover, read_source
 from inspector.errors import InputError
 from inspector.fields import FieldSet, ProductFields
 from inspector.images import ImageLoadError, decode_image, sha256_hex
+from inspector.kinds import kind_of
 from inspector.outputs import write_text_atomic
 from inspector.prompts import Prompt, format_answer, get_prompt
-from inspector.scoring import SIZE_FIELD
 from inspector.training.config import TrainConfig
 from inspector.training.reviews import ReviewSummary, read_reviewed_images
 from inspector.truth import load_truth
@@ -126,7 +126,7 @@ def _check_image(source: ImageSource) -> tuple[str | None, str | None]:
 def _scored_fields(examples: list[Example], fieldset: FieldSet) -> list[str]:
     """The fields some catalogue row gives a value for (a size table's sizes count as "size_price")."""
     return [
-        SIZE_FIELD if spec.kind == "size_prices" else spec.name
+        kind_of(spec).result_group(spec)
         for spec in fieldset
         if any(e.truth[spec.name] is not None for e in examples)
     ]

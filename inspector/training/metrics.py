@@ -7,21 +7,17 @@ Kept apart from `inspector.training.evaluation` (which generates and scores) so 
 from __future__ import annotations
 
 from inspector.fields import BUILTIN_FIELDS, FieldSet
-from inspector.scoring import SIZE_FIELD
+from inspector.kinds import kind_of
 
 
 def scored_names(fieldset: FieldSet) -> tuple[str, ...]:
     """Names scored per answer: each declared field, a size table's sizes summed up as "size_price"."""
-    return tuple(SIZE_FIELD if spec.kind == "size_prices" else spec.name for spec in fieldset)
+    return tuple(kind_of(spec).result_group(spec) for spec in fieldset)
 
 
 def amount_names(fieldset: FieldSet) -> tuple[str, ...]:
     """Names with a mean absolute error: price and number fields, and the size prices."""
-    return tuple(
-        SIZE_FIELD if spec.kind == "size_prices" else spec.name
-        for spec in fieldset
-        if spec.kind in ("price", "number", "size_prices")
-    )
+    return tuple(kind_of(spec).result_group(spec) for spec in fieldset if kind_of(spec).amount)
 
 
 def metric_names(fieldset: FieldSet = BUILTIN_FIELDS) -> tuple[str, ...]:

@@ -28,13 +28,13 @@ from inspector.discovery import ImageSource, discover, read_source
 from inspector.errors import InputError, NoCatalogueError, NoDecisionsError, RunNotFoundError
 from inspector.fields import FieldSet, FieldSpec, FieldValue, ProductFields
 from inspector.images import ImageLoadError, decode_image, sha256_hex
-from inspector.parsing import clean_text, normalise_currency, normalise_size, read_price
+from inspector.kinds import kind_of
+from inspector.parsing import normalise_size, read_price
 from inspector.review import BOTH_FINE, CATALOGUE_WRONG, MODEL_WRONG
 from inspector.scoring import SIZE_FIELD_PREFIX
 from inspector.store import Review, RunInfo, Store, open_store
 from inspector.store.engine import database_url, sqlite_file
 from inspector.truth import load_truth
-from inspector.units import parse_quantity
 
 #: How many missing images a summary lists (all are counted).
 MAX_LISTED = 50
@@ -106,15 +106,7 @@ class ReviewSummary:
 def read_corrected_value(spec: FieldSpec, text: str, currency: str | None) -> FieldValue:
     """A reviewer's corrected value read as a catalogue cell of the field's kind is read (`currency` settles a
     price's separators as the currency column does); None when it cannot be read: never guessed."""
-    if spec.kind in ("text", "category"):
-        return clean_text(text)
-    if spec.kind == "currency":
-        return normalise_currency(text) if clean_text(text) else None
-    if spec.kind in ("price", "size_prices"):
-        return read_price(text, currency).amount
-    if spec.kind == "number":
-        return parse_quantity(text, spec.unit)
-    return None
+    return kind_of(spec).read_correction(spec, text, currency)
 
 
 def apply_decisions(
@@ -145,7 +137,7 @@ def apply_decisions(
     currency_spec = fieldset.first("currency")
     ordered = sorted(fieldset, key=lambda spec: spec is not currency_spec)
     for spec in ordered:
-        if spec.kind == "size_prices":
+        if spec is sizes_spec:
             continue
         review = decisions.get(spec.name)
         if review is not None:

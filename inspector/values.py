@@ -1,4 +1,7 @@
-"""Value readers shared by model answers and catalogue cells: text values, currencies, prices and sizes."""
+"""Value readers shared by model answers and catalogue cells: text values, currencies, prices and sizes.
+
+Below the field kinds (`inspector.kinds`), which read with them, and below `inspector.parsing`, which re-exports
+the public ones."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Context, Decimal, InvalidOperation
 
-from inspector.fields import normalise_key
+from inspector.fieldspec import normalise_key
 from inspector.numbers import NUMBER_RE, UNREADABLE, finite_float, read_number
 
 # --------------------------------------------------------------------------------------------------------------
