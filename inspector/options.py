@@ -25,7 +25,7 @@ import click
 from inspector.console import friendly_errors
 from inspector.prompts import parse_sizes_option
 from inspector.scan_config import ScanConfig
-from inspector.settings import OptionSpec, default_of, option_spec
+from inspector.settings import OptionSpec, default_of, option_name, option_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -160,7 +160,7 @@ def _option(setting_field: Field, spec: OptionSpec) -> Callable:
     repeatable option), the type its range, choices or path kind; its default is the field's, shown in `--help`
     (except an empty text: "not given", as for --output)."""
     default = default_of(setting_field)
-    opts = spec.opts or ("--" + setting_field.name.replace("_", "-"),)
+    opts = spec.opts or (option_name(setting_field),)
     attrs: dict = {"default": default, "show_default": default != "", "help": spec.help}
     if isinstance(default, bool):
         if spec.negatable:

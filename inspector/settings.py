@@ -7,8 +7,10 @@ as trl's ``HfArgumentParser`` reads ``field(metadata={"help": ...})``). Library 
 
 from __future__ import annotations
 
-from dataclasses import MISSING, Field, dataclass, field
+from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Literal
+
+from inspector.errors import InputError
 
 #: The key of a field's `OptionSpec` in its ``dataclasses.field`` metadata.
 OPTION = "inspector.option"
@@ -35,6 +37,25 @@ class OptionSpec:
     path: Literal["file", "folder"] | None = None
     #: A list typed as one comma-separated value (``q_proj,v_proj``) rather than a repeated option.
     comma_separated: bool = False
+
+    def refusal(self, value: Any) -> str | None:
+        """Why the option would refuse `value` ("be at least 1", as in "--x must be at least 1"), or None."""
+        if self.minimum is None and self.maximum is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "be a number"
+        low, high = self.minimum, self.maximum
+        below = low is not None and (value <= low if self.min_open else value < low)
+        above = high is not None and (value >= high if self.max_open else value > high)
+        if not (below or above):
+            return None
+        if low is not None and high is not None:
+            return f"be in {'(' if self.min_open else '['}{low}, {high}{')' if self.max_open else ']'}"
+        if low is not None:
+            if low == 0:
+                return "be positive" if self.min_open else "not be negative"
+            return f"be above {low}" if self.min_open else f"be at least {low}"
+        return f"be below {high}" if self.max_open else f"be at most {high}"
 
 
 def setting(
@@ -79,6 +100,29 @@ def setting(
 def option_spec(setting_field: Field) -> OptionSpec | None:
     """The option declared on a dataclass field with `setting`, or None (a field without one)."""
     return setting_field.metadata.get(OPTION)
+
+
+def option_name(setting_field: Field) -> str:
+    """The option's long spelling: ``--lora-r``, or the first one the setting declares (``--dataloader-workers``)."""
+    spec = option_spec(setting_field)
+    return spec.opts[0] if spec is not None and spec.opts else "--" + setting_field.name.replace("_", "-")
+
+
+def check_settings(config: Any) -> None:
+    """Raise InputError for the first setting of the dataclass instance `config` that its option would refuse
+    (out of its range, not one of its choices): a config built in Python or read from a file meets the command
+    line's rules. None is "not given"."""
+    for setting_field in fields(config):
+        spec, value = option_spec(setting_field), getattr(config, setting_field.name)
+        if spec is None or value is None:
+            continue
+        option = option_name(setting_field)
+        if spec.choices is not None and value not in spec.choices:
+            name = option.removeprefix("--").replace("-", " ")
+            raise InputError(f"Unknown {name} {value!r}; use one of: {', '.join(spec.choices)}")
+        refusal = spec.refusal(value)
+        if refusal is not None:
+            raise InputError(f"{option} must {refusal}, got {value!r}")
 
 
 def default_of(setting_field: Field) -> Any:

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from inspector.options import options_from
-from inspector.settings import option_spec, setting
+from inspector.settings import OptionSpec, option_spec, setting
 
 
 @dataclass
@@ -182,3 +182,46 @@ def test_a_new_train_config_field_is_a_train_option_without_touching_the_command
     unexplained = make_dataclass("Unexplained", [("label_smoothing", float, 0.0)], bases=(TrainConfig,))
     with pytest.raises(TypeError, match=r"Unexplained\.label_smoothing has no option"):
         options_from(unexplained, shared=SHARED_OPTIONS, not_options=SETTINGS_WITHOUT_OPTION)
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"lora_dropout": 1.5}, "--lora-dropout must be in [0, 1], got 1.5"),
+        ({"val_fraction": 1.0}, "--val-fraction must be in [0, 1), got 1.0"),
+        ({"adam_epsilon": 0.0}, "--adam-epsilon must be positive, got 0.0"),
+        ({"lr": -1e-5}, "--lr must be positive, got -1e-05"),
+        ({"weight_decay": -0.1}, "--weight-decay must not be negative, got -0.1"),
+        ({"workers": -1}, "--dataloader-workers must not be negative, got -1"),
+        ({"lora_alpha": 0}, "--lora-alpha must be at least 1, got 0"),
+        ({"batch_size": "8"}, "--batch-size must be a number, got '8'"),
+        ({"method": "qlora"}, "Unknown method 'qlora'; use one of: full, lora, frozen-vision"),
+        ({"answer_style": "xml"}, "Unknown answer style 'xml'; use one of: json, original, free"),
+    ],
+)
+def test_a_train_config_refuses_what_its_options_refuse(settings, error):
+    """The library checks a setting against the same declaration its option is built from (a config built in
+    Python or read from a train_config.json meets the command line's rules)."""
+    from inspector.errors import InputError
+    from inspector.training.config import TrainConfig
+
+    with pytest.raises(InputError) as raised:
+        TrainConfig(truth="t.csv", model="m", output="o", **settings).validate()
+    assert str(raised.value) == error
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "why"),
+    [
+        (OptionSpec("", minimum=1), 0, "be at least 1"),
+        (OptionSpec("", minimum=0.5, min_open=True), 0.5, "be above 0.5"),
+        (OptionSpec("", maximum=10), 11, "be at most 10"),
+        (OptionSpec("", maximum=10, max_open=True), 10, "be below 10"),
+        (OptionSpec("", minimum=0, maximum=1, min_open=True), 0, "be in (0, 1]"),
+        (OptionSpec("", minimum=0, maximum=1), 1, None),
+        (OptionSpec("", minimum=0), True, "be a number"),
+        (OptionSpec(""), "anything", None),
+    ],
+)
+def test_a_range_says_why_it_refuses_a_value_as_click_checks_it(spec, value, why):
+    assert spec.refusal(value) == why

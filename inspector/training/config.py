@@ -12,7 +12,7 @@ from inspector.errors import InputError
 from inspector.fields import FieldSet, load_fields
 from inspector.prompts import ANSWER_STYLES
 from inspector.registry import resolve_model
-from inspector.settings import setting
+from inspector.settings import check_settings, setting
 from inspector.speedups import FUSIONS, check_extras
 from inspector.training.metrics import metric_names
 
@@ -203,35 +203,8 @@ class TrainConfig:
             resolve_model(self.model)  # a registered name (demo) without its folder: one line, before the data loads
         if not self.output and self.write_dataset is None:
             raise InputError("No output folder: pass one with --output")
-        if self.method not in METHODS:
-            raise InputError(f"Unknown method {self.method!r}; use one of: {', '.join(METHODS)}")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"Unknown precision {self.precision!r}; use one of: {', '.join(PRECISIONS)}")
-        if self.fuse not in FUSIONS:
-            raise InputError(f"Unknown fuse {self.fuse!r}; use one of: {', '.join(FUSIONS)}")
+        check_settings(self)  # each setting's range or choices, declared on its field (settings.setting)
         check_extras(self.fuse, "none")
-        if self.schedule not in SCHEDULES:
-            raise InputError(f"Unknown schedule {self.schedule!r}; use one of: {', '.join(SCHEDULES)}")
-        if not 0 <= self.val_fraction < 1:
-            raise InputError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        for name in ("batch_size", "grad_accum", "eval_every", "max_new_tokens", "logging_steps", "lora_r"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in (
-            "max_steps",
-            "max_minutes",
-            "warmup_steps",
-            "eval_samples",
-            "workers",
-            "save_total_limit",
-        ):
-            if getattr(self, name) < 0:
-                option = "dataloader-workers" if name == "workers" else name.replace("_", "-")
-                raise InputError(f"--{option} must not be negative, got {getattr(self, name)}")
-        if self.max_steps == 0 and self.epochs <= 0:
-            raise InputError("Nothing to train: pass --epochs above 0 or --max-steps")
-        if self.lr <= 0:
-            raise InputError(f"--lr must be positive, got {self.lr}")
         if self.keep_adapter and self.method != "lora":
             raise InputError("--keep-adapter only applies to --method lora")
         if self.num_crops is not None and self.num_crops < 1:
