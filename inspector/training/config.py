@@ -68,6 +68,7 @@ class TrainConfig:
 
     # -- the images and the validation split
     images: str | None = setting(None, "Folder of images.  [default: the CSV's folder]", path="folder")
+    # whole catalogue rows are held out: a product's images are never both trained on and validated
     val_fraction: float = setting(
         0.1, "Share of catalogue rows held out for validation.", minimum=0, maximum=1, max_open=True
     )
@@ -118,6 +119,7 @@ class TrainConfig:
         4, "Training images per forward pass (per optimizer step: this × --grad-accum).", minimum=1
     )
     grad_accum: int = setting(1, "Batches per optimizer step.", minimum=1)
+    # a linear warm-up
     warmup_steps: int = setting(
         0, "Optimizer steps over which the learning rate rises from 0 to --lr.", minimum=0
     )
@@ -125,7 +127,7 @@ class TrainConfig:
     weight_decay: float = setting(0.01, "AdamW weight decay.", minimum=0)
     adam_epsilon: float = setting(1e-7, "AdamW epsilon (numerical stability).", minimum=0, min_open=True)
     max_grad_norm: float = setting(1.0, "Clip gradients to this norm (0 = no clipping).", minimum=0)
-    # mixed: fp32 weights, bf16 autocast; the machine decides auto (trainer.resolve_run_precision)
+    # mixed: fp32 weights, bf16 autocast; what auto picks: methods.resolve_precision
     precision: str = setting(
         "auto",
         "auto: fp32 on CPU; on GPU bf16 autocast, fp32 master weights when they fit.",
