@@ -16,7 +16,8 @@ import difflib
 import json
 import math
 import sys
-from dataclasses import fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import Field, fields
 from pathlib import Path
 
 import click
@@ -24,6 +25,7 @@ import click
 from inspector.console import friendly_errors
 from inspector.prompts import parse_sizes_option
 from inspector.scan_config import ScanConfig
+from inspector.settings import OptionSpec, default_of, option_name, option_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -99,6 +101,88 @@ def setting_option(defaults: dict, *param_decls: str, **attrs):
     """``click.option`` for a config dataclass field of the option's name: its default is the field's (typed
     once, in the dataclass) and shown in `--help`."""
     return click.option(*param_decls, default=defaults[_destination(param_decls)], show_default=True, **attrs)
+
+
+def options_from(
+    config: type, *, shared: Sequence[Callable] = (), not_options: Mapping[str, str] | None = None
+) -> Callable:
+    """One option per field of the dataclass `config`, in the fields' order (`--help` lists them as the dataclass
+    declares them). A field declared with `settings.setting` becomes the option its metadata describes; the
+    fields that a `shared` decorator fills (``catalogue_options(...)``, found by the options it adds) get that
+    decorator, where its first field is; `not_options` names the fields no option sets, each with why. Any other
+    field is an error here, so a new setting cannot miss its option."""
+    not_options = dict(not_options or {})
+    for name, why in not_options.items():
+        if not why.strip():
+            raise ValueError(f"not_options needs a reason for {name}")
+    names = [f.name for f in fields(config)]
+    filled_by: dict[str, Callable] = {}
+    for decorator in shared:
+        for param in _options_added_by(decorator):
+            if param.name not in names:
+                raise TypeError(f"the shared option {_long_name(param)} is no field of {config.__name__}")
+            filled_by[param.name] = decorator
+    decorators: list[Callable] = []
+    for setting_field in fields(config):
+        spec, decorator = option_spec(setting_field), filled_by.get(setting_field.name)
+        where = f"{config.__name__}.{setting_field.name}"
+        if (spec is not None) + (decorator is not None) + (setting_field.name in not_options) > 1:
+            raise TypeError(f"{where} is declared twice: a setting's option, a shared option or not_options")
+        if spec is not None:
+            decorators.append(_option(setting_field, spec))
+        elif decorator is not None:
+            if decorator not in decorators:
+                decorators.append(decorator)
+        elif setting_field.name not in not_options:
+            raise TypeError(
+                f"{where} has no option: declare it with settings.setting(default, help, ...), fill it with a "
+                "shared option, or list it in not_options with why"
+            )
+    return _bundle(*decorators)
+
+
+def _options_added_by(decorator: Callable) -> list[click.Parameter]:
+    """The options a decorator adds to a command (applied to a stand-in function)."""
+
+    def probe() -> None:  # pragma: no cover - never called
+        pass
+
+    decorator(probe)
+    return list(probe.__click_params__)  # type: ignore[attr-defined]
+
+
+def _long_name(param: click.Parameter) -> str:
+    return next((opt for opt in param.opts if opt.startswith("--")), param.opts[0])
+
+
+def _option(setting_field: Field, spec: OptionSpec) -> Callable:
+    """``click.option`` for one setting: the kind of value follows its default (a bool is a flag, a list a
+    repeatable option), the type its range, choices or path kind; its default is the field's, shown in `--help`
+    (except an empty text: "not given", as for --output)."""
+    default = default_of(setting_field)
+    opts = spec.opts or (option_name(setting_field),)
+    attrs: dict = {"default": default, "show_default": default != "", "help": spec.help}
+    if isinstance(default, bool):
+        if spec.negatable:
+            opts = (f"{opts[0]}/--no-{opts[0].removeprefix('--')}", *opts[1:])
+        else:
+            attrs["is_flag"] = True
+    elif spec.comma_separated:
+        attrs["type"] = COMMA_SEPARATED
+    elif isinstance(default, list):
+        attrs["multiple"] = True
+    if spec.choices is not None:
+        attrs["type"] = click.Choice(spec.choices)
+    elif spec.minimum is not None or spec.maximum is not None:
+        number = click.FloatRange if isinstance(default, float) else click.IntRange
+        attrs["type"] = number(spec.minimum, spec.maximum, min_open=spec.min_open, max_open=spec.max_open)
+    elif spec.path is not None:
+        attrs["type"] = click.Path(dir_okay=False) if spec.path == "file" else click.Path(file_okay=False)
+    if spec.metavar is not None:
+        attrs["metavar"] = spec.metavar
+    if spec.flag_value is not None:
+        attrs.update(is_flag=False, flag_value=spec.flag_value)
+    return click.option(*opts, setting_field.name, **attrs)
 
 
 def model_option(*, help: str, **attrs):  # noqa: A002 - click's own name for it

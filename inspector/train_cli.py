@@ -1,4 +1,5 @@
-"""`inspector train`: the command line over `inspector.training`. Options map one to one to TrainConfig fields.
+"""`inspector train`: the command line over `inspector.training`. Options map one to one to TrainConfig fields,
+in their order: a train-only option is built from its field's declaration, the others are shared with scan.
 
 The lead attaches it with ``cli.add_command(train_command)``.
 """
@@ -12,22 +13,42 @@ from rich.console import Console
 
 from inspector.console import friendly_errors, progress_bar
 from inspector.options import (
-    COMMA_SEPARATED,
     catalogue_options,
     config_option,
     model_option,
     num_crops_option,
+    options_from,
     question_options,
     scoring_options,
-    setting_option,
     trust_remote_code_option,
 )
 from inspector.registry import model_help
-from inspector.speedups import FUSIONS
-from inspector.training.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig
+from inspector.training.config import TrainConfig
 
-#: TrainConfig's defaults, the train options' defaults (each option's is its field's, see `setting_option`).
+#: TrainConfig's defaults, the defaults of the options train shares with scan (a train-only option's default is
+#: its field's, declared with its help in TrainConfig).
 _DEFAULTS = vars(TrainConfig())
+#: TrainConfig settings that no option sets, and why. Every other field is an option: declared on the field
+#: (`settings.setting`) or one of the options shared with scan (`options.options_from` refuses anything else).
+SETTINGS_WITHOUT_OPTION: dict[str, str] = {}
+#: The options train shares with scan (`inspector.options`), each filling the TrainConfig fields of its options'
+#: names; the command passes the help where the two commands differ.
+SHARED_OPTIONS = (
+    catalogue_options(
+        truth_help="Catalogue CSV with the right answers.",
+        truth_columns_help='Map fields to CSV columns, as for scan: brand=Brand,title="Product Name".',
+    ),
+    model_option(help=f"Hugging Face model id, local folder, or {model_help()}, to fine-tune."),
+    trust_remote_code_option,
+    question_options(
+        prompt_help="Built-in prompt: extract (default, JSON answers) or original.",
+        sizes_help="Also ask for (and teach) the prices in these sizes, e.g. 6.5,7.5,8",
+        fields_help="TOML file declaring more fields to teach and evaluate (colour, material, ...), see "
+        "docs/fields.md.",
+    ),
+    num_crops_option,
+    scoring_options(_DEFAULTS, title_help="Token F1 from which a title counts as correct, as in scan."),
+)
 #: Options that are not TrainConfig fields: a file of option defaults, how much to print, and old spellings kept
 #: for one release.
 CLI_ONLY_OPTIONS = ("config", "verbose", "deprecated_workers", "deprecated_run_name")
@@ -184,225 +205,7 @@ def print_data(data, console: Console) -> None:
 
 @click.command("train")
 @config_option
-@catalogue_options(
-    truth_help="Catalogue CSV with the right answers.",
-    truth_columns_help='Map fields to CSV columns, as for scan: brand=Brand,title="Product Name".',
-)
-@click.option(
-    "--reviews",
-    multiple=True,
-    metavar="DB",
-    help="Learn from the scans in this database with the inspectors' imported decisions applied (repeatable; "
-    "with or instead of --truth). Images moved since the scan are looked for by sha256 under --images.",
-)
-@click.option(
-    "--run",
-    "runs",
-    multiple=True,
-    metavar="RUN",
-    help="With --reviews: learn from this run (id or name; repeatable).  [default: every run with decisions]",
-)
-@click.option(
-    "--reviewed-only", is_flag=True, help="With --reviews: teach only the fields an inspector decided on."
-)
-@click.option(
-    "--write-dataset",
-    type=click.Path(dir_okay=False),
-    metavar="FILE.jsonl",
-    help="Write the training examples (image, sha256, target answer, decisions) to this file and stop.",
-)
-@click.option(
-    "--images", type=click.Path(file_okay=False), help="Folder of images.  [default: the CSV's folder]"
-)
-@setting_option(
-    _DEFAULTS,
-    "--val-fraction",
-    type=click.FloatRange(0, 1, max_open=True),
-    help="Share of catalogue rows held out for validation.",
-)
-@click.option(
-    "--val-truth",
-    type=click.Path(dir_okay=False),
-    help="Validate on this catalogue CSV instead of a split of --truth.",
-)
-@setting_option(_DEFAULTS, "--seed", help="Seed of the split, the data order and init.")
-@model_option(help=f"Hugging Face model id, local folder, or {model_help()}, to fine-tune.")
-@trust_remote_code_option
-@question_options(
-    prompt_help="Built-in prompt: extract (default, JSON answers) or original.",
-    sizes_help="Also ask for (and teach) the prices in these sizes, e.g. 6.5,7.5,8",
-    fields_help="TOML file declaring more fields to teach and evaluate (colour, material, ...), see docs/fields.md.",
-)
-@click.option(
-    "--answer-style",
-    type=click.Choice(["json", "original", "free"]),
-    help="How target answers are written.  [default: the prompt's style]",
-)
-@num_crops_option
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(file_okay=False),
-    help="Folder for checkpoints and models.",
-)
-@click.option(
-    "--resume",
-    is_flag=False,
-    flag_value="latest",
-    default=None,
-    metavar="[CHECKPOINT]",
-    help="Continue from the newest checkpoint in --output, or from the checkpoint folder given.",
-)
-@setting_option(
-    _DEFAULTS,
-    "--method",
-    type=click.Choice(METHODS),
-    help="full, lora, or frozen-vision (vision tower and projector frozen).",
-)
-@setting_option(
-    _DEFAULTS,
-    "--epochs",
-    type=click.FloatRange(0, min_open=True),
-    help="Passes over the training images (fractions allowed); --max-steps wins when given.",
-)
-@setting_option(
-    _DEFAULTS,
-    "--max-steps",
-    type=click.IntRange(0),
-    help="Optimizer steps; 0 = run --epochs.",
-)
-@setting_option(
-    _DEFAULTS,
-    "--max-minutes",
-    type=click.FloatRange(0),
-    help="Stop after this much wall time (evaluating and saving there); 0 = no limit.",
-)
-@setting_option(
-    _DEFAULTS,
-    "--lr",
-    type=click.FloatRange(0, min_open=True),
-    help="Peak learning rate (LoRA: try 2e-4).",
-)
-@setting_option(
-    _DEFAULTS,
-    "--batch-size",
-    type=click.IntRange(1),
-    help="Training images per forward pass (per optimizer step: this × --grad-accum).",
-)
-@setting_option(
-    _DEFAULTS,
-    "--grad-accum",
-    type=click.IntRange(1),
-    help="Batches per optimizer step.",
-)
-@setting_option(
-    _DEFAULTS,
-    "--warmup-steps",
-    type=click.IntRange(0),
-    help="Optimizer steps over which the learning rate rises from 0 to --lr.",
-)
-@setting_option(
-    _DEFAULTS,
-    "--schedule",
-    type=click.Choice(SCHEDULES),
-    help="How the learning rate falls after the warm-up.",
-)
-@setting_option(
-    _DEFAULTS,
-    "--weight-decay",
-    type=click.FloatRange(0),
-    help="AdamW weight decay.",
-)
-@setting_option(
-    _DEFAULTS,
-    "--adam-epsilon",
-    type=click.FloatRange(0, min_open=True),
-    help="AdamW epsilon (numerical stability).",
-)
-@setting_option(
-    _DEFAULTS,
-    "--max-grad-norm",
-    type=click.FloatRange(0),
-    help="Clip gradients to this norm (0 = no clipping).",
-)
-@setting_option(
-    _DEFAULTS,
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    help="auto: fp32 on CPU; on GPU bf16 autocast, fp32 master weights when they fit.",
-)
-@setting_option(
-    _DEFAULTS,
-    "--gradient-checkpointing/--no-gradient-checkpointing",
-    help="Recompute activations in the backward pass: less memory, slower steps.",
-)
-@setting_option(
-    _DEFAULTS,
-    "--fuse",
-    type=click.Choice(FUSIONS),
-    help="Fused kernels: auto (torch.compile on a GPU, none on CPU), compile, liger (pip extra), none.",
-)
-@setting_option(
-    _DEFAULTS, "--lora-r", type=click.IntRange(1), help="LoRA rank."
-)
-@setting_option(
-    _DEFAULTS,
-    "--lora-alpha",
-    type=click.IntRange(1),
-    help="LoRA scaling numerator (scale = alpha / r).",
-)
-@setting_option(
-    _DEFAULTS,
-    "--lora-dropout",
-    type=click.FloatRange(0, 1),
-    help="Dropout on the LoRA branch.",
-)
-@click.option(
-    "--lora-targets",
-    type=COMMA_SEPARATED,
-    help="Comma-separated module names to adapt.  [default: all language-model linears]",
-)
-@click.option(
-    "--keep-adapter", is_flag=True, help="LoRA: save the adapter instead of merging it into the weights."
-)
-@setting_option(
-    _DEFAULTS,
-    "--eval-every",
-    type=click.IntRange(1),
-    help="Optimizer steps between evaluations and checkpoints.",
-)
-@setting_option(
-    _DEFAULTS,
-    "--eval-samples",
-    type=click.IntRange(0),
-    help="Validation images answered with generate() and scored at each evaluation.",
-)
-@click.option("--eval-at-start", is_flag=True, help="Also evaluate before training (the 'before' figures).")
-@setting_option(
-    _DEFAULTS,
-    "--max-new-tokens",
-    type=click.IntRange(1),
-    help="Longest answer generated at each evaluation.",
-)
-@setting_option(
-    _DEFAULTS,
-    "--best-metric",
-    help="field_accuracy, <field>_accuracy, price_mae or loss.",
-)
-@scoring_options(_DEFAULTS, title_help="Token F1 from which a title counts as correct, as in scan.")
-@setting_option(
-    _DEFAULTS,
-    "--save-total-limit",
-    type=click.IntRange(0),
-    help="Checkpoints kept besides the best (0 = all).",
-)
-@setting_option(
-    _DEFAULTS,
-    "--dataloader-workers",
-    "workers",
-    type=click.IntRange(0),
-    help="Data loading processes (image decoding and processing; 0 = in the training process).",
-)
+@options_from(TrainConfig, shared=SHARED_OPTIONS, not_options=SETTINGS_WITHOUT_OPTION)
 @click.option(
     "--workers",
     "deprecated_workers",
@@ -412,23 +215,6 @@ def print_data(data, console: Console) -> None:
         value, "--workers", "--dataloader-workers", "scan's --workers counts threads"
     ),
     help="Renamed --dataloader-workers.",
-)
-@setting_option(
-    _DEFAULTS,
-    "--logging-steps",
-    type=click.IntRange(1),
-    help="Optimizer steps between logged training losses.",
-)
-@setting_option(
-    _DEFAULTS,
-    "--wandb/--no-wandb",
-    help="Log to Weights & Biases (offline without an API key).",
-)
-@setting_option(
-    _DEFAULTS, "--wandb-project", help="Weights & Biases project."
-)
-@click.option(
-    "--wandb-name", "run_name", help="Run name in Weights & Biases.  [default: the output folder's name]"
 )
 @click.option(
     "--run-name",

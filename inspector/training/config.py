@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING
 from inspector.checkpoints import CONFIG_FILE, save_question_files
 from inspector.errors import InputError
 from inspector.fields import FieldSet, load_fields
+from inspector.prompts import ANSWER_STYLES
 from inspector.registry import resolve_model
+from inspector.settings import check_settings, setting
+from inspector.speedups import FUSIONS, check_extras
 from inspector.training.metrics import metric_names
 
 if TYPE_CHECKING:  # the backends import PIL: TrainConfig stays light for the command line's --help
@@ -33,75 +36,149 @@ _LOWER_IS_BETTER_SUFFIXES = ("loss", "mae")
 
 @dataclass
 class TrainConfig:
-    """A fine-tuning run. Field names match the `inspector train` options one to one (``--lora-r`` -> lora_r)."""
+    """A fine-tuning run. Each field is an `inspector train` option of its name (``--lora-r`` -> lora_r): a
+    train-only setting declares its option here (`settings.setting`: help, range, choices; `inspector train`
+    builds it with `options.options_from`), the others are options shared with scan (`inspector.options`)."""
 
-    # -- data: read and matched exactly as `inspector scan --truth` does
+    # -- data: the catalogue CSV, read and matched exactly as `inspector scan --truth` does (scan's options)
     truth: str = ""  # ground-truth catalogue CSV (same column detection and mapping as scan)
-    images: str | None = None  # folder of images; default: the CSV's folder
     truth_columns: dict[str, str] | None = None  # field -> CSV column, like scan's --truth-columns (or its text)
     truth_key: str | None = None  # CSV column whose values appear in image file names
-    val_fraction: float = 0.1  # catalogue rows held out for validation (whole rows, never trained on)
-    val_truth: str | None = None  # or a separate validation CSV (images under `images` or beside it)
-    seed: int = 0  # seed of the train/val split, the model's random parts and the data order
 
     # -- reviewed scans as training data (inspector.training.reviews), with or instead of `truth`
-    reviews: list[str] = field(default_factory=list)  # databases holding scans with imported decisions
-    runs: list[str] = field(default_factory=list)  # runs (id or name) to learn from; default: every reviewed run
-    reviewed_only: bool = False  # teach only the fields an inspector decided on
-    write_dataset: str | None = None  # write the examples to this JSON Lines file and stop (nothing is trained)
+    reviews: list[str] = setting(
+        [],
+        "Learn from the scans in this database with the inspectors' imported decisions applied (repeatable; "
+        "with or instead of --truth). Images moved since the scan are looked for by sha256 under --images.",
+        metavar="DB",
+    )
+    runs: list[str] = setting(
+        [],
+        "With --reviews: learn from this run (id or name; repeatable).  [default: every run with decisions]",
+        opts=("--run",),
+        metavar="RUN",
+    )
+    reviewed_only: bool = setting(False, "With --reviews: teach only the fields an inspector decided on.")
+    write_dataset: str | None = setting(
+        None,
+        "Write the training examples (image, sha256, target answer, decisions) to this file and stop.",
+        path="file",
+        metavar="FILE.jsonl",
+    )
 
-    # -- what the model is taught
+    # -- the images and the validation split
+    images: str | None = setting(None, "Folder of images.  [default: the CSV's folder]", path="folder")
+    # whole catalogue rows are held out: a product's images are never both trained on and validated
+    val_fraction: float = setting(
+        0.1, "Share of catalogue rows held out for validation.", minimum=0, maximum=1, max_open=True
+    )
+    # images of a separate validation CSV are looked for under `images` or beside it
+    val_truth: str | None = setting(
+        None, "Validate on this catalogue CSV instead of a split of --truth.", path="file"
+    )
+    seed: int = setting(0, "Seed of the split, the data order and init.")
+
+    # -- what the model is taught (scan's options, but for answer_style)
     model: str = ""  # Hugging Face model id, local folder (any VLM that scan runs) or a registered name (demo)
     trust_remote_code: bool = False  # let the model folder's own Python code run
     prompt: str | None = None  # built-in prompt (default "extract"): the question asked for every image
     prompt_file: str | None = None  # or a file holding the question
     sizes: list[str] = field(default_factory=list)  # also ask for (and teach) the prices in these sizes
     fields_file: str | None = None  # TOML file declaring more fields: labels, prompt and evaluation follow it
-    answer_style: str | None = None  # "json" | "original" | "free"; default: the prompt's own style
+    answer_style: str | None = setting(
+        None, "How target answers are written.  [default: the prompt's style]", choices=ANSWER_STYLES
+    )
     num_crops: int | None = None  # Phi-3.5-vision crops per image (checkpoint default 4)
 
     # -- where results go
-    output: str = ""  # folder for checkpoints, best/, final/, metrics.jsonl and train_config.json
-    resume: str | None = None  # "latest" (newest checkpoint in output) or a checkpoint folder
+    # checkpoints, best/, final/, metrics.jsonl and train_config.json
+    output: str = setting("", "Folder for checkpoints and models.", opts=("--output", "-o"), path="folder")
+    resume: str | None = setting(
+        None,
+        "Continue from the newest checkpoint in --output, or from the checkpoint folder given.",
+        flag_value="latest",
+        metavar="[CHECKPOINT]",
+    )
 
     # -- optimisation (transformers Trainer; AdamW betas (0.9, 0.95) as Phi-3.5-vision's recipes use)
-    method: str = "full"  # full | lora | frozen-vision (vision tower and projector frozen)
-    epochs: float = 3.0  # passes over the training split (ignored when max_steps > 0)
-    max_steps: int = 0  # optimizer steps to run; 0 = use epochs
-    max_minutes: float = 0.0  # stop after this much wall time (evaluating and saving there); 0 = no limit
-    lr: float = 2e-5  # peak learning rate (LoRA usually wants ~2e-4)
-    batch_size: int = 4  # images per forward pass
-    grad_accum: int = 1  # forward passes per optimizer step (effective batch = batch_size * grad_accum)
-    warmup_steps: int = 0  # linear warmup from 0 to lr
-    schedule: str = "linear"  # learning-rate decay after warmup: linear | cosine | constant
-    weight_decay: float = 0.01  # AdamW weight decay
-    adam_epsilon: float = 1e-7  # AdamW epsilon
-    max_grad_norm: float = 1.0  # gradient clipping
-    precision: str = "auto"  # auto | bf16 | mixed (fp32 weights, bf16 autocast) | fp32; see resolve_precision
-    gradient_checkpointing: bool = True  # recompute activations in backward (use_reentrant=False)
-    fuse: str = "auto"  # fused kernels: auto (compile on a GPU, none on CPU) | compile | liger | none
-    lora_r: int = 64  # LoRA rank
-    lora_alpha: int = 128  # LoRA scaling numerator (scale = alpha / r)
-    lora_dropout: float = 0.0  # dropout on the LoRA branch
-    lora_targets: list[str] | None = None  # modules to adapt; default: every language-model linear layer
-    keep_adapter: bool = False  # LoRA: save the adapter instead of merging it into the base weights
+    method: str = setting(
+        "full", "full, lora, or frozen-vision (vision tower and projector frozen).", choices=METHODS
+    )
+    epochs: float = setting(
+        3.0,
+        "Passes over the training images (fractions allowed); --max-steps wins when given.",
+        minimum=0,
+        min_open=True,
+    )
+    max_steps: int = setting(0, "Optimizer steps; 0 = run --epochs.", minimum=0)
+    max_minutes: float = setting(
+        0.0, "Stop after this much wall time (evaluating and saving there); 0 = no limit.", minimum=0
+    )
+    lr: float = setting(2e-5, "Peak learning rate (LoRA: try 2e-4).", minimum=0, min_open=True)
+    batch_size: int = setting(
+        4, "Training images per forward pass (per optimizer step: this × --grad-accum).", minimum=1
+    )
+    grad_accum: int = setting(1, "Batches per optimizer step.", minimum=1)
+    # a linear warm-up
+    warmup_steps: int = setting(
+        0, "Optimizer steps over which the learning rate rises from 0 to --lr.", minimum=0
+    )
+    schedule: str = setting("linear", "How the learning rate falls after the warm-up.", choices=SCHEDULES)
+    weight_decay: float = setting(0.01, "AdamW weight decay.", minimum=0)
+    adam_epsilon: float = setting(1e-7, "AdamW epsilon (numerical stability).", minimum=0, min_open=True)
+    max_grad_norm: float = setting(1.0, "Clip gradients to this norm (0 = no clipping).", minimum=0)
+    # mixed: fp32 weights, bf16 autocast; what auto picks: methods.resolve_precision
+    precision: str = setting(
+        "auto",
+        "auto: fp32 on CPU; on GPU bf16 autocast, fp32 master weights when they fit.",
+        choices=PRECISIONS,
+    )
+    # use_reentrant=False
+    gradient_checkpointing: bool = setting(
+        True, "Recompute activations in the backward pass: less memory, slower steps.", negatable=True
+    )
+    fuse: str = setting(
+        "auto",
+        "Fused kernels: auto (torch.compile on a GPU, none on CPU), compile, liger (pip extra), none.",
+        choices=FUSIONS,
+    )
+    lora_r: int = setting(64, "LoRA rank.", minimum=1)
+    lora_alpha: int = setting(128, "LoRA scaling numerator (scale = alpha / r).", minimum=1)
+    lora_dropout: float = setting(0.0, "Dropout on the LoRA branch.", minimum=0, maximum=1)
+    lora_targets: list[str] | None = setting(
+        None,
+        "Comma-separated module names to adapt.  [default: all language-model linears]",
+        comma_separated=True,
+    )
+    keep_adapter: bool = setting(False, "LoRA: save the adapter instead of merging it into the weights.")
 
     # -- evaluation on the validation split
-    eval_every: int = 100  # optimizer steps between evaluations and checkpoints (also one at the end)
-    eval_samples: int = 64  # validation images answered with generate() and scored (0 = loss only)
-    eval_at_start: bool = False  # also evaluate before the first step (the "before training" figures)
-    max_new_tokens: int = 256  # longest generated answer during evaluation
-    best_metric: str = "field_accuracy"  # picks best/: field_accuracy, <field>_accuracy, price_mae, loss
+    # also one at the end of training
+    eval_every: int = setting(100, "Optimizer steps between evaluations and checkpoints.", minimum=1)
+    # 0: the validation loss only
+    eval_samples: int = setting(
+        64, "Validation images answered with generate() and scored at each evaluation.", minimum=0
+    )
+    eval_at_start: bool = setting(False, "Also evaluate before training (the 'before' figures).")
+    max_new_tokens: int = setting(256, "Longest answer generated at each evaluation.", minimum=1)
+    best_metric: str = setting("field_accuracy", "field_accuracy, <field>_accuracy, price_mae or loss.")
     price_tolerance: str = "0.005"  # as scan's --price-tolerance: absolute ("0.01") or relative ("2%")
     title_threshold: float = 0.6  # as scan's --title-threshold
-    save_total_limit: int = 2  # checkpoints kept besides the best one (0 = all)
+    save_total_limit: int = setting(2, "Checkpoints kept besides the best (0 = all).", minimum=0)
 
     # -- machinery
-    workers: int = 2  # dataloader worker processes (image decoding and processing)
-    logging_steps: int = 10  # optimizer steps between logged training loss figures
-    wandb: bool = False  # log to Weights & Biases (offline when no API key is set)
-    wandb_project: str = "inspector"  # wandb project name
-    run_name: str | None = None  # name of the run in wandb; default: the output folder's name
+    workers: int = setting(
+        2,
+        "Data loading processes (image decoding and processing; 0 = in the training process).",
+        opts=("--dataloader-workers",),
+        minimum=0,
+    )
+    logging_steps: int = setting(10, "Optimizer steps between logged training losses.", minimum=1)
+    wandb: bool = setting(False, "Log to Weights & Biases (offline without an API key).", negatable=True)
+    wandb_project: str = setting("inspector", "Weights & Biases project.")
+    run_name: str | None = setting(
+        None, "Run name in Weights & Biases.  [default: the output folder's name]", opts=("--wandb-name",)
+    )
 
     def __post_init__(self) -> None:
         """Settings in their command-line form (as `inspector train` and a `--config` file give them) in their
@@ -128,37 +205,8 @@ class TrainConfig:
             resolve_model(self.model)  # a registered name (demo) without its folder: one line, before the data loads
         if not self.output and self.write_dataset is None:
             raise InputError("No output folder: pass one with --output")
-        if self.method not in METHODS:
-            raise InputError(f"Unknown method {self.method!r}; use one of: {', '.join(METHODS)}")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"Unknown precision {self.precision!r}; use one of: {', '.join(PRECISIONS)}")
-        from inspector.speedups import FUSIONS, check_extras
-
-        if self.fuse not in FUSIONS:
-            raise InputError(f"Unknown fuse {self.fuse!r}; use one of: {', '.join(FUSIONS)}")
+        check_settings(self)  # each setting's range or choices, declared on its field (settings.setting)
         check_extras(self.fuse, "none")
-        if self.schedule not in SCHEDULES:
-            raise InputError(f"Unknown schedule {self.schedule!r}; use one of: {', '.join(SCHEDULES)}")
-        if not 0 <= self.val_fraction < 1:
-            raise InputError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        for name in ("batch_size", "grad_accum", "eval_every", "max_new_tokens", "logging_steps", "lora_r"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in (
-            "max_steps",
-            "max_minutes",
-            "warmup_steps",
-            "eval_samples",
-            "workers",
-            "save_total_limit",
-        ):
-            if getattr(self, name) < 0:
-                option = "dataloader-workers" if name == "workers" else name.replace("_", "-")
-                raise InputError(f"--{option} must not be negative, got {getattr(self, name)}")
-        if self.max_steps == 0 and self.epochs <= 0:
-            raise InputError("Nothing to train: pass --epochs above 0 or --max-steps")
-        if self.lr <= 0:
-            raise InputError(f"--lr must be positive, got {self.lr}")
         if self.keep_adapter and self.method != "lora":
             raise InputError("--keep-adapter only applies to --method lora")
         if self.num_crops is not None and self.num_crops < 1:
