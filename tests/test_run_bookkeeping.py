@@ -390,9 +390,22 @@ KNOWN_RUN = dict(
 KNOWN_RUN_KEY = "dc37bd34d73adbb09ec168ac913aa6b6"
 
 
+#: A scan with every setting changed (absolute paths: the key resolves them), and its key, computed on main at
+#: 6b33d4d before ScanConfig's fields were reordered to be scan's options in --help order: the key does not
+#: depend on the fields' order.
+EVERY_SETTING = dict(
+    CHANGED,
+    inputs=["/inspector-run-key-test/every", "https://example.com/b.png"],
+    truth="/inspector-run-key-test/every.csv",
+    prompt=None,  # a prompt file, not both
+)
+EVERY_SETTING_KEY = "1b256e25d44e4fbf870c6ed2b5d57430"
+
+
 def test_run_key_format_1_gives_existing_runs_the_key_they_were_stored_with(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert key(ScanConfig(**KNOWN_RUN), tmp_path) == KNOWN_RUN_KEY
+    assert key(ScanConfig(**EVERY_SETTING), tmp_path) == EVERY_SETTING_KEY
 
 
 def test_a_new_run_key_format_gives_every_run_a_new_key(tmp_path, monkeypatch):
