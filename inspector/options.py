@@ -72,10 +72,22 @@ class CommaSeparatedType(click.ParamType):
         return [part.strip() for part in value.split(",") if part.strip()] if value else None
 
 
-class BatchSizeType(click.ParamType):
+class SettingReader(click.ParamType):
+    """The command line's reader of a setting that no plain type reads, named by the setting's declaration
+    (``setting(0, ..., reader="batch size")``, one of `READERS`)."""
+
+    def written(self, value: object) -> object:
+        """`value` as it is typed on the command line: the option's default, shown in `--help`."""
+        return value
+
+
+class BatchSizeType(SettingReader):
     """``--batch-size 8``, or ``auto`` -> 0 (ScanConfig's "pick one from free GPU memory")."""
 
     name = "text"
+
+    def written(self, value: object) -> object:
+        return "auto" if value == 0 else value
 
     def convert(self, value, param, ctx):
         if isinstance(value, int):
@@ -95,6 +107,8 @@ class BatchSizeType(click.ParamType):
 SIZES = SizesType()
 COMMA_SEPARATED = CommaSeparatedType()
 BATCH_SIZE = BatchSizeType()
+#: The readers a setting may name (`settings.OptionSpec.reader`).
+READERS: dict[str, SettingReader] = {"batch size": BATCH_SIZE}
 
 
 def setting_option(defaults: dict, *param_decls: str, **attrs):
@@ -104,18 +118,32 @@ def setting_option(defaults: dict, *param_decls: str, **attrs):
 
 
 def options_from(
-    config: type, *, shared: Sequence[Callable] = (), not_options: Mapping[str, str] | None = None
+    config: type,
+    *,
+    shared: Sequence[Callable] = (),
+    not_options: Mapping[str, str] | None = None,
+    after: Mapping[str, Callable] | None = None,
 ) -> Callable:
     """One option per field of the dataclass `config`, in the fields' order (`--help` lists them as the dataclass
     declares them). A field declared with `settings.setting` becomes the option its metadata describes; the
     fields that a `shared` decorator fills (``catalogue_options(...)``, found by the options it adds) get that
     decorator, where its first field is; `not_options` names the fields no option sets, each with why. Any other
-    field is an error here, so a new setting cannot miss its option."""
+    field is an error here, so a new setting cannot miss its option. `after` places a command's own options,
+    which are no field (scan's ``--no-report``), right after the option of the field named."""
     not_options = dict(not_options or {})
     for name, why in not_options.items():
         if not why.strip():
             raise ValueError(f"not_options needs a reason for {name}")
     names = [f.name for f in fields(config)]
+    after = dict(after or {})
+    for name, decorator in after.items():
+        if name not in names or name in not_options:
+            raise TypeError(f"after names {config.__name__}.{name}, which is no option")
+        for param in _options_added_by(decorator):
+            if param.name in names:
+                raise TypeError(
+                    f"{_long_name(param)}, added after {name}, is a field of {config.__name__}: declare its option there"
+                )
     filled_by: dict[str, Callable] = {}
     for decorator in shared:
         for param in _options_added_by(decorator):
@@ -129,6 +157,8 @@ def options_from(
         if (spec is not None) + (decorator is not None) + (setting_field.name in not_options) > 1:
             raise TypeError(f"{where} is declared twice: a setting's option, a shared option or not_options")
         if spec is not None:
+            if spec.reader is not None and spec.reader not in READERS:
+                raise TypeError(f"{where}: no reader {spec.reader!r}; the readers: {', '.join(READERS)}")
             decorators.append(_option(setting_field, spec))
         elif decorator is not None:
             if decorator not in decorators:
@@ -138,6 +168,8 @@ def options_from(
                 f"{where} has no option: declare it with settings.setting(default, help, ...), fill it with a "
                 "shared option, or list it in not_options with why"
             )
+        if setting_field.name in after:
+            decorators.append(after[setting_field.name])
     return _bundle(*decorators)
 
 
@@ -157,11 +189,11 @@ def _long_name(param: click.Parameter) -> str:
 
 def _option(setting_field: Field, spec: OptionSpec) -> Callable:
     """``click.option`` for one setting: the kind of value follows its default (a bool is a flag, a list a
-    repeatable option), the type its range, choices or path kind; its default is the field's, shown in `--help`
-    (except an empty text: "not given", as for --output)."""
+    repeatable option), the type its reader, range, choices or path kind; its default is the field's, shown in
+    `--help` (except an empty text: "not given", as for --output; or where the setting says not to)."""
     default = default_of(setting_field)
     opts = spec.opts or (option_name(setting_field),)
-    attrs: dict = {"default": default, "show_default": default != "", "help": spec.help}
+    attrs: dict = {"default": default, "show_default": spec.show_default and default != "", "help": spec.help}
     if isinstance(default, bool):
         if spec.negatable:
             opts = (f"{opts[0]}/--no-{opts[0].removeprefix('--')}", *opts[1:])
@@ -171,7 +203,10 @@ def _option(setting_field: Field, spec: OptionSpec) -> Callable:
         attrs["type"] = COMMA_SEPARATED
     elif isinstance(default, list):
         attrs["multiple"] = True
-    if spec.choices is not None:
+    if spec.reader is not None:
+        reader = READERS[spec.reader]
+        attrs.update(type=reader, default=reader.written(default))
+    elif spec.choices is not None:
         attrs["type"] = click.Choice(spec.choices)
     elif spec.minimum is not None or spec.maximum is not None:
         number = click.FloatRange if isinstance(default, float) else click.IntRange

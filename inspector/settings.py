@@ -37,6 +37,11 @@ class OptionSpec:
     path: Literal["file", "folder"] | None = None
     #: A list typed as one comma-separated value (``q_proj,v_proj``) rather than a repeated option.
     comma_separated: bool = False
+    #: The command line's own reader of a value no plain type reads, by name (``"batch size"``: a number or
+    #: ``auto`` for 0; `inspector.options.READERS`); it also writes the default that `--help` shows.
+    reader: str | None = None
+    #: False: `--help` does not show the default (it would say nothing useful, as --min-new-tokens' 0).
+    show_default: bool = True
 
     def refusal(self, value: Any) -> str | None:
         """Why the option would refuse `value` ("be at least 1", as in "--x must be at least 1"), or None."""
@@ -73,6 +78,8 @@ def setting(
     flag_value: str | None = None,
     path: Literal["file", "folder"] | None = None,
     comma_separated: bool = False,
+    reader: str | None = None,
+    show_default: bool = True,
 ) -> Any:
     """A dataclass field with its default and its option (`OptionSpec`); a list default is copied per instance."""
     spec = OptionSpec(
@@ -88,6 +95,8 @@ def setting(
         flag_value=flag_value,
         path=path,
         comma_separated=comma_separated,
+        reader=reader,
+        show_default=show_default,
     )
     if isinstance(default, bool) and default and not negatable:
         raise ValueError("a setting that is on by default needs negatable=True, or it could not be turned off")

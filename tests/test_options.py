@@ -34,6 +34,8 @@ class Job:
     checkpointing: bool = setting(True, "Recompute.", negatable=True)
     resume: str | None = setting(None, "Go on.", flag_value="latest", metavar="[CHECKPOINT]")
     targets: list[str] | None = setting(None, "Comma-separated names.", comma_separated=True)
+    per_call: int = setting(0, "Images per call, or 'auto'.", reader="batch size")
+    length: int = setting(0, "Force answers this long.", minimum=0, show_default=False)
 
 
 def _command(config=Job, **kwargs) -> click.Command:
@@ -64,6 +66,8 @@ Options:
                                   Recompute.  [default: checkpointing]
   --resume [CHECKPOINT]           Go on.
   --targets TEXT                  Comma-separated names.
+  --per-call TEXT                 Images per call, or 'auto'.  [default: auto]
+  --length INTEGER RANGE          Force answers this long.  [x>=0]
   --help                          Show this message and exit.
 """
 
@@ -75,19 +79,21 @@ def test_each_setting_is_an_option_with_its_default_help_and_constraints_in_fiel
     assert defaults == {
         "shared": None, "share": 0.1, "steps": 0, "rate": 2e-05, "seed": 0, "name": "job", "style": None,
         "folder": "", "table": None, "sources": [], "strict": False, "checkpointing": True, "resume": None,
-        "targets": None,
+        "targets": None, "per_call": 0, "length": 0,
     }  # fmt: skip
     given = runner.invoke(
         _command(),
         ["--share", "0.5", "--steps", "3", "--seed", "7", "--style", "free", "-f", "out", "--source", "a.db",
-         "--source", "b.db", "--strict", "--no-checkpointing", "--resume", "--targets", "q_proj, v_proj"],
+         "--source", "b.db", "--strict", "--no-checkpointing", "--resume", "--targets", "q_proj, v_proj",
+         "--per-call", "8", "--length", "5"],
     )  # fmt: skip
     assert json.loads(given.output) == {
         **defaults, "share": 0.5, "steps": 3, "seed": 7, "style": "free", "folder": "out",
         "sources": ["a.db", "b.db"], "strict": True, "checkpointing": False, "resume": "latest",
-        "targets": ["q_proj", "v_proj"],
+        "targets": ["q_proj", "v_proj"], "per_call": 8, "length": 5,
     }  # fmt: skip
     assert json.loads(runner.invoke(_command(), ["--resume", "ckpt-7"]).output)["resume"] == "ckpt-7"
+    assert json.loads(runner.invoke(_command(), ["--per-call", "auto"]).output)["per_call"] == 0
 
 
 @pytest.mark.parametrize(
@@ -97,6 +103,7 @@ def test_each_setting_is_an_option_with_its_default_help_and_constraints_in_fiel
         (["--rate", "0"], "Invalid value for '--rate': 0.0 is not in the range x>0."),
         (["--steps", "-1"], "Invalid value for '--steps': -1 is not in the range x>=0."),
         (["--style", "xml"], "Invalid value for '--style': 'xml' is not one of 'json', 'free'."),
+        (["--per-call", "0"], "Invalid value for '--per-call': a positive number or 'auto'"),
     ],
 )
 def test_an_option_refuses_what_its_setting_declares_out_of_range(args, error):
@@ -129,6 +136,41 @@ def test_every_field_is_an_option_or_listed_with_why():
         _command(twice)
     with pytest.raises(TypeError, match=r"the shared option --other is no field of Job"):
         options_from(Job, shared=[click.option("--shared"), click.option("--other")])
+
+
+def test_a_setting_names_a_reader_the_command_line_knows():
+    unknown = make_dataclass("Unknown", [("per_call", int, setting(0, "Per call.", reader="batch"))])
+    with pytest.raises(TypeError, match=r"Unknown\.per_call: no reader 'batch'; the readers: batch size"):
+        options_from(unknown)
+
+
+SHORT = make_dataclass("Short", [("name", str, setting("job", "Name.")), ("seed", int, setting(0, "Seed."))])
+
+
+def test_options_that_are_no_field_are_listed_after_the_field_they_go_with():
+    @click.command()
+    @options_from(SHORT, after={"name": click.option("--no-name", is_flag=True, help="Leave it unnamed.")})
+    def job(**options):
+        click.echo(json.dumps(options))
+
+    assert CliRunner().invoke(job, ["--help"], terminal_width=120).output == (
+        "Usage: job [OPTIONS]\n\n"
+        "Options:\n"
+        "  --name TEXT     Name.  [default: job]\n"
+        "  --no-name       Leave it unnamed.\n"
+        "  --seed INTEGER  Seed.  [default: 0]\n"
+        "  --help          Show this message and exit.\n"
+    )
+    assert json.loads(CliRunner().invoke(job, ["--no-name"]).output) == {"name": "job", "no_name": True, "seed": 0}
+
+
+def test_an_option_after_a_field_is_no_field_and_follows_an_option():
+    with pytest.raises(TypeError, match=r"after names Short\.colour, which is no option"):
+        options_from(SHORT, after={"colour": click.option("--no-colour", is_flag=True)})
+    with pytest.raises(TypeError, match=r"after names Short\.seed, which is no option"):
+        options_from(SHORT, not_options={"seed": "fixed"}, after={"seed": click.option("--random", is_flag=True)})
+    with pytest.raises(TypeError, match=r"--seed, added after name, is a field of Short: declare its option there"):
+        options_from(SHORT, after={"name": click.option("--seed", type=int)})
 
 
 def test_settings_are_library_code_without_click():
