@@ -13,21 +13,70 @@ from rich.table import Table
 from inspector import __version__
 from inspector.console import RichScanProgress, friendly_errors, stderr_console, stdout_console, stoppable
 from inspector.options import (
-    BATCH_SIZE,
     SCAN_DEFAULTS,
     catalogue_options,
     config_option,
     db_option,
     model_option,
     num_crops_option,
+    options_from,
     question_options,
     scoring_options,
-    setting_option,
     trust_remote_code_option,
 )
 from inspector.registry import model_help
-from inspector.speedups import FUSIONS, QUANTIZATIONS
+from inspector.scan_config import ScanConfig
 from inspector.train_cli import train_command
+
+#: ScanConfig settings that no option sets, and why. Every other field is an option: declared on the field
+#: (`settings.setting`) or one of the shared options (`options.options_from` refuses anything else).
+SCAN_SETTINGS_WITHOUT_OPTION: dict[str, str] = {
+    "inputs": "the PATHS argument",
+    "shard": "set for each process of a multi-GPU or Ray scan (--gpus, --ray)",
+}
+#: The options scan shares with train (and --db with every command that reads the results), each filling the
+#: ScanConfig fields of its options' names; the command passes the help where the commands differ.
+SCAN_SHARED_OPTIONS = (
+    catalogue_options(
+        truth_help="Ground-truth catalogue CSV to score answers against.",
+        truth_columns_help='Map fields to CSV columns: brand=Brand,title="Product Name",price=Cost (others '
+        "auto-detected).",
+    ),
+    model_option(
+        default=None,
+        help=f"Hugging Face model id, local folder, or {model_help()}.  [default: Phi-3.5-vision]",
+    ),
+    db_option,
+    question_options(
+        prompt_help="Built-in prompt: extract (default, JSON) or original.",
+        sizes_help="Also ask for the prices in these sizes, e.g. 6.5,7.5,8",
+        fields_help="TOML file declaring more fields to read (colour, material, volume, ...), see "
+        "docs/fields.md.",
+    ),
+    num_crops_option,
+    scoring_options(
+        SCAN_DEFAULTS,
+        title_help="Token F1 between answer and catalogue title from which the title counts as correct.",
+    ),
+    trust_remote_code_option,
+)
+#: scan's own options, which are no ScanConfig field, each listed in `--help` after the setting named.
+SCAN_OPTIONS_AFTER = {
+    "report": click.option("--no-report", is_flag=True, help="Do not write an HTML report."),
+    "workers": click.option(
+        "--gpus", help="Use several GPUs: 'all' or a number (one process per GPU, one run)."
+    ),
+    "trust_remote_code": click.option(
+        "--ray",
+        "ray_address",
+        is_flag=False,
+        flag_value="local",
+        metavar="[ADDRESS]",
+        help="Scan on a Ray cluster: alone, start or join one on this machine; 'auto' (RAY_ADDRESS) or "
+        "HOST:PORT to join one. A path typed after it is scanned, not taken for an address. Needs pip "
+        "install 'inspector[ray]'.",
+    ),
+}
 
 
 def _quiet_transformers() -> None:
@@ -46,48 +95,8 @@ def cli() -> None:
 @cli.command()
 @click.argument("paths", nargs=-1)
 @config_option
-@catalogue_options(
-    truth_help="Ground-truth catalogue CSV to score answers against.",
-    truth_columns_help='Map fields to CSV columns: brand=Brand,title="Product Name",price=Cost (others auto-detected).',
-)
-@model_option(default=None, help=f"Hugging Face model id, local folder, or {model_help()}.  [default: Phi-3.5-vision]")
-@db_option
-@setting_option(SCAN_DEFAULTS, "--report", help="HTML report to write.")
-@click.option("--no-report", is_flag=True, help="Do not write an HTML report.")
-@click.option("--batch-size", type=BATCH_SIZE, default="auto", show_default=True,
-              help="Images per model call, or 'auto': sized from free GPU memory (up to 128), 8 on CPU.")
-@question_options(
-    prompt_help="Built-in prompt: extract (default, JSON) or original.",
-    sizes_help="Also ask for the prices in these sizes, e.g. 6.5,7.5,8",
-    fields_help="TOML file declaring more fields to read (colour, material, volume, ...), see docs/fields.md.",
-)
-@setting_option(SCAN_DEFAULTS, "--max-new-tokens", type=click.IntRange(1),
-                help="Longest answer the model may write, in tokens.")
-@click.option("--min-new-tokens", default=SCAN_DEFAULTS["min_new_tokens"], type=click.IntRange(0),
-              help="Force answers this long (benchmarks).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
-@click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32.")
-@num_crops_option
-@click.option("--attn", "attn_implementation", help="Attention kernel: sdpa (default), eager, flash_attention_2.")
-@click.option("--fuse", type=click.Choice(FUSIONS), default="auto", show_default=True,
-              help="Fused kernels: auto (torch.compile on a GPU, none on CPU), compile, liger (pip extra), none.")
-@click.option("--quantize", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
-              help="fp8: float8 language-model layers (H100/H200, pip extra; faster, answers may change).")
-@click.option("--limit", type=click.IntRange(1), help="Scan only the first N images found.")
-@click.option("--run-name", help="Name for this run (reuse it to resume or compare).")
-@scoring_options(SCAN_DEFAULTS,
-                 title_help="Token F1 between answer and catalogue title from which the title counts as correct.")
-@setting_option(SCAN_DEFAULTS, "--workers", type=click.IntRange(1), help="Image decoding threads.")
-@click.option("--gpus", help="Use several GPUs: 'all' or a number (one process per GPU, one run).")
-@trust_remote_code_option
-@click.option(
-    "--ray",
-    "ray_address",
-    is_flag=False,
-    flag_value="local",
-    metavar="[ADDRESS]",
-    help="Scan on a Ray cluster: alone, start or join one on this machine; 'auto' (RAY_ADDRESS) or HOST:PORT to "
-    "join one. A path typed after it is scanned, not taken for an address. Needs pip install 'inspector[ray]'.",
+@options_from(
+    ScanConfig, shared=SCAN_SHARED_OPTIONS, not_options=SCAN_SETTINGS_WITHOUT_OPTION, after=SCAN_OPTIONS_AFTER
 )
 def scan(paths, model, report, no_report, truth_columns, gpus, ray_address, **options):
     """Scan product images (folders, files or URLs) with a vision-language model.
@@ -99,7 +108,7 @@ def scan(paths, model, report, no_report, truth_columns, gpus, ray_address, **op
     """
     paths, ray_address = _ray_value_or_path(paths, ray_address)
     with stoppable(), friendly_errors():
-        from inspector.scan import DEFAULT_MODEL, ScanConfig, ask_as_trained
+        from inspector.scan import DEFAULT_MODEL, ask_as_trained
         from inspector.truth import parse_column_mapping
 
         # every other option is the ScanConfig setting of its name; these are typed otherwise on the command line

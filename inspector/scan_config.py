@@ -1,7 +1,7 @@
 """`ScanConfig`: everything that defines a scan, and its run key.
 
-Light on purpose: the CLI reads the options' defaults from it, so importing it must not import SQLAlchemy, PIL
-or a model backend (`inspector --help` starts fast; tests/test_architecture.py keeps it so). `inspector.scan`
+Light on purpose: the CLI builds scan's options from it, so importing it must not import SQLAlchemy, PIL or a
+model backend (`inspector --help` starts fast; tests/test_architecture.py keeps it so); library code, no click. `inspector.scan`
 re-exports everything here.
 """
 
@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, TypeVar
 from inspector.fields import BUILTIN_FIELDS, FieldSet, load_fields
 from inspector.prompts import Prompt, get_prompt
 from inspector.registry import registered
+from inspector.settings import setting
+from inspector.speedups import FUSIONS, QUANTIZATIONS
 
 if TYPE_CHECKING:  # the backends import PIL: loaded when a scan runs
     from inspector.backends import Backend, BackendOptions, GenerationSettings
@@ -39,50 +41,69 @@ RUN_KEY_FORMAT = 1
 
 @dataclass
 class ScanConfig:
-    """Everything that defines a scan. Printed at the start and stored with the run."""
+    """Everything that defines a scan. Printed at the start and stored with the run.
+
+    Each field but `inputs` (the PATHS) and `shard` is an `inspector scan` option of its name, listed by `--help`
+    in the fields' order: a scan-only setting declares its option here (`settings.setting`: help, range,
+    choices; `inspector scan` builds it with `options.options_from`), the others are options shared with train
+    or the other commands (`inspector.options`). The fields' order is not part of the run key (`run_key` hashes
+    them by name)."""
 
     #: Folders, files and http(s) URLs to scan.
     inputs: list[str]
+    #: Ground-truth CSV, its column mapping (field -> column) and key column.
+    truth: str | None = None
+    truth_columns: dict[str, str] | None = None
+    truth_key: str | None = None
     #: Hugging Face id or local folder of a vision-language model, a registered name (`demo`, inspector.registry),
     #: or `fake:FILE` for tests.
     model: str = DEFAULT_MODEL
     #: SQLite file or SQLAlchemy URL.
     db: str = "inspector.db"
-    #: HTML report written at the end (None: no report).
-    report: str | None = "report.html"
-    #: Ground-truth CSV, its column mapping (field -> column) and key column.
-    truth: str | None = None
-    truth_columns: dict[str, str] | None = None
-    truth_key: str | None = None
+    #: None: no report (scan's --no-report).
+    report: str | None = setting("report.html", "HTML report to write.")
+    #: 0 is "auto", the default.
+    batch_size: int = setting(
+        0,
+        "Images per model call, or 'auto': sized from free GPU memory (up to 128), 8 on CPU.",
+        reader="batch size",
+    )
     #: Built-in prompt name, or a file holding a custom prompt; sizes to ask per-size prices for.
     prompt: str | None = None
     prompt_file: str | None = None
     sizes: list[str] = field(default_factory=list)
     #: A fields file (TOML) declaring fields on top of (or instead of) the built-ins; see docs/fields.md.
     fields_file: str | None = None
-    #: Images per model call; 0 ("auto", the default) picks one from free GPU memory (8 on CPU).
-    batch_size: int = 0
-    max_new_tokens: int = 256
+    max_new_tokens: int = setting(256, "Longest answer the model may write, in tokens.", minimum=1)
     #: Benchmarks force every answer to full length (min = max) so timings don't depend on when a model stops.
-    min_new_tokens: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
+    min_new_tokens: int = setting(0, "Force answers this long (benchmarks).", minimum=0, show_default=False)
+    device: str = setting("auto", "auto, cpu, cuda, cuda:1 ...")
+    dtype: str = setting("auto", "auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32.")
     #: Phi-3.5-vision's crops per image (None: the checkpoint's setting).
     num_crops: int | None = None
-    attn_implementation: str | None = None
-    #: Fused element-wise kernels (inspector.speedups.FUSIONS): "auto" compiles them on a GPU.
-    fuse: str = "auto"
-    #: Opt-in quantisation that may change answers ("fp8"); "none" keeps the model's own precision.
-    quantize: str = "none"
-    trust_remote_code: bool = False
-    #: Scan only the first N images found.
-    limit: int | None = None
-    run_name: str | None = None
+    attn_implementation: str | None = setting(
+        None, "Attention kernel: sdpa (default), eager, flash_attention_2.", opts=("--attn",)
+    )
+    #: Fused element-wise kernels (inspector.speedups).
+    fuse: str = setting(
+        "auto",
+        "Fused kernels: auto (torch.compile on a GPU, none on CPU), compile, liger (pip extra), none.",
+        choices=FUSIONS,
+    )
+    #: Opt-in quantisation that may change answers; "none" keeps the model's own precision.
+    quantize: str = setting(
+        "none",
+        "fp8: float8 language-model layers (H100/H200, pip extra; faster, answers may change).",
+        choices=QUANTIZATIONS,
+    )
+    limit: int | None = setting(None, "Scan only the first N images found.", minimum=1)
+    run_name: str | None = setting(None, "Name for this run (reuse it to resume or compare).")
     #: Price tolerance: absolute ("0.01") or relative ("2%"); title similarity threshold.
     price_tolerance: str = "0.005"
     title_threshold: float = 0.6
     #: Threads that read and decode images ahead of the model.
-    workers: int = 4
+    workers: int = setting(4, "Image decoding threads.", minimum=1)
+    trust_remote_code: bool = False
     #: Process shard `index` of `count` (one process per GPU); all shards write into the same run.
     shard: tuple[int, int] = (0, 1)
 
@@ -96,7 +117,7 @@ class ScanConfig:
         """The backend settings among this scan's settings (those of the same names), as one object."""
         from inspector.backends import BackendOptions
 
-        return BackendOptions(**{setting.name: getattr(self, setting.name) for setting in fields(BackendOptions)})
+        return BackendOptions(**{option.name: getattr(self, option.name) for option in fields(BackendOptions)})
 
     def fieldset(self) -> FieldSet:
         """The fields this scan reads: the built-ins, extended or replaced by `fields_file`. Read once (see
@@ -181,9 +202,9 @@ def run_key_digest(identity: dict[str, object], key_format: int) -> str:
 def _config_defaults(config_class: type) -> dict[str, object]:
     """Each setting's default value (settings without one, like `inputs`, are absent)."""
     defaults = {}
-    for setting in fields(config_class):
-        if setting.default is not MISSING:
-            defaults[setting.name] = setting.default
-        elif setting.default_factory is not MISSING:
-            defaults[setting.name] = setting.default_factory()
+    for setting_field in fields(config_class):
+        if setting_field.default is not MISSING:
+            defaults[setting_field.name] = setting_field.default
+        elif setting_field.default_factory is not MISSING:
+            defaults[setting_field.name] = setting_field.default_factory()
     return defaults

@@ -169,24 +169,24 @@ def test_a_scan_run_written_as_a_config_reruns_the_same_run(runner, tmp_path, sa
     assert written.output == (
         f"Wrote the scan settings of run 1 (weekly) to {job}: inspector scan --config {job} --db DB PATHS\n"
     )
-    assert job.read_text() == (
+    assert job.read_text() == (  # the run's settings as it stored them: in ScanConfig's order, scan's --help order
         "[scan]\n"
         f'model = "{fake_model}"\n'
         f'truth = "{truth}"\n'
         'run-name = "weekly"\n'
         'truth-columns = { "brand" = "Brand" }\n'
-        'sizes = ["6.5"]\n'
         "batch-size = 2\n"
+        'sizes = ["6.5"]\n'
         "max-new-tokens = 64\n"
         "min-new-tokens = 0\n"
         'device = "auto"\n'
         'dtype = "auto"\n'
         'fuse = "auto"\n'
         'quantize = "none"\n'
-        "trust-remote-code = false\n"
         'price-tolerance = "2%"\n'
         "title-threshold = 0.6\n"
         "workers = 4\n"
+        "trust-remote-code = false\n"
     )
     again = runner.invoke(
         cli, ["scan", str(sample_dir), "--config", str(job), "--db", str(db), "--no-report"]

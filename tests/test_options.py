@@ -174,7 +174,7 @@ def test_an_option_after_a_field_is_no_field_and_follows_an_option():
 
 
 def test_settings_are_library_code_without_click():
-    code = "import sys, inspector.settings, inspector.training.config; print('click' in sys.modules)"
+    code = "import sys, inspector.settings, inspector.scan_config, inspector.training.config; print('click' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
@@ -270,3 +270,82 @@ def test_a_train_config_refuses_what_its_options_refuse(settings, error):
 )
 def test_a_range_says_why_it_refuses_a_value_as_click_checks_it(spec, value, why):
     assert spec.refusal(value) == why
+
+
+# ------------------------------------------------------------------------- inspector scan, from ScanConfig
+
+#: scan's options in its --help's order: ScanConfig's fields in order, each of scan's own options (no field) after
+#: the setting it goes with.
+SCAN_OPTIONS = [
+    "config", "truth", "truth_columns", "truth_key", "model", "db", "report", "no_report", "batch_size", "prompt",
+    "prompt_file", "sizes", "fields_file", "max_new_tokens", "min_new_tokens", "device", "dtype", "num_crops",
+    "attn_implementation", "fuse", "quantize", "limit", "run_name", "price_tolerance", "title_threshold", "workers",
+    "gpus", "trust_remote_code", "ray_address",
+]  # fmt: skip
+
+
+def test_every_scan_config_field_is_a_scan_option_of_its_name_or_listed_with_why():
+    """A scan-only option is its field's declaration (help and all); the rest are the options shared with train
+    (and --db, shared with every command that reads the results)."""
+    from inspector.cli import SCAN_SETTINGS_WITHOUT_OPTION, scan
+    from inspector.scan_config import ScanConfig
+    from inspector.training.config import TrainConfig
+
+    assert [param.name for param in scan.params] == ["paths", *SCAN_OPTIONS]
+    options = {param.name: param for param in scan.params if isinstance(param, click.Option)}
+    for setting_field in fields(ScanConfig):
+        if setting_field.name in SCAN_SETTINGS_WITHOUT_OPTION:
+            assert SCAN_SETTINGS_WITHOUT_OPTION[setting_field.name].strip() and setting_field.name not in options
+            continue
+        option, spec = options[setting_field.name], option_spec(setting_field)
+        if spec is not None:
+            assert (option.help, option.hidden) == (spec.help, False), setting_field.name
+    assert set(SCAN_SETTINGS_WITHOUT_OPTION) == {"inputs", "shard"}
+    shared = {f.name for f in fields(ScanConfig) if option_spec(f) is None} - set(SCAN_SETTINGS_WITHOUT_OPTION)
+    assert shared == {f.name for f in fields(TrainConfig) if option_spec(f) is None} | {"db"}
+
+
+def test_a_new_scan_config_field_is_a_scan_option_without_touching_the_command():
+    from inspector.cli import SCAN_OPTIONS_AFTER, SCAN_SETTINGS_WITHOUT_OPTION, SCAN_SHARED_OPTIONS
+    from inspector.scan_config import ScanConfig
+
+    beams = setting(1, "Beams of the search.", minimum=1)
+    extended = make_dataclass("Extended", [("num_beams", int, beams)], bases=(ScanConfig,))
+
+    @click.command("scan")
+    @options_from(
+        extended, shared=SCAN_SHARED_OPTIONS, not_options=SCAN_SETTINGS_WITHOUT_OPTION, after=SCAN_OPTIONS_AFTER
+    )
+    def scan(**options):
+        click.echo(options["num_beams"])
+
+    assert [param.name for param in scan.params] == [*SCAN_OPTIONS[1:], "num_beams"]
+    help_text = CliRunner().invoke(scan, ["--help"], terminal_width=120).output
+    assert help_text.endswith(
+        "  --num-beams INTEGER RANGE       Beams of the search.  [default: 1; x>=1]\n"
+        "  --help                          Show this message and exit.\n"
+    )
+    assert CliRunner().invoke(scan, ["--num-beams", "4"]).output == "4\n"
+    unexplained = make_dataclass("Unexplained", [("num_beams", int, 1)], bases=(ScanConfig,))
+    with pytest.raises(TypeError, match=r"Unexplained\.num_beams has no option"):
+        options_from(unexplained, shared=SCAN_SHARED_OPTIONS, not_options=SCAN_SETTINGS_WITHOUT_OPTION)
+
+
+@pytest.mark.parametrize(
+    ("args", "value"),
+    [([], 0), (["--batch-size", "auto"], 0), (["--batch-size", "8"], 8)],
+)
+def test_scan_batch_size_reads_a_number_or_auto(args, value, tmp_path, monkeypatch):
+    """--batch-size auto is ScanConfig's 0: pick one from free GPU memory."""
+    import inspector.scan
+    from inspector.cli import cli
+
+    seen = []
+
+    def stop(config):
+        seen.append(config)
+        raise click.ClickException("stopped here")
+
+    monkeypatch.setattr(inspector.scan, "ask_as_trained", stop)
+    result = CliRunner().invoke(cli, ["scan", str(tmp_path), *args])
+    assert result.output == "Error: stopped here\n" and seen[0].batch_size == value
