@@ -1,8 +1,8 @@
 """`ScanConfig`: everything that defines a scan, and its run key.
 
 Light on purpose: the CLI builds scan's options from it, so importing it must not import SQLAlchemy, PIL or a
-model backend (`inspector --help` starts fast; tests/test_architecture.py keeps it so); library code, no click. `inspector.scan`
-re-exports everything here.
+model backend (`inspector --help` starts fast; tests/test_architecture.py keeps it so); library code, no click.
+`inspector.scan` re-exports everything here.
 """
 
 from __future__ import annotations
