@@ -179,6 +179,8 @@ def train_config(args, name: str, seed: int, data: Path, model: Path, out: Path)
 
 def run_one(args, name: str, data: Path, tokenizer_dir: Path) -> None:
     """One training run in this process; writes OUT/runs/<name>.json."""
+    from train_learning import training_figures
+
     from inspector.training import train
 
     out = Path(args.out)
@@ -188,27 +190,13 @@ def run_one(args, name: str, data: Path, tokenizer_dir: Path) -> None:
     shutil.rmtree(config.output, ignore_errors=True)
     started = time.perf_counter()
     result = train(config, Progress(name, args.logging_steps * 4))
-    records = [json.loads(line) for line in Path(result.metrics_file).read_text().splitlines()]
-    by_step: dict[int, dict] = {}
-    for record in records:  # an evaluation's loss and generated-answer figures are two log lines
-        if any(key.startswith("eval_") for key in record):
-            by_step.setdefault(record["step"], {}).update(record)
+    figures = training_figures(result, started)
     summary = {
         "run": name,
         "kind": kind,
         "seed": int(seed),
-        "parameters": result.parameters,
-        "precision": result.precision,
-        "steps": result.steps,
-        "epochs": round(result.epochs, 3),
-        "train_examples": result.data.train_examples,
-        "heldout_examples": result.data.val_examples,
-        "train_seconds": round(result.train_seconds, 1),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "samples_per_second": result.samples_per_second,
-        "final": by_step[max(by_step)] if by_step else {},
-        "evaluations": [by_step[step] for step in sorted(by_step)],
-        "loss_curve": [(r["step"], r["loss"]) for r in records if "loss" in r],
+        **figures,
+        "final": figures["evaluations"][-1] if figures["evaluations"] else {},
         "final_dir": result.final_dir,
         "init": args.init,
         "card_seed": args.seed,

@@ -186,6 +186,30 @@ class Heartbeat:
         print(f"[{self.name}] {text}", flush=True)
 
 
+def training_figures(result, started: float) -> dict:
+    """What the bench scripts report of one `inspector.training.train` run (its `TrainResult`; `started`: the
+    `time.perf_counter()` before it): size, speed, the evaluations by step and the loss curves."""
+    records = [json.loads(line) for line in Path(result.metrics_file).read_text().splitlines()]
+    by_step: dict[int, dict] = {}
+    for record in records:  # the loss and the generated-answer figures of one evaluation are two log lines
+        if any(key.startswith("eval_") for key in record):
+            by_step.setdefault(record["step"], {}).update(record)
+    return {
+        "parameters": result.parameters,
+        "precision": result.precision,
+        "steps": result.steps,
+        "epochs": round(result.epochs, 3),
+        "train_examples": result.data.train_examples,
+        "heldout_examples": result.data.val_examples,
+        "train_seconds": round(result.train_seconds, 1),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "samples_per_second": result.samples_per_second,
+        "evaluations": [by_step[step] for step in sorted(by_step)],
+        "loss_curve": [(r["step"], r["loss"]) for r in records if "loss" in r],
+        "eval_loss_curve": [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r],
+    }
+
+
 def run_one(name: str, args, data: Path, model: Path) -> dict:
     from inspector.training import TrainConfig, train
 
@@ -219,33 +243,16 @@ def run_one(name: str, args, data: Path, model: Path) -> dict:
     )
     started = time.perf_counter()
     result = train(config, Heartbeat(name))
-    records = [json.loads(line) for line in Path(result.metrics_file).read_text().splitlines()]
-    by_step: dict[int, dict] = {}
-    for record in records:  # the loss and the generated-answer figures of one evaluation are two log lines
-        if any(key.startswith("eval_") for key in record):
-            by_step.setdefault(record["step"], {}).update(record)
-    evals = [by_step[step] for step in sorted(by_step)]
-    losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    eval_losses = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    figures = training_figures(result, started)
+    evals = figures["evaluations"]
     return {
         "run": name,
         "train_csv": csv_name,
         "family": args.family,
         "size": args.size,
-        "parameters": result.parameters,
-        "precision": result.precision,
-        "steps": result.steps,
-        "epochs": round(result.epochs, 3),
-        "train_examples": result.data.train_examples,
-        "heldout_examples": result.data.val_examples,
-        "train_seconds": round(result.train_seconds, 1),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "samples_per_second": result.samples_per_second,
+        **figures,
         "before": evals[0] if evals else {},
         "after": evals[-1] if evals else {},
-        "evaluations": evals,
-        "loss_curve": losses,
-        "eval_loss_curve": eval_losses,
         "config": config.to_dict(),
     }
 
