@@ -130,14 +130,7 @@ def scan(paths, model, report, no_report, truth_columns, gpus, ray_address, **op
         if ray_address:
             summary = _run_ray_scan(config, ray_address, gpus)
         elif gpus:
-            from inspector.multigpu import scan_on_gpus
-            from inspector.scan import with_report_and_metrics
-            from inspector.store import open_store
-
-            _check_scan_inputs(config)  # in this process: a bad input is one error, not one traceback per shard
-            with RichScanProgress(stderr_console()) as progress:
-                summary = scan_on_gpus(config, gpus, progress)
-            summary = with_report_and_metrics(config, open_store(config.db), summary)
+            summary = _run_gpu_scan(config, gpus)
         else:
             summary = _run_scan(config)
         _print_scan_summary(config, summary)
@@ -172,6 +165,18 @@ def _run_scan(config):
     backend = config.load_backend()
     with RichScanProgress(console) as progress:
         summary = Scanner(config, backend, store, progress, inputs=inputs).run()
+    return with_report_and_metrics(config, store, summary)
+
+
+def _run_gpu_scan(config, gpus: str):
+    from inspector.multigpu import scan_on_gpus
+    from inspector.scan import with_report_and_metrics
+    from inspector.store import open_store
+
+    _check_scan_inputs(config)  # in this process: a bad input is one error, not one traceback per shard
+    store = open_store(config.db)
+    with RichScanProgress(stderr_console()) as progress:
+        summary = scan_on_gpus(config, gpus, progress, store)
     return with_report_and_metrics(config, store, summary)
 
 

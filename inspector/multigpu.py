@@ -5,10 +5,14 @@ from __future__ import annotations
 import multiprocessing as mp
 import queue
 import time
+from typing import TYPE_CHECKING
 
 from inspector.errors import InputError, InspectorError, ShardError
 from inspector.interrupts import deferred, stop_signals_as_interrupts
 from inspector.scan import ScanConfig, ScanProgress, ScanSummary, SilentProgress, new_counts, session_stats
+
+if TYPE_CHECKING:
+    from inspector.store import Store
 
 
 def parse_gpus(value: str | int, available: int) -> list[int]:
@@ -74,24 +78,27 @@ def _scan_shard(config: ScanConfig, progress: _QueueProgress, events: mp.Queue) 
     events.put(("done", config.shard[0], summary.processed, summary.failed))
 
 
-def scan_on_gpus(config: ScanConfig, gpus: str | int, progress: ScanProgress | None = None) -> ScanSummary:
+def scan_on_gpus(
+    config: ScanConfig, gpus: str | int, progress: ScanProgress | None = None, store: Store | None = None
+) -> ScanSummary:
     """Run one shard per GPU in spawned processes, then close the run and write the report once."""
     import torch
 
     devices = parse_gpus(gpus, torch.cuda.device_count())
-    return scan_on_devices(config, [f"cuda:{device}" for device in devices], progress)
+    return scan_on_devices(config, [f"cuda:{device}" for device in devices], progress, store)
 
 
 def scan_on_devices(
-    config: ScanConfig, devices: list[str], progress: ScanProgress | None = None
+    config: ScanConfig, devices: list[str], progress: ScanProgress | None = None, store: Store | None = None
 ) -> ScanSummary:
     """One spawned process per entry of `devices` ("cuda:0", "cuda:1", … — or "cpu", which tests use), each
-    scanning shard i/N of the images into one run that this process creates first and closes last."""
+    scanning shard i/N of the images into one run that this process creates first and closes last (in `store`,
+    the caller's, or `config.db` opened here)."""
     from inspector.scan import start_run
     from inspector.store import open_store
 
     prompt = config.scan_prompt()
-    store = open_store(config.db)
+    store = store or open_store(config.db)
     # Created here, before the shards start, so that they all resume this one run instead of racing to create it.
     run_id = start_run(store, config, prompt, None, config.batch_size)
     started = time.perf_counter()

@@ -166,9 +166,9 @@ def test_the_command_line_writes_the_report_of_a_scan_on_several_devices(tmp_pat
     answers.write_text(json.dumps(['{"brand": "Acme", "price": 12.5}'] * n_images))
     used: list[object] = []
 
-    def on_cpus(config, gpus, progress=None):
+    def on_cpus(config, gpus, progress=None, store=None):
         used.append(gpus)
-        return scan_on_devices(config, ["cpu", "cpu"], progress)
+        return scan_on_devices(config, ["cpu", "cpu"], progress, store)
 
     monkeypatch.setattr(inspector.multigpu, "scan_on_gpus", on_cpus)
     report = tmp_path / "r.html"
